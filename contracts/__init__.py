@@ -1,0 +1,43 @@
+"""Wire contracts of outplan-worker: commands, replies and events (depends on pydantic only)."""
+
+from . import names
+from .commands import (
+    COMMANDS,
+    Command,
+    CreateOutplan,
+    DeleteOutplan,
+    GetOutplan,
+    ListOutplans,
+    UpdateBasicInfo,
+    UpdateDialInfo,
+)
+from .errors import summarise, validation_details
+from .events import OutplanCreated, OutplanDeleted, OutplanEvent, OutplanUpdated, parse_event
+from .fields import Source
+from .outplan import Outplan, OutplanPage
+from .replies import ErrorDetail, ErrorInfo, Reply
+
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "CreateOutplan",
+    "DeleteOutplan",
+    "ErrorDetail",
+    "ErrorInfo",
+    "GetOutplan",
+    "ListOutplans",
+    "Outplan",
+    "OutplanCreated",
+    "OutplanDeleted",
+    "OutplanEvent",
+    "OutplanPage",
+    "OutplanUpdated",
+    "Reply",
+    "Source",
+    "UpdateBasicInfo",
+    "UpdateDialInfo",
+    "names",
+    "parse_event",
+    "summarise",
+    "validation_details",
+]

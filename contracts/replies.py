@@ -1,0 +1,55 @@
+"""Replies sent to ``reply_to``: ``status_code`` plus ``data`` or ``error``."""
+
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict
+
+INVALID_ARGUMENT: Final = "INVALID_ARGUMENT"
+NOT_FOUND: Final = "NOT_FOUND"
+ALREADY_EXISTS: Final = "ALREADY_EXISTS"
+INTERNAL: Final = "INTERNAL"
+
+# reasons
+VALIDATION_FAILED: Final = "VALIDATION_FAILED"
+MALFORMED_JSON: Final = "MALFORMED_JSON"
+NOT_AN_OBJECT: Final = "NOT_AN_OBJECT"
+BODY_TOO_LARGE: Final = "BODY_TOO_LARGE"
+UNSUPPORTED_CONTENT_TYPE: Final = "UNSUPPORTED_CONTENT_TYPE"
+UNKNOWN_COMMAND: Final = "UNKNOWN_COMMAND"
+MESSAGE_ID_REQUIRED: Final = "MESSAGE_ID_REQUIRED"
+OUTPLAN_NOT_FOUND: Final = "OUTPLAN_NOT_FOUND"
+IDEMPOTENCY_KEY_REUSED: Final = "IDEMPOTENCY_KEY_REUSED"
+INTERNAL_ERROR: Final = "INTERNAL_ERROR"
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: str
+    reason: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class Reply(BaseModel):
+    """``{"status_code": 2xx, "data": ...}`` or ``{"status_code": 4xx|5xx, "error": ...}``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status_code: int
+    data: Any = None
+    error: ErrorInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code < 400
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()

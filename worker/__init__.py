@@ -1,0 +1,1 @@
+"""outplan-worker: owns outplans, answers commands over RabbitMQ, publishes their events."""

@@ -1,0 +1,120 @@
+"""The worker's lifespan: open the pool and the broker link, run, drain on stop, close."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aio_pika
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+
+from .messaging import topology
+from .messaging.consumer import CommandConsumer
+from .messaging.relay import Relay
+from .persistence import inbox
+from .persistence.uow import PgUnitOfWork
+from .service import Service
+from .settings import Settings
+from .transient import TRANSIENT_ERRORS
+
+log = structlog.get_logger("outplan_worker")
+
+
+async def open_pool(settings: Settings) -> asyncpg.Pool:
+    delay = 0.2
+    while True:
+        try:
+            return await asyncpg.create_pool(
+                settings.database_url.get_secret_value(), min_size=1, max_size=settings.db_pool_size
+            )
+        except TRANSIENT_ERRORS as exc:
+            log.warning("database unreachable; retrying", error=type(exc).__name__, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def open_broker(settings: Settings) -> AbstractRobustConnection:
+    delay = 0.2
+    while True:
+        try:
+            return await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
+        except TRANSIENT_ERRORS as exc:
+            log.warning("broker unreachable; retrying", error=type(exc).__name__, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    pool: asyncpg.Pool
+    connection: AbstractRobustConnection
+    channels: list[AbstractRobustChannel]  # strong references: robust channels are weakly held
+    consumer: CommandConsumer | None
+    relay: Relay
+
+
+@contextlib.asynccontextmanager
+async def lifespan(settings: Settings, *, consume: bool = True) -> AsyncIterator[Worker]:
+    pool = await open_pool(settings)
+    try:
+        connection = await open_broker(settings)
+        try:
+            consume_channel = await connection.channel()
+            await consume_channel.set_qos(prefetch_count=settings.prefetch)
+            publish_channel = await connection.channel(publisher_confirms=True)
+            relay_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            topo = await topology.declare(consume_channel, settings)
+            relay = Relay(settings, relay_channel)
+            consumer = None
+            if consume:
+                service = Service(lambda: PgUnitOfWork(pool), fault_hook=settings.fault_hook)
+                consumer = CommandConsumer(settings, service, publish_channel)
+                await consumer.start(topo.command_queue)
+            yield Worker(settings, pool, connection, [consume_channel, publish_channel, relay_channel],
+                         consumer, relay)
+        finally:
+            await connection.close()
+    finally:
+        await pool.close()
+
+
+async def purge_idempotency_records(pool: asyncpg.Pool, hours: float, stop: asyncio.Event) -> None:
+    """Forget idempotency records past their retention, once an hour."""
+    while not stop.is_set():
+        try:
+            removed = await inbox.purge_older_than(pool, hours)
+            if removed:
+                log.info("idempotency records purged", removed=removed)
+        except TRANSIENT_ERRORS:
+            pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 3600)
+
+
+async def serve(settings: Settings, stop: asyncio.Event, *, consume: bool = True) -> None:
+    """Run until ``stop`` is set, then drain: in-flight messages, then the outbox."""
+    async with lifespan(settings, consume=consume) as worker:
+        relay_task = asyncio.create_task(worker.relay.run(), name="relay")
+        purge_task = asyncio.create_task(
+            purge_idempotency_records(worker.pool, settings.idempotency_retention_hours, stop), name="purge"
+        )
+        log.info("worker started", consume=consume, queue=settings.command_queue, prefetch=settings.prefetch)
+        await stop.wait()
+        log.info("stopping: no new messages; draining", drain_seconds=settings.drain_seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.drain_seconds
+        drained = True
+        if worker.consumer is not None:
+            await worker.consumer.stop()
+            drained = await worker.consumer.drain(settings.drain_seconds)
+        worker.relay.stop()
+        await relay_task
+        purge_task.cancel()
+        published = await worker.relay.drain(max(0.1, deadline - loop.time()))
+        log.info(
+            "worker stopped", messages_drained=drained, outbox_empty=published,
+            handled=worker.consumer.handled if worker.consumer else 0,
+        )

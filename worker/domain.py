@@ -1,0 +1,68 @@
+"""Domain values and errors the handlers work with."""
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from contracts import ErrorInfo, Outplan, Reply
+from contracts import replies
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """An outplan as stored, with its version (1 at create, +1 per change)."""
+
+    outplan: Outplan
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReply:
+    """What the idempotency record holds for one (customer, message_id)."""
+
+    command: str
+    body_hash: bytes
+    status_code: int | None
+    reply: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class PagePosition:
+    """Where the next page starts: strictly older than (tm_create, id)."""
+
+    tm_create_us: int  # microseconds since the epoch, UTC
+    id: UUID | None  # None: a bare tm_create token, everything strictly older
+
+
+class DomainError(Exception):
+    """An expected refusal; carries the reply the caller gets."""
+
+    status_code = 400
+    status = replies.INVALID_ARGUMENT
+    reason = replies.VALIDATION_FAILED
+
+    def reply(self) -> Reply:
+        return Reply(
+            status_code=self.status_code,
+            error=ErrorInfo(status=self.status, reason=self.reason, message=str(self)),
+        )
+
+
+class OutplanNotFound(DomainError):
+    status_code = 404
+    status = replies.NOT_FOUND
+    reason = replies.OUTPLAN_NOT_FOUND
+
+    def __init__(self, outplan_id: UUID) -> None:
+        super().__init__(f"outplan {outplan_id} was not found")
+
+
+class IdempotencyKeyReused(DomainError):
+    status_code = 409
+    status = replies.ALREADY_EXISTS
+    reason = replies.IDEMPOTENCY_KEY_REUSED
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(
+            f"message_id {message_id!r} was already used by this customer for a different command"
+            " or body; send a new message_id for a new request"
+        )

@@ -1,0 +1,71 @@
+"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), demo."""
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+import structlog
+
+from .. import logs
+from ..app import serve
+from ..persistence.migrate import migrate
+from ..settings import Settings
+
+log = structlog.get_logger("outplan_worker")
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting at once", signal=signal.Signals(signum).name)
+            os._exit(1)
+        log.info("signal received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def _serve(settings: Settings, *, consume: bool) -> None:
+    stop = asyncio.Event()
+    _install_signals(stop)
+    await serve(settings, stop, consume=consume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="outplan-worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create the database if needed and apply pending migrations")
+    sub.add_parser("run", help="consume commands and publish events (migrate first)")
+    sub.add_parser("relay", help="publish events from the outbox only")
+    demo = sub.add_parser("demo", help="send the tutorial's six operations; print replies and events")
+    demo.add_argument("--start-worker", action="store_true", help="migrate and start a worker for the demo")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    logs.configure(settings.log_level)
+    dsn = settings.database_url.get_secret_value()
+    if args.command == "migrate":
+        applied = asyncio.run(migrate(dsn))
+        print(f"{len(applied)} migration(s) applied" + (": " + ", ".join(applied) if applied else ""))
+        return 0
+    if args.command in ("run", "relay"):
+        asyncio.run(_serve(settings, consume=args.command == "run"))
+        return 0
+    if args.command == "demo":
+        from .demo import demo_with_worker, run_demo
+
+        if args.start_worker:
+            asyncio.run(migrate(dsn))
+            return demo_with_worker(settings)
+        return asyncio.run(run_demo(settings))
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

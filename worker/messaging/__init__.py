@@ -1,0 +1,1 @@
+"""RabbitMQ adapters: topology, the command consumer, the outbox relay, the RPC client."""

@@ -1,0 +1,140 @@
+"""The outbox relay: publishes the event log in ``eventsequence`` order, at least once.
+
+Only one relay publishes at a time (a PostgreSQL advisory lock held by its connection);
+others wait as standbys. An event is marked published only after the broker confirmed it
+and it was routed (``mandatory``); after a crash the unconfirmed tail is published again
+with the same ids and bodies.
+"""
+
+import asyncio
+import contextlib
+
+import aio_pika
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+from contracts import names
+
+from ..persistence.events import NOTIFY_CHANNEL
+from ..persistence.outbox import OutboxStore, PendingEvent
+from ..settings import Settings
+from ..transient import TRANSIENT_ERRORS
+
+log = structlog.get_logger(__name__)
+
+
+class RelayStalled(Exception):
+    """A batch was not wholly confirmed; the next round starts at the first unconfirmed event."""
+
+
+class Relay:
+    def __init__(self, settings: Settings, channel: AbstractChannel) -> None:
+        self._settings = settings
+        self._channel = channel
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.published = 0
+        self.is_leader = False
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish until ``stop()``; reconnects to the database and the broker on its own."""
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self._serve()
+                delay = 0.1
+            except (RelayStalled, *TRANSIENT_ERRORS) as exc:
+                self.is_leader = False
+                log.warning("relay interrupted; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
+
+    async def drain(self, timeout: float) -> bool:
+        """Publish everything already committed (used at shutdown); False if time ran out."""
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await asyncpg.connect(self._settings.database_url.get_secret_value())
+                try:
+                    store = OutboxStore(conn, source=self._settings.event_source)
+                    while not await store.try_lock():
+                        await asyncio.sleep(0.05)  # the running relay still holds it; wait
+                    exchange = await self._channel.get_exchange(self._settings.event_exchange, ensure=False)
+                    while await self._publish_round(store, exchange):
+                        pass
+                    return (await store.backlog())[0] == 0
+                finally:
+                    await conn.close()
+        except (TimeoutError, RelayStalled, *TRANSIENT_ERRORS) as exc:
+            log.warning("outbox not fully published at shutdown", error=type(exc).__name__)
+            return False
+
+    async def _serve(self) -> None:
+        conn = await asyncpg.connect(self._settings.database_url.get_secret_value())
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            store = OutboxStore(conn, source=self._settings.event_source)
+            while not await store.try_lock():
+                if await self._sleep():
+                    return
+            self.is_leader = True
+            log.info("relay is publishing")
+            exchange = await self._channel.get_exchange(self._settings.event_exchange, ensure=False)
+            while not self._stopping.is_set():
+                self._wake.clear()
+                if await self._publish_round(store, exchange):
+                    continue  # more may be waiting: go again without sleeping
+                if await self._sleep():
+                    return
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await conn.close()
+
+    async def _sleep(self) -> bool:
+        """Wait for a notification or the polling interval; True when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._settings.relay_poll_seconds)
+        return self._stopping.is_set()
+
+    async def _publish_round(self, store: OutboxStore, exchange: AbstractExchange) -> bool:
+        """Sequence and publish one batch; True when a full batch went out."""
+        limit = self._settings.relay_batch_size
+        await store.sequence_pending(limit)
+        pending = await store.unpublished(limit)
+        if not pending:
+            return False
+        # Publishes go out in order on one channel; confirms are awaited together.
+        results = await asyncio.gather(*(self._publish(exchange, e) for e in pending), return_exceptions=True)
+        confirmed = 0
+        for event, result in zip(pending, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error(
+                    "event not confirmed; publishing again from here",
+                    eventsequence=event.eventsequence, event_id=event.event_id,
+                    error=type(result).__name__, detail=str(result),
+                )
+                break
+            confirmed += 1
+        if confirmed:
+            await store.mark_published(pending[confirmed - 1].eventsequence)
+            self.published += confirmed
+        if confirmed < len(pending):
+            raise RelayStalled(f"{len(pending) - confirmed} of {len(pending)} events not confirmed")
+        return len(pending) == limit
+
+    async def _publish(self, exchange: AbstractExchange, event: PendingEvent) -> None:
+        message = aio_pika.Message(
+            event.body,
+            message_id=event.event_id,
+            type=event.event_type,
+            content_type=names.EVENT_CONTENT_TYPE,
+            correlation_id=event.correlation_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await exchange.publish(message, routing_key=event.event_type, mandatory=True)

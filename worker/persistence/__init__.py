@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: migrations, the unit of work and its repositories, the outbox store."""

@@ -1,0 +1,61 @@
+"""The unit of work: one connection and one transaction that roll back unless committed."""
+
+from types import TracebackType
+from typing import Protocol, Self
+
+import asyncpg
+
+from .events import EventLog
+from .inbox import ProcessedCommands
+from .outplans import OutplanRepository
+
+
+class UnitOfWork(Protocol):
+    """What handlers see; several commands may later share one unit (one transaction)."""
+
+    outplans: OutplanRepository
+    events: EventLog
+    inbox: ProcessedCommands
+
+    async def commit(self) -> None: ...
+
+
+class PgUnitOfWork:
+    """``async with PgUnitOfWork(pool) as uow: ...; await uow.commit()``."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: asyncpg.pool.PoolConnectionProxy | None = None
+        self._tx: asyncpg.transaction.Transaction | None = None
+
+    async def __aenter__(self) -> Self:
+        self._conn = conn = await self._pool.acquire()
+        try:
+            self._tx = conn.transaction()
+            await self._tx.start()
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        self.outplans = OutplanRepository(conn)
+        self.events = EventLog(conn)
+        self.inbox = ProcessedCommands(conn)
+        return self
+
+    async def commit(self) -> None:
+        assert self._tx is not None
+        await self._tx.commit()
+        self._tx = None
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._conn is not None
+        try:
+            if self._tx is not None and not self._conn.is_closed():
+                await self._tx.rollback()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            pass  # the connection is broken; the server rolls back on its own
+        finally:
+            self._tx = None
+            await self._pool.release(self._conn)
+            self._conn = None

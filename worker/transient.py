@@ -1,0 +1,21 @@
+"""Which failures are infrastructure trouble: wait and retry, never dead-letter for them."""
+
+import aio_pika.exceptions
+import aiormq.exceptions
+import asyncpg
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes ConnectionError and socket errors
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby during fail-over
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    aio_pika.exceptions.AMQPConnectionError,
+)
