@@ -1,0 +1,58 @@
+"""Shared fixtures: fresh databases, names and customers per test; real PostgreSQL and RabbitMQ."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from worker.persistence.migrate import migrate
+
+PG_ADMIN = os.environ.get("OUTPLAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("OUTPLAN_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def database_url(name: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def create_database() -> str:
+    """A new, migrated database; returns its URL."""
+    url = database_url(f"outplans_test_{uuid.uuid4().hex[:12]}")
+    asyncio.run(migrate(url))
+    return url
+
+
+def drop_database(url: str) -> None:
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            name = url.rsplit("/", 1)[1]
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def session_database() -> Iterator[str]:
+    """One migrated database for tests that isolate themselves by customer id."""
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """A migrated database of its own, for tests that look at every row (the relay)."""
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def customer_id() -> uuid.UUID:
+    return uuid.uuid4()

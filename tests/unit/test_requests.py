@@ -1,0 +1,118 @@
+"""Decoding raw messages: every kind of invalid input gets its own reason."""
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from contracts import CreateOutplan, GetOutplan
+from worker import paging
+from worker.requests import Rejection, Request, decode
+
+pytestmark = pytest.mark.unit
+
+CUSTOMER = str(uuid.uuid4())
+CREATE = json.dumps({"customer_id": CUSTOMER, "source": {"type": "tel", "target": "+15559876543"}}).encode()
+
+
+def run(body: bytes = CREATE, **props: Any) -> Request | Rejection:
+    options: dict[str, Any] = {
+        "content_type": "application/json", "routing_key": "outplan.create", "type_": None,
+        "message_id": "m-1", "correlation_id": None,
+    }
+    options.update(props)
+    return decode(body, **options)
+
+
+def rejected(result: Request | Rejection) -> Rejection:
+    assert isinstance(result, Rejection), result
+    assert result.status_code == 400 and result.status == "INVALID_ARGUMENT"
+    return result
+
+
+def test_a_valid_create_decodes() -> None:
+    result = run()
+    assert isinstance(result, Request)
+    assert isinstance(result.command, CreateOutplan) and result.message_id == "m-1"
+
+
+def test_command_name_from_type_when_sent_to_the_queue_directly() -> None:
+    body = json.dumps({"customer_id": CUSTOMER, "id": str(uuid.uuid4())}).encode()
+    result = run(body, routing_key="outplan-worker.commands", type_="outplan.get", message_id=None)
+    assert isinstance(result, Request) and isinstance(result.command, GetOutplan)
+
+
+@pytest.mark.parametrize(
+    ("body", "props", "reason", "text"),
+    [
+        (b"{not json", {}, "MALFORMED_JSON", "not UTF-8 JSON"),
+        (b"\xff\xfe{}", {}, "MALFORMED_JSON", "not UTF-8 JSON"),
+        (b"[1, 2]", {}, "NOT_AN_OBJECT", "must be a JSON object"),
+        (b'"text"', {}, "NOT_AN_OBJECT", "must be a JSON object"),
+        (CREATE, {"routing_key": "outplan.rename", "type_": None}, "UNKNOWN_COMMAND", "outplan.rename"),
+        (CREATE, {"message_id": None}, "MESSAGE_ID_REQUIRED", "message_id"),
+        (CREATE, {"message_id": ""}, "MESSAGE_ID_REQUIRED", "message_id"),
+        (CREATE, {"content_type": "text/plain"}, "UNSUPPORTED_CONTENT_TYPE", "text/plain"),
+        (CREATE, {"content_type": "application/json; charset=latin-1"}, "UNSUPPORTED_CONTENT_TYPE", "latin-1"),
+        (b" " * (64 * 1024) + CREATE, {}, "BODY_TOO_LARGE", "65536 bytes"),
+        (b'{"customer_id": "x"}', {}, "VALIDATION_FAILED", "customer_id must be a UUID"),
+    ],
+)
+def test_invalid_input_is_rejected_with_a_reason(body: bytes, props: dict[str, Any], reason: str, text: str) -> None:
+    rejection = rejected(run(body, **props))
+    assert rejection.reason == reason
+    assert text in rejection.message
+    reply = json.loads(rejection.reply().to_json())
+    assert reply["status_code"] == 400 and reply["error"]["reason"] == reason and "data" not in reply
+
+
+def test_validation_failures_carry_field_details() -> None:
+    body = json.dumps({"customer_id": CUSTOMER, "source": {"type": "tel", "target": "+15559876543"},
+                       "dial_timeout": 30}).encode()
+    reply = json.loads(rejected(run(body)).reply().to_json())
+    assert reply["error"]["details"] == [
+        {"field": "dial_timeout",
+         "message": "dial_timeout is in milliseconds; 30 ms is too short — for 30 seconds send 30000"}
+    ]
+
+
+def test_queries_need_no_message_id() -> None:
+    body = json.dumps({"customer_id": CUSTOMER}).encode()
+    assert isinstance(run(body, routing_key="outplan.list", message_id=None), Request)
+
+
+def test_a_missing_content_type_is_taken_as_json() -> None:
+    assert isinstance(run(content_type=None), Request)
+
+
+def test_a_page_token_that_is_not_ours_is_a_field_error() -> None:
+    body = json.dumps({"customer_id": CUSTOMER, "page_token": "o1.@@@"}).encode()
+    rejection = rejected(run(body, routing_key="outplan.list"))
+    assert rejection.reason == "VALIDATION_FAILED"
+    assert [d.field for d in rejection.details] == ["page_token"]
+
+
+def test_the_body_hash_tells_bodies_and_commands_apart() -> None:
+    first, second = run(), run(CREATE + b" ")
+    assert isinstance(first, Request) and isinstance(second, Request)
+    assert first.body_hash != second.body_hash
+    assert first.body_hash == run().body_hash  # type: ignore[union-attr]
+
+
+def test_page_tokens_round_trip() -> None:
+    from datetime import UTC, datetime
+
+    moment = datetime(2022, 4, 28, 1, 50, 23, 414000, tzinfo=UTC)
+    outplan_id = uuid.uuid4()
+    position = paging.decode(paging.encode(moment, outplan_id))
+    assert position is not None
+    assert position.id == outplan_id and position.tm_create_us == paging.to_micros(moment)
+
+
+def test_a_bare_tm_create_token_is_accepted() -> None:
+    position = paging.decode("2022-04-28 01:50:23.414000")
+    assert position is not None and position.id is None
+    assert paging.decode("") is None
+    with pytest.raises(paging.InvalidPageToken):
+        paging.decode("yesterday")
