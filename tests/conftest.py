@@ -25,16 +25,17 @@ def create_database() -> str:
     return url
 
 
-def drop_database(url: str) -> None:
-    async def drop() -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        try:
-            name = url.rsplit("/", 1)[1]
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+async def drop_database_async(url: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        name = url.rsplit("/", 1)[1]
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
-    asyncio.run(drop())
+
+def drop_database(url: str) -> None:
+    asyncio.run(drop_database_async(url))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,91 @@
+"""Paging over 250 outplans, 100 of which share one tm_create: no skip, no repeat."""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from contracts import CreateOutplan, ListOutplans
+from worker.handlers import list_outplans
+from worker.persistence.uow import PgUnitOfWork
+from worker.requests import Request
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def pool(session_database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(session_database, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+async def add(pool: asyncpg.Pool, customer_id: uuid.UUID, count: int) -> list[uuid.UUID]:
+    """``count`` outplans in one transaction: they all share one tm_create (now())."""
+    ids = [uuid.uuid4() for _ in range(count)]
+    cmd = CreateOutplan.model_validate(
+        {"customer_id": customer_id, "source": {"type": "tel", "target": "+15559876543"}}, strict=False)
+    async with PgUnitOfWork(pool) as uow:
+        for outplan_id in ids:
+            await uow.outplans.add(outplan_id, cmd)
+        await uow.commit()
+    return ids
+
+
+async def page(pool: asyncpg.Pool, customer_id: uuid.UUID, size: int, token: str) -> dict[str, object]:
+    cmd = ListOutplans(customer_id=customer_id, page_size=size, page_token=token)
+    async with PgUnitOfWork(pool) as uow:
+        reply = await list_outplans(cmd, uow, Request(cmd, None, None, b""))
+    data = reply.model_dump(mode="json")["data"]
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.mark.parametrize("size", [7, 100])
+async def test_paging_never_skips_or_repeats(pool: asyncpg.Pool, customer_id: uuid.UUID, size: int) -> None:
+    older = []
+    for _ in range(75):  # 75 with distinct times
+        older += await add(pool, customer_id, 1)
+    tied = await add(pool, customer_id, 100)  # 100 sharing one tm_create
+    newer = []
+    for _ in range(75):
+        newer += await add(pool, customer_id, 1)
+    await add(pool, uuid.uuid4(), 5)  # another customer's outplans never show up
+
+    seen: list[dict[str, str]] = []
+    token, pages = "", 0
+    while True:
+        data = await page(pool, customer_id, size, token)
+        seen += data["result"]  # type: ignore[arg-type]
+        pages += 1
+        token = data["next_page_token"]  # type: ignore[assignment]
+        if token == "":
+            break
+    ids = [uuid.UUID(o["id"]) for o in seen]
+    assert len(ids) == 250 and len(set(ids)) == 250
+    assert set(ids) == set(older) | set(tied) | set(newer)
+    assert pages == -(-250 // size)
+    stamps = [o["tm_create"] for o in seen]
+    assert stamps == sorted(stamps, reverse=True)  # newest first
+    assert set(ids[:75]) == set(newer)
+    assert all(o["customer_id"] == str(customer_id) for o in seen)
+
+
+async def test_deleted_outplans_are_not_listed(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
+    keep, gone = await add(pool, customer_id, 2)
+    async with PgUnitOfWork(pool) as uow:
+        await uow.outplans.delete(customer_id, gone)
+        await uow.commit()
+    data = await page(pool, customer_id, 100, "")
+    assert [o["id"] for o in data["result"]] == [str(keep)]  # type: ignore[index, union-attr]
+
+
+async def test_a_bare_tm_create_token_pages_like_the_tutorial(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
+    first = await add(pool, customer_id, 1)
+    await add(pool, customer_id, 1)
+    newest = (await page(pool, customer_id, 1, ""))["result"][0]  # type: ignore[index]
+    data = await page(pool, customer_id, 10, newest["tm_create"])  # type: ignore[index]
+    assert [o["id"] for o in data["result"]] == [str(first[0])]  # type: ignore[index, union-attr]
+    assert json.dumps(data["next_page_token"]) == '""'

@@ -1,0 +1,158 @@
+"""The outbox relay against real PostgreSQL and RabbitMQ: order, no skips, same ids on re-publish."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+
+from contracts import CreateOutplan, parse_event
+from tests.conftest import AMQP_URL
+from worker.messaging.relay import Relay
+from worker.persistence.uow import PgUnitOfWork
+from worker.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Rig:
+    settings: Settings
+    pool: asyncpg.Pool
+    connection: AbstractRobustConnection
+    received: list[AbstractIncomingMessage]
+    exchange_name: str
+
+    async def bind_queue(self) -> AbstractQueue:
+        channel = await self.connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(self.exchange_name, routing_key="#")
+
+        async def keep(message: AbstractIncomingMessage) -> None:
+            self.received.append(message)
+
+        await queue.consume(keep, no_ack=True)
+        return queue
+
+    async def relay(self) -> tuple[Relay, asyncio.Task[None]]:
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        relay = Relay(self.settings, channel)
+        relay._keep_channel = channel  # type: ignore[attr-defined]
+        return relay, asyncio.create_task(relay.run())
+
+    async def wait_for(self, count: int, seconds: float = 10.0) -> None:
+        async with asyncio.timeout(seconds):
+            while len(self.received) < count:
+                await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def rig(fresh_database: str) -> AsyncIterator[Rig]:
+    exchange_name = f"test.events.{uuid.uuid4().hex[:8]}"
+    settings = Settings(database_url=fresh_database, event_exchange=exchange_name,  # type: ignore[arg-type]
+                        relay_poll_seconds=0.2)
+    pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=4)
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
+    yield Rig(settings, pool, connection, [], exchange_name)
+    await exchange.delete()
+    await connection.close()
+    await pool.close()
+
+
+async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUnitOfWork, uuid.UUID]:
+    """An open transaction that has written an outplan and its event, not yet committed."""
+    uow = PgUnitOfWork(pool)
+    await uow.__aenter__()
+    cmd = CreateOutplan.model_validate(
+        {"customer_id": customer_id, "source": {"type": "tel", "target": "+15559876543"}}, strict=False)
+    stored = await uow.outplans.add(uuid.uuid4(), cmd)
+    event_id = await uow.events.record("outplan_created", stored, None)
+    return uow, event_id
+
+
+async def test_a_transaction_that_commits_late_is_not_skipped(rig: Rig, customer_id: uuid.UUID) -> None:
+    await rig.bind_queue()
+    first, first_event = await begin_create(rig.pool, customer_id)  # inserted first: lower position
+    second, second_event = await begin_create(rig.pool, customer_id)
+    await second.commit()
+    await second.__aexit__(None, None, None)
+    relay, task = await rig.relay()
+    await rig.wait_for(1)
+    await first.commit()  # commits after a later-numbered row was already published
+    await first.__aexit__(None, None, None)
+    await rig.wait_for(2)
+    relay.stop()
+    await task
+
+    events = [parse_event(m.body) for m in rig.received]
+    assert [str(e.id) for e in events] == [str(second_event), str(first_event)]
+    assert [e.eventsequence for e in events] == [1, 2]  # strictly increasing in publish order
+    assert [m.message_id for m in rig.received] == [str(second_event), str(first_event)]
+    assert await rig.pool.fetchval("SELECT count(*) FROM outplan_events WHERE published_at IS NULL") == 0
+
+
+async def test_unroutable_events_stay_unpublished_until_a_queue_is_bound(rig: Rig, customer_id: uuid.UUID) -> None:
+    uow, event_id = await begin_create(rig.pool, customer_id)
+    await uow.commit()
+    await uow.__aexit__(None, None, None)
+    relay, task = await rig.relay()
+    await asyncio.sleep(0.6)  # returned as unroutable: must not count as published
+    assert await rig.pool.fetchval("SELECT published_at FROM outplan_events WHERE event_id = $1", event_id) is None
+    await rig.bind_queue()
+    await rig.wait_for(1, seconds=15)
+    relay.stop()
+    await task
+    message = rig.received[0]
+    assert message.message_id == str(event_id) and message.type == "outplan_created"
+    assert message.content_type == "application/cloudevents+json"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert await rig.pool.fetchval("SELECT published_at FROM outplan_events WHERE event_id = $1", event_id) is not None
+
+
+async def test_an_unconfirmed_event_is_published_again_byte_for_byte(rig: Rig, customer_id: uuid.UUID) -> None:
+    await rig.bind_queue()
+    uow, event_id = await begin_create(rig.pool, customer_id)
+    await uow.commit()
+    await uow.__aexit__(None, None, None)
+    relay, task = await rig.relay()
+    await rig.wait_for(1)
+    relay.stop()
+    await task
+    # as if the relay had died after publishing but before recording the confirm
+    await rig.pool.execute("UPDATE outplan_events SET published_at = NULL")
+    relay, task = await rig.relay()
+    await rig.wait_for(2)
+    relay.stop()
+    await task
+    first, again = rig.received
+    assert again.body == first.body and again.message_id == first.message_id == str(event_id)
+    assert json.loads(again.body)["eventsequence"] == 1
+
+
+async def test_only_one_relay_publishes_at_a_time(rig: Rig, customer_id: uuid.UUID) -> None:
+    await rig.bind_queue()
+    (a, task_a), (b, task_b) = await rig.relay(), await rig.relay()
+    for _ in range(5):
+        uow, _ = await begin_create(rig.pool, customer_id)
+        await uow.commit()
+        await uow.__aexit__(None, None, None)
+    await rig.wait_for(5)
+    assert sorted([a.is_leader, b.is_leader]) == [False, True]
+    leader, standby = (a, b) if a.is_leader else (b, a)
+    assert (leader.published, standby.published) == (5, 0)
+    leader.stop()
+    uow, _ = await begin_create(rig.pool, customer_id)
+    await uow.commit()
+    await uow.__aexit__(None, None, None)
+    await rig.wait_for(6)  # the standby takes over once the leader's lock is gone
+    assert standby.is_leader and standby.published == 1
+    standby.stop()
+    await asyncio.gather(task_a, task_b)
+    assert [parse_event(m.body).eventsequence for m in rig.received] == [1, 2, 3, 4, 5, 6]
