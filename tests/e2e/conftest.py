@@ -2,15 +2,8 @@
 
 import asyncio
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -18,91 +11,10 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from tests.conftest import AMQP_URL
+from tests.support.workers import WorkerProcess, delete_names, start_worker
 from worker.client import OutplanClient
 
-
-@dataclass
-class WorkerNames:
-    command_exchange: str
-    command_queue: str
-    dead_letter_exchange: str
-    dead_letter_queue: str
-    event_exchange: str
-
-    @classmethod
-    def fresh(cls) -> "WorkerNames":
-        s = uuid.uuid4().hex[:8]
-        return cls(f"test-{s}.commands", f"test-{s}.worker.commands", f"test-{s}.dlx",
-                   f"test-{s}.worker.commands.dead", f"test-{s}.events")
-
-    def env(self) -> dict[str, str]:
-        return {f"OUTPLAN_{k.upper()}": v for k, v in self.__dict__.items()}
-
-
-def worker_command() -> list[str]:
-    script = shutil.which("outplan-worker", path=str(Path(sys.executable).parent)) or shutil.which("outplan-worker")
-    assert script, "the outplan-worker console script is not installed"
-    return [script]
-
-
-@dataclass
-class WorkerProcess:
-    names: WorkerNames
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-async def wait_until_answering(names: WorkerNames, seconds: float = 30) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            client = OutplanClient(connection, exchange=names.command_exchange)
-            try:
-                await client.start()
-                await client.send("outplan.list", {"customer_id": str(uuid.uuid4())}, timeout=2)
-                return
-            except (TimeoutError, aio_pika.exceptions.AMQPError):
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.3)
-
-
-def start_worker(database_url: str, tmp: Path, names: WorkerNames | None = None,
-                 **settings: str) -> WorkerProcess:
-    names = names or WorkerNames.fresh()
-    env = {**os.environ, **names.env(), "OUTPLAN_DATABASE_URL": database_url, "OUTPLAN_AMQP_URL": AMQP_URL,
-           "OUTPLAN_RELAY_POLL_SECONDS": "0.2", **{f"OUTPLAN_{k.upper()}": v for k, v in settings.items()}}
-    log_path = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([*worker_command(), "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    worker = WorkerProcess(names, env, process, log_path)
-    try:
-        asyncio.run(wait_until_answering(names))
-    except BaseException:
-        worker.process.kill()
-        raise RuntimeError("worker did not start:\n" + worker.log()) from None
-    return worker
-
-
-async def delete_names(names: WorkerNames) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for queue in (names.command_queue, names.dead_letter_queue):
-            await channel.queue_delete(queue)
-        for exchange in (names.command_exchange, names.dead_letter_exchange, names.event_exchange):
-            await channel.exchange_delete(exchange)
+__all__ = ["Collector", "WorkerProcess"]
 
 
 @pytest.fixture(scope="session")

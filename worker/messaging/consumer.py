@@ -8,6 +8,7 @@ How a message ends is decided here from what happened to it:
 """
 
 import asyncio
+import contextlib
 import time
 
 import aio_pika
@@ -115,6 +116,10 @@ class CommandConsumer:
             # The broker link broke mid-way: not acked, so the broker redelivers it and the
             # idempotency record makes the redelivery answer the same reply.
             bound.warning("message left for redelivery", error=type(exc).__name__, detail=str(exc))
+        except Exception as exc:  # settling itself failed: hand the message back rather than strand it
+            bound.error("could not settle the message; returning it to the queue", exc_info=exc)
+            with contextlib.suppress(Exception):
+                await message.reject(requeue=True)
 
     async def _execute(self, request: Request, bound: structlog.typing.FilteringBoundLogger) -> Outcome:
         delay = 0.05

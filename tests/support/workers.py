@@ -1,0 +1,116 @@
+"""Start and stop real worker processes on names of their own."""
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+
+from tests.conftest import AMQP_URL
+from worker.client import OutplanClient
+
+
+@dataclass
+class WorkerNames:
+    command_exchange: str
+    command_queue: str
+    dead_letter_exchange: str
+    dead_letter_queue: str
+    event_exchange: str
+
+    @classmethod
+    def fresh(cls) -> "WorkerNames":
+        s = uuid.uuid4().hex[:8]
+        return cls(f"test-{s}.commands", f"test-{s}.worker.commands", f"test-{s}.dlx",
+                   f"test-{s}.worker.commands.dead", f"test-{s}.events")
+
+    def env(self) -> dict[str, str]:
+        return {f"OUTPLAN_{k.upper()}": v for k, v in self.__dict__.items()}
+
+
+def worker_command() -> list[str]:
+    script = shutil.which("outplan-worker", path=str(Path(sys.executable).parent)) or shutil.which("outplan-worker")
+    assert script, "the outplan-worker console script is not installed"
+    return [script]
+
+
+@dataclass
+class WorkerProcess:
+    """One ``outplan-worker run`` process; ``restart()`` starts a new one on the same settings."""
+
+    names: WorkerNames
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    starts: int = 1
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def restart(self) -> None:
+        assert self.process.poll() is not None, "stop or kill it first"
+        self.process = _spawn(self.env, self.log_path)
+        self.starts += 1
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _spawn(env: dict[str, str], log_path: Path) -> "subprocess.Popen[bytes]":
+    with log_path.open("ab") as log:
+        return subprocess.Popen([*worker_command(), "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def wait_until_answering(names: WorkerNames, seconds: float = 30) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            client = OutplanClient(connection, exchange=names.command_exchange)
+            try:
+                await client.start()
+                await client.send("outplan.list", {"customer_id": str(uuid.uuid4())}, timeout=2)
+                return
+            except (TimeoutError, aio_pika.exceptions.AMQPError):
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+
+
+def start_worker(database_url: str, log_dir: Path, names: WorkerNames | None = None, *, wait: bool = True,
+                 **settings: str) -> WorkerProcess:
+    names = names or WorkerNames.fresh()
+    env = {**os.environ, **names.env(), "OUTPLAN_DATABASE_URL": database_url, "OUTPLAN_AMQP_URL": AMQP_URL,
+           "OUTPLAN_RELAY_POLL_SECONDS": "0.2", **{f"OUTPLAN_{k.upper()}": v for k, v in settings.items()}}
+    log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
+    worker = WorkerProcess(names, env, _spawn(env, log_path), log_path)
+    if wait:
+        try:
+            asyncio.run(wait_until_answering(names))
+        except BaseException:
+            worker.process.kill()
+            raise RuntimeError("worker did not start:\n" + worker.log()) from None
+    return worker
+
+
+async def delete_names(names: WorkerNames) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for queue in (names.command_queue, names.dead_letter_queue):
+            await channel.queue_delete(queue)
+        for exchange in (names.command_exchange, names.dead_letter_exchange, names.event_exchange):
+            await channel.exchange_delete(exchange)
