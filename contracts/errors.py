@@ -1,5 +1,7 @@
 """Turn pydantic validation errors into field-named, human-readable details."""
 
+import json
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -7,6 +9,7 @@ from pydantic_core import ErrorDetails
 
 from .replies import ErrorDetail
 
+_PLAIN = re.compile(r"[A-Za-z0-9_]+")
 _INTEGER = "must be an integer (a JSON number without a fraction; not a string or a boolean)"
 _MESSAGES: dict[str, str] = {
     "missing": "is required",
@@ -25,7 +28,10 @@ _MESSAGES: dict[str, str] = {
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+    """``source.target``; a key that is not a plain name is quoted as JSON (``"" ``, ``"a b"``)."""
+    return ".".join(
+        str(part) if isinstance(part, int) or _PLAIN.fullmatch(part) else json.dumps(part) for part in loc
+    )
 
 
 def _message(error: ErrorDetails) -> str:

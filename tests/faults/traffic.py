@@ -102,6 +102,13 @@ class Traffic:
             except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError):
                 await asyncio.sleep(0.2)
 
+    async def send(self, command: str, body: dict[str, Any]) -> Sent:
+        """One extra command outside the generated stream, recorded in the ledger."""
+        sent = Sent(str(uuid.uuid4()), command, body)
+        self.ledger.sent[sent.message_id] = sent
+        await self.publish(sent)
+        return sent
+
     async def run(self, count: int, rate: float,
                   on_progress: Callable[[int], Awaitable[None]] | None = None) -> None:
         loop = asyncio.get_running_loop()

@@ -175,3 +175,10 @@ def test_page_size_bounds(size: int, ok: bool) -> None:
     else:
         assert "page_size" in errors(ListOutplans, body)
     assert ListOutplans.model_validate_json(json.dumps({"customer_id": CUSTOMER})).page_size == 100
+
+
+def test_odd_unknown_keys_are_quoted_so_the_field_is_never_blank() -> None:
+    assert errors(CreateOutplan, create(**{"": 1, "a b": 2})) == {
+        '""': '"" is not a known field',
+        '"a b"': '"a b" is not a known field',
+    }
