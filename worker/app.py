@@ -2,8 +2,9 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aio_pika
 import asyncpg
@@ -20,30 +21,38 @@ from .settings import Settings
 from .transient import TRANSIENT_ERRORS
 
 log = structlog.get_logger("outplan_worker")
+T = TypeVar("T")
 
 
-async def open_pool(settings: Settings) -> asyncpg.Pool:
+class StoppedWhileStarting(Exception):
+    """A stop was asked for before the database or the broker could be reached."""
+
+
+async def _keep_trying(what: str, connect: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
     delay = 0.2
     while True:
         try:
-            return await asyncpg.create_pool(
-                settings.database_url.get_secret_value(), min_size=1, max_size=settings.db_pool_size
-            )
+            return await connect()
         except TRANSIENT_ERRORS as exc:
-            log.warning("database unreachable; retrying", error=type(exc).__name__, retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            # Only the class: some drivers put the connection string in their messages.
+            log.warning(f"{what} unreachable; retrying", error=type(exc).__name__, retry_in=delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            raise StoppedWhileStarting(what)
+        delay = min(delay * 2, 5.0)
 
 
-async def open_broker(settings: Settings) -> AbstractRobustConnection:
-    delay = 0.2
-    while True:
-        try:
-            return await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
-        except TRANSIENT_ERRORS as exc:
-            log.warning("broker unreachable; retrying", error=type(exc).__name__, retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool:
+    dsn = settings.database_url.get_secret_value()
+    return await _keep_trying(
+        "database", lambda: asyncpg.create_pool(dsn, min_size=1, max_size=settings.db_pool_size), stop
+    )
+
+
+async def open_broker(settings: Settings, stop: asyncio.Event) -> AbstractRobustConnection:
+    url = settings.amqp_url.get_secret_value()
+    return await _keep_trying("broker", lambda: aio_pika.connect_robust(url), stop)
 
 
 @dataclass
@@ -57,10 +66,10 @@ class Worker:
 
 
 @contextlib.asynccontextmanager
-async def lifespan(settings: Settings, *, consume: bool = True) -> AsyncIterator[Worker]:
-    pool = await open_pool(settings)
+async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = True) -> AsyncIterator[Worker]:
+    pool = await open_pool(settings, stop)
     try:
-        connection = await open_broker(settings)
+        connection = await open_broker(settings, stop)
         try:
             consume_channel = await connection.channel()
             await consume_channel.set_qos(prefetch_count=settings.prefetch)
@@ -96,25 +105,33 @@ async def purge_idempotency_records(pool: asyncpg.Pool, hours: float, stop: asyn
 
 async def serve(settings: Settings, stop: asyncio.Event, *, consume: bool = True) -> None:
     """Run until ``stop`` is set, then drain: in-flight messages, then the outbox."""
-    async with lifespan(settings, consume=consume) as worker:
-        relay_task = asyncio.create_task(worker.relay.run(), name="relay")
-        purge_task = asyncio.create_task(
-            purge_idempotency_records(worker.pool, settings.idempotency_retention_hours, stop), name="purge"
-        )
-        log.info("worker started", consume=consume, queue=settings.command_queue, prefetch=settings.prefetch)
-        await stop.wait()
-        log.info("stopping: no new messages; draining", drain_seconds=settings.drain_seconds)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.drain_seconds
-        drained = True
-        if worker.consumer is not None:
-            await worker.consumer.stop()
-            drained = await worker.consumer.drain(settings.drain_seconds)
-        worker.relay.stop()
-        await relay_task
-        purge_task.cancel()
-        published = await worker.relay.drain(max(0.1, deadline - loop.time()))
-        log.info(
-            "worker stopped", messages_drained=drained, outbox_empty=published,
-            handled=worker.consumer.handled if worker.consumer else 0,
-        )
+    try:
+        async with lifespan(settings, stop, consume=consume) as worker:
+            await _run(worker, settings, stop, consume=consume)
+    except StoppedWhileStarting as exc:
+        log.info("stopped before the worker could start", waiting_for=str(exc))
+
+
+async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, *, consume: bool) -> None:
+    """Serve until ``stop``; then stop taking messages, drain those in flight, publish the outbox."""
+    relay_task = asyncio.create_task(worker.relay.run(), name="relay")
+    purge_task = asyncio.create_task(
+        purge_idempotency_records(worker.pool, settings.idempotency_retention_hours, stop), name="purge"
+    )
+    log.info("worker started", consume=consume, queue=settings.command_queue, prefetch=settings.prefetch)
+    await stop.wait()
+    log.info("stopping: no new messages; draining", drain_seconds=settings.drain_seconds)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.drain_seconds
+    drained = True
+    if worker.consumer is not None:
+        await worker.consumer.stop()
+        drained = await worker.consumer.drain(settings.drain_seconds)
+    worker.relay.stop()
+    await relay_task
+    purge_task.cancel()
+    published = await worker.relay.drain(max(0.1, deadline - loop.time()))
+    log.info(
+        "worker stopped", messages_drained=drained, outbox_empty=published,
+        handled=worker.consumer.handled if worker.consumer else 0,
+    )

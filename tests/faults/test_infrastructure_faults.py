@@ -11,7 +11,7 @@ from tests.faults.conftest import COMMANDS, RATE, ready, report
 from tests.faults.traffic import Traffic
 from tests.support.workers import WorkerProcess
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
 
 
 async def run(*command: str) -> None:
@@ -73,7 +73,7 @@ async def test_rabbitmq_restarted_mid_stream(
             await rabbit_ready()
 
     await traffic.run(COMMANDS, RATE, on_progress)
-    await traffic.settle(timeout=180)
+    await traffic.settle(timeout=120)
     figures = await traffic.ledger.audit(fresh_database, traffic.customers)
     report("RabbitMQ restarted (stop_app / start_app)", figures, [worker])
     assert worker.process.poll() is None  # it rode it out
@@ -110,7 +110,7 @@ async def test_postgresql_restarted_or_unreachable(
 
     await traffic.run(COMMANDS, RATE, on_progress)
     await asyncio.gather(*faults)
-    await traffic.settle(timeout=180)
+    await traffic.settle(timeout=120)
     figures = await traffic.ledger.audit(fresh_database, traffic.customers)
     report(f"PostgreSQL {outage}", figures, [worker])
     assert worker.process.poll() is None

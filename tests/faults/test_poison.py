@@ -11,7 +11,7 @@ from tests.faults.conftest import COMMANDS, RATE, ready, report
 from tests.faults.traffic import SOURCE, Traffic
 from tests.support.workers import WorkerProcess
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
 
 
 async def test_a_poison_message_is_retried_then_dead_lettered_while_others_flow(

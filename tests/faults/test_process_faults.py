@@ -10,7 +10,7 @@ from tests.faults.conftest import COMMANDS, RATE, ready, report
 from tests.faults.traffic import Traffic
 from tests.support.workers import WorkerProcess
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
 
 
 async def test_worker_sigkilled_three_times(

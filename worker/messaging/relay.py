@@ -59,20 +59,30 @@ class Relay:
         """Publish everything already committed (used at shutdown); False if time ran out."""
         try:
             async with asyncio.timeout(timeout):
-                conn = await asyncpg.connect(self._settings.database_url.get_secret_value())
-                try:
-                    store = OutboxStore(conn, source=self._settings.event_source)
-                    while not await store.try_lock():
-                        await asyncio.sleep(0.05)  # the running relay still holds it; wait
-                    exchange = await self._channel.get_exchange(self._settings.event_exchange, ensure=False)
-                    while await self._publish_round(store, exchange):
-                        pass
-                    return (await store.backlog())[0] == 0
-                finally:
-                    await conn.close()
-        except (TimeoutError, RelayStalled, *TRANSIENT_ERRORS) as exc:
-            log.warning("outbox not fully published at shutdown", error=type(exc).__name__)
+                while True:
+                    try:
+                        if await self._drain_once():
+                            return True
+                    except (RelayStalled, *TRANSIENT_ERRORS) as exc:
+                        log.warning("outbox not yet published; retrying", error=type(exc).__name__)
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            log.warning("outbox not fully published before the drain timeout")
             return False
+
+    async def _drain_once(self) -> bool:
+        conn = await asyncpg.connect(self._settings.database_url.get_secret_value())
+        try:
+            store = OutboxStore(conn, source=self._settings.event_source)
+            while not await store.try_lock():
+                await asyncio.sleep(0.05)  # another relay holds it; wait for our turn
+            exchange = await self._channel.get_exchange(self._settings.event_exchange, ensure=False)
+            while await self._publish_round(store, exchange):
+                pass
+            return (await store.backlog())[0] == 0
+        finally:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await conn.close()
 
     async def _serve(self) -> None:
         conn = await asyncpg.connect(self._settings.database_url.get_secret_value())

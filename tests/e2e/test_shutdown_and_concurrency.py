@@ -1,0 +1,68 @@
+"""SIGTERM drains within its bound, a second SIGTERM exits at once; concurrent changes serialise."""
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from tests.conftest import AMQP_URL
+from tests.e2e.conftest import Collector
+from tests.support.workers import WorkerNames, start_worker
+from worker.client import OutplanClient
+
+pytestmark = pytest.mark.e2e
+SOURCE = {"type": "tel", "target": "+15559876543"}
+
+
+async def create_unroutable_event(names: WorkerNames) -> None:
+    """A create whose event no queue is bound for: the outbox cannot empty."""
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        client = OutplanClient(connection, exchange=names.command_exchange)
+        await client.start()
+        reply = await client.create(uuid.uuid4(), source=SOURCE)
+        assert reply.status_code == 201
+
+
+def test_sigterm_waits_for_the_outbox_no_longer_than_the_drain_timeout(tmp_path: Path, session_database: str) -> None:
+    worker = start_worker(session_database, tmp_path, drain_seconds="2")
+    asyncio.run(create_unroutable_event(worker.names))
+    started = time.monotonic()
+    assert worker.stop() == 0
+    assert 1.5 < time.monotonic() - started < 8
+    assert '"outbox_empty": false' in worker.log()
+
+
+def test_a_second_sigterm_exits_at_once(tmp_path: Path, session_database: str) -> None:
+    worker = start_worker(session_database, tmp_path, drain_seconds="60")
+    asyncio.run(create_unroutable_event(worker.names))
+    worker.process.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    assert worker.process.poll() is None  # still draining
+    started = time.monotonic()
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(5) != 0
+    assert time.monotonic() - started < 3
+    assert "second signal: exiting at once" in worker.log()
+
+
+async def test_concurrent_changes_to_one_outplan_serialise(
+    client: OutplanClient, events: Collector, customer_id: uuid.UUID
+) -> None:
+    created = await client.create(customer_id, source=SOURCE)
+    outplan_id = created.data["id"]
+    replies = await asyncio.gather(*(
+        client.update_basic_info(customer_id, outplan_id, name=f"writer {i}", detail=str(i)) for i in range(40)
+    ))
+    assert all(r.status_code == 200 for r in replies)
+    received = await events.wait_for(41, customerid=str(customer_id))
+    assert sorted(e["outplanversion"] for e in received) == list(range(1, 42))  # contiguous, none lost
+    assert [e["outplanversion"] for e in received] == list(range(1, 42))  # and published in order
+    last = received[-1]["data"]
+    final = await client.get(customer_id, outplan_id)
+    assert final.data == last  # last writer wins
+    assert json.dumps(final.data) in {json.dumps(r.data) for r in replies}
