@@ -48,12 +48,16 @@ class Relay:
             try:
                 await self._serve()
                 delay = 0.1
+                continue
             except (RelayStalled, *TRANSIENT_ERRORS) as exc:
-                self.is_leader = False
                 log.warning("relay interrupted; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 5.0)
+            except Exception as exc:  # the relay must outlive surprises, or the outbox silently fills up
+                log.error("relay failed unexpectedly; restarting it", error=type(exc).__name__, retry_in=delay,
+                          exc_info=exc)
+            self.is_leader = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, 5.0)
 
     async def drain(self, timeout: float) -> bool:
         """Publish everything already committed (used at shutdown); False if time ran out."""
@@ -81,8 +85,7 @@ class Relay:
                 pass
             return (await store.backlog())[0] == 0
         finally:
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await conn.close()
+            conn.terminate()
 
     async def _serve(self) -> None:
         conn = await asyncpg.connect(self._settings.database_url.get_secret_value())
@@ -103,8 +106,7 @@ class Relay:
                     return
         finally:
             self.is_leader = False
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await conn.close()
+            conn.terminate()  # closes at once; a graceful close could wait on a broken link
 
     async def _sleep(self) -> bool:
         """Wait for a notification or the polling interval; True when stopping."""

@@ -5,6 +5,7 @@ from typing import Protocol, Self
 
 import asyncpg
 
+from ..transient import TRANSIENT_ERRORS
 from .events import EventLog
 from .inbox import ProcessedCommands
 from .outplans import OutplanRepository
@@ -51,7 +52,9 @@ class PgUnitOfWork:
     ) -> None:
         assert self._conn is not None
         try:
-            if self._tx is not None and not self._conn.is_closed():
+            if exc is not None and isinstance(exc, TRANSIENT_ERRORS):
+                self._conn.terminate()  # never hand a connection in an unknown state back to the pool
+            elif self._tx is not None and not self._conn.is_closed():
                 await self._tx.rollback()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             pass  # the connection is broken; the server rolls back on its own
