@@ -15,10 +15,14 @@ from .errors import summarise, validation_details
 from .events import OutplanCreated, OutplanDeleted, OutplanEvent, OutplanUpdated, parse_event
 from .fields import Source
 from .outplan import Outplan, OutplanPage
+from .projection import Applied, Gap, Projection
 from .replies import ErrorDetail, ErrorInfo, Reply
 
 __all__ = [
     "COMMANDS",
+    "Applied",
+    "Gap",
+    "Projection",
     "Command",
     "CreateOutplan",
     "DeleteOutplan",

@@ -1,4 +1,4 @@
-"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), demo."""
+"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), replay, tail, demo."""
 
 import argparse
 import asyncio
@@ -12,6 +12,8 @@ from .. import logs
 from ..app import serve
 from ..persistence.migrate import migrate
 from ..settings import Settings
+from . import replay as replay_args
+from . import tail as tail_args
 
 log = structlog.get_logger("outplan_worker")
 
@@ -42,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="create the database if needed and apply pending migrations")
     sub.add_parser("run", help="consume commands and publish events (migrate first)")
     sub.add_parser("relay", help="publish events from the outbox only")
+    replay_parser = sub.add_parser("replay", help="publish past events again from the event log or a file")
+    replay_args.add_arguments(replay_parser)
+    tail_parser = sub.add_parser("tail", help="print live events as they arrive")
+    tail_args.add_arguments(tail_parser)
     demo = sub.add_parser("demo", help="send the tutorial's six operations; print replies and events")
     demo.add_argument("--start-worker", action="store_true", help="migrate and start a worker for the demo")
     args = parser.parse_args(argv)
@@ -56,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "relay"):
         asyncio.run(_serve(settings, consume=args.command == "run"))
         return 0
+    if args.command == "replay":
+        return asyncio.run(replay_args.replay(args, settings))
+    if args.command == "tail":
+        return asyncio.run(tail_args.tail(args, settings))
     if args.command == "demo":
         from .demo import demo_with_worker, run_demo
 

@@ -1,0 +1,53 @@
+"""A local copy of outplans kept current from events: duplicates and stale versions are ignored,
+gaps are reported. Pure Python; persist ``outplans`` and ``versions`` however you like."""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from uuid import UUID
+
+from .events import OutplanCreated, OutplanDeleted, OutplanUpdated
+from .outplan import Outplan
+
+AnyEvent = OutplanCreated | OutplanUpdated | OutplanDeleted
+
+
+class Applied(str, Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # this event id was applied before
+    STALE = "stale"  # an older version than the copy already holds
+    AFTER_GAP = "after_gap"  # applied, but versions in between were never seen
+
+
+@dataclass(frozen=True)
+class Gap:
+    outplan_id: UUID
+    missing_from: int
+    missing_to: int
+
+
+@dataclass
+class Projection:
+    """Live outplans by id; deleted ones leave ``outplans`` but keep their last version."""
+
+    outplans: dict[UUID, Outplan] = field(default_factory=dict)
+    versions: dict[UUID, int] = field(default_factory=dict)
+    seen_ids: set[UUID] = field(default_factory=set)
+    gaps: list[Gap] = field(default_factory=list)
+
+    def apply(self, event: AnyEvent) -> Applied:
+        if event.id in self.seen_ids:
+            return Applied.DUPLICATE
+        self.seen_ids.add(event.id)
+        current = self.versions.get(event.subject, 0)
+        if event.outplanversion <= current:
+            return Applied.STALE
+        result = Applied.APPLIED
+        if event.outplanversion > current + 1:
+            self.gaps.append(Gap(event.subject, current + 1, event.outplanversion - 1))
+            result = Applied.AFTER_GAP
+        self.versions[event.subject] = event.outplanversion
+        if isinstance(event, OutplanDeleted):
+            self.outplans.pop(event.subject, None)
+        else:
+            self.outplans[event.subject] = event.data
+        return result

@@ -1,0 +1,68 @@
+"""The subscriber kit: parse_event and the projection helper."""
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from contracts import Applied, Gap, OutplanDeleted, OutplanUpdated, Projection, parse_event
+
+pytestmark = pytest.mark.unit
+OUTPLAN = str(uuid.uuid4())
+CUSTOMER = str(uuid.uuid4())
+
+
+def body(kind: str, version: int, *, name: str = "n", event_id: str | None = None) -> bytes:
+    data: dict[str, Any] = {
+        "id": OUTPLAN, "customer_id": CUSTOMER, "name": name, "detail": "",
+        "source": {"type": "tel", "target": "+15559876543", "target_name": "", "name": "", "detail": ""},
+        "dial_timeout": 30000, "try_interval": 60000, **{f"max_try_count_{i}": 1 for i in range(5)},
+        "tm_create": "2026-01-01 00:00:00.000000", "tm_update": "2026-01-01 00:00:00.000000",
+        "tm_delete": "9999-01-01 00:00:00.000000",
+    }
+    return json.dumps({
+        "specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": "outplan-worker", "type": kind,
+        "subject": OUTPLAN, "time": "2026-01-01T00:00:00.000000Z", "datacontenttype": "application/json",
+        "customerid": CUSTOMER, "outplanversion": version, "eventsequence": version, "data": data,
+    }).encode()
+
+
+def test_parse_event_gives_the_typed_event() -> None:
+    event = parse_event(body("outplan_updated", 2, name="x"))
+    assert isinstance(event, OutplanUpdated) and event.data.name == "x" and event.outplanversion == 2
+    assert isinstance(parse_event(body("outplan_deleted", 3)), OutplanDeleted)
+
+
+@pytest.mark.parametrize("broken", [
+    b"not json",
+    body("outplan_renamed", 1),
+    body("outplan_created", 0),
+    json.dumps({**json.loads(body("outplan_created", 1)), "specversion": "0.3"}).encode(),
+    json.dumps({k: v for k, v in json.loads(body("outplan_created", 1)).items() if k != "data"}).encode(),
+])
+def test_parse_event_refuses_anything_else_clearly(broken: bytes) -> None:
+    with pytest.raises(ValidationError):
+        parse_event(broken)
+
+
+def test_the_projection_applies_ignores_duplicates_and_stale_versions() -> None:
+    projection = Projection()
+    first = body("outplan_created", 1, event_id=str(uuid.uuid4()))
+    assert projection.apply(parse_event(first)) == Applied.APPLIED
+    assert projection.apply(parse_event(first)) == Applied.DUPLICATE
+    assert projection.apply(parse_event(body("outplan_updated", 2, name="two"))) == Applied.APPLIED
+    assert projection.apply(parse_event(body("outplan_updated", 2, name="other copy"))) == Applied.STALE
+    assert projection.apply(parse_event(body("outplan_updated", 1, name="old"))) == Applied.STALE
+    assert projection.outplans[uuid.UUID(OUTPLAN)].name == "two"
+    assert projection.gaps == []
+
+
+def test_the_projection_reports_gaps_and_drops_deleted_outplans() -> None:
+    projection = Projection()
+    projection.apply(parse_event(body("outplan_created", 1)))
+    assert projection.apply(parse_event(body("outplan_updated", 4, name="four"))) == Applied.AFTER_GAP
+    assert projection.gaps == [Gap(uuid.UUID(OUTPLAN), 2, 3)]
+    assert projection.apply(parse_event(body("outplan_deleted", 5))) == Applied.APPLIED
+    assert projection.outplans == {} and projection.versions[uuid.UUID(OUTPLAN)] == 5

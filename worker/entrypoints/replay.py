@@ -1,0 +1,234 @@
+"""``outplan-worker replay``: send past events again, selected from the event log or a file."""
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+import aio_pika
+import asyncpg
+
+from contracts import names
+
+from ..messaging.republish import Progress, Republisher, Target
+from ..persistence.history import EventFilter, LoggedEvent, count_events, select_events
+from ..settings import Settings
+
+
+class BadArguments(Exception):
+    """Reported before anything is sent; exit status 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pick = parser.add_argument_group("selection (conditions combine)")
+    pick.add_argument("--from-seq", type=int, help="first eventsequence (inclusive)")
+    pick.add_argument("--to-seq", type=int, help="last eventsequence (inclusive)")
+    pick.add_argument("--since", help="events at or after this RFC 3339 time")
+    pick.add_argument("--until", help="events before this RFC 3339 time")
+    pick.add_argument("--outplan-id", action="append", default=[], help="an outplan id (repeatable)")
+    pick.add_argument("--customer-id", help="one customer's events")
+    pick.add_argument("--type", action="append", default=[], dest="types", help="an event type (repeatable)")
+    to = parser.add_argument_group("target (default: the events exchange, routing key = event type)")
+    to.add_argument("--exchange", help="another exchange")
+    to.add_argument("--routing-key", help="routing key for --exchange (default: the event type)")
+    to.add_argument("--queue", help="one queue, through the default exchange (feeds a single subscriber)")
+    mode = parser.add_argument_group("mode")
+    mode.add_argument("--dry-run", action="store_true", help="print what would be sent as JSON Lines; send nothing")
+    mode.add_argument("--export", metavar="FILE", help="write the selected events to FILE as JSON Lines")
+    mode.add_argument("--import", dest="import_file", metavar="FILE", help="publish events from a JSON Lines FILE")
+    mode.add_argument("--rate", type=float, help="at most N events per second")
+
+
+def _time(value: str | None, flag: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadArguments(f"{flag} {value!r} is not an RFC 3339 time (e.g. 2026-11-27T00:00:00Z)") from None
+    if moment.tzinfo is None:
+        raise BadArguments(f"{flag} {value!r} needs a time zone (e.g. Z or +01:00)")
+    return moment
+
+
+def _uuid(value: str, flag: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise BadArguments(f"{flag} {value!r} is not a UUID") from None
+
+
+def selection_from(args: argparse.Namespace) -> EventFilter:
+    if args.from_seq is not None and args.from_seq < 1:
+        raise BadArguments("--from-seq must be at least 1")
+    if args.from_seq is not None and args.to_seq is not None and args.from_seq > args.to_seq:
+        raise BadArguments(f"--from-seq {args.from_seq} is after --to-seq {args.to_seq}")
+    since, until = _time(args.since, "--since"), _time(args.until, "--until")
+    if since and until and since >= until:
+        raise BadArguments(f"--since {args.since} is not before --until {args.until}")
+    unknown = [t for t in args.types if t not in names.EVENT_TYPES]
+    if unknown:
+        raise BadArguments(f"unknown event type {unknown[0]!r}; expected one of {', '.join(names.EVENT_TYPES)}")
+    if args.rate is not None and args.rate <= 0:
+        raise BadArguments("--rate must be a positive number of events per second")
+    if args.queue and (args.exchange or args.routing_key):
+        raise BadArguments("--queue cannot be combined with --exchange or --routing-key")
+    if args.routing_key and not args.exchange:
+        raise BadArguments("--routing-key needs --exchange")
+    if sum(bool(x) for x in (args.dry_run, args.export, args.import_file)) > 1:
+        raise BadArguments("--dry-run, --export and --import exclude each other")
+    return EventFilter(
+        from_seq=args.from_seq, to_seq=args.to_seq, since=since, until=until,
+        outplan_ids=tuple(_uuid(v, "--outplan-id") for v in args.outplan_id),
+        customer_id=_uuid(args.customer_id, "--customer-id") if args.customer_id else None,
+        types=tuple(args.types),
+    )
+
+
+async def _from_database(conn: asyncpg.Connection, selection: EventFilter) -> AsyncIterator[list[LoggedEvent]]:
+    async for batch in select_events(conn, selection):
+        yield batch
+
+
+def _read_file(path: Path, selection: EventFilter) -> list[LoggedEvent]:
+    events = []
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+            if not selection.matches(event):
+                continue
+            events.append(LoggedEvent(int(event["eventsequence"]), str(event["id"]), str(event["type"]),
+                                      event.get("correlationid"), line))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadArguments(f"{path}:{number} is not an exported event: {exc}") from None
+    return events
+
+
+class Reporter:
+    """A progress line on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self._stream, self._total = stream, total
+        self._tty = stream.isatty()
+        self._last = 0.0
+
+    def update(self, progress: Progress, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last < (0.2 if self._tty else 5.0):
+            return
+        self._last = now
+        if self._tty:
+            done = progress.confirmed / self._total if self._total else 1.0
+            bar = "#" * int(done * 30)
+            self._stream.write(f"\r[{bar:<30}] {progress.confirmed}/{self._total} confirmed, "
+                               f"{progress.rate:,.0f} events/s" + ("\n" if final else ""))
+        elif not final:
+            self._stream.write(f"replay: {progress.confirmed}/{self._total} confirmed, {progress.rate:,.0f} events/s\n")
+        self._stream.flush()
+
+
+async def _check_target(channel: aio_pika.abc.AbstractChannel, target: Target) -> None:
+    try:
+        if target.queue is not None:
+            await channel.declare_queue(target.queue, passive=True)
+        else:
+            await channel.declare_exchange(target.exchange, passive=True)
+    except aio_pika.exceptions.ChannelClosed as exc:
+        what = f"queue {target.queue!r}" if target.queue is not None else f"exchange {target.exchange!r}"
+        raise BadArguments(f"{what} does not exist ({exc})") from None
+
+
+async def replay(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        selection = selection_from(args)
+        return await _replay(args, settings, selection)
+    except BadArguments as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _replay(args: argparse.Namespace, settings: Settings, selection: EventFilter) -> int:
+    imported = _read_file(Path(args.import_file), selection) if args.import_file else None
+    conn = None
+    if imported is None:
+        try:
+            conn = await asyncpg.connect(settings.database_url.get_secret_value())
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise BadArguments(f"cannot reach the database: {type(exc).__name__}") from None
+    try:
+        if args.dry_run or args.export:
+            assert conn is not None
+            out = open(args.export, "wb") if args.export else sys.stdout.buffer  # noqa: SIM115
+            written = 0
+            try:
+                async for batch in select_events(conn, selection):
+                    for event in batch:
+                        out.write(event.body + b"\n")
+                        written += 1
+            finally:
+                if args.export:
+                    out.close()
+            print(f"replay: {written} event(s) {'exported to ' + args.export if args.export else 'selected'}",
+                  file=sys.stderr)
+            return 0
+        total = len(imported) if imported is not None else await count_events(conn, selection)  # type: ignore[arg-type]
+        return await _publish(args, settings, selection, conn, imported, total)
+    finally:
+        if conn is not None:
+            await conn.close()
+
+
+async def _publish(args: argparse.Namespace, settings: Settings, selection: EventFilter,
+                   conn: asyncpg.Connection | None, imported: list[LoggedEvent] | None, total: int) -> int:
+    target = (Target(queue=args.queue) if args.queue
+              else Target(exchange=args.exchange or settings.event_exchange, routing_key=args.routing_key))
+    try:
+        connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=10)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        raise BadArguments(f"cannot reach the broker: {type(exc).__name__}") from None
+    async with connection:
+        await _check_target(await connection.channel(), target)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        run_id = str(uuid.uuid4())
+        republisher = Republisher(channel, target, run_id=run_id, rate=args.rate)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, republisher.stop_requested.set)
+        loop.add_signal_handler(signal.SIGTERM, republisher.stop_requested.set)
+        progress = Progress()
+        reporter = Reporter(sys.stderr, total)
+
+        async def batches() -> AsyncIterator[list[LoggedEvent]]:
+            source = _listed(imported) if imported is not None else _from_database(conn, selection)  # type: ignore[arg-type]
+            async for batch in source:
+                reporter.update(progress)
+                yield batch
+
+        await republisher.run(batches(), progress)
+        reporter.update(progress, final=True)
+    interrupted = republisher.stop_requested.is_set()
+    summary = {
+        "run_id": run_id, "selected": total, "confirmed": progress.confirmed, "failed": progress.failed,
+        "last_confirmed_seq": progress.last_confirmed_seq, "seconds": round(time.monotonic() - progress.started, 3),
+        "events_per_second": round(progress.rate, 1), "interrupted": interrupted, "error": progress.error,
+    }
+    print(json.dumps(summary), file=sys.stderr)
+    if interrupted:
+        resume = (progress.last_confirmed_seq or (selection.from_seq or 1) - 1) + 1
+        print(f"replay: interrupted; last confirmed eventsequence {progress.last_confirmed_seq}; "
+              f"resume with --from-seq {resume}", file=sys.stderr)
+        return 130
+    return 0 if progress.confirmed == total and not progress.failed else 1
+
+
+async def _listed(events: list[LoggedEvent], size: int = 1000) -> AsyncIterator[list[LoggedEvent]]:
+    for start in range(0, len(events), size):
+        yield events[start:start + size]

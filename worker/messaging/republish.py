@@ -1,0 +1,114 @@
+"""Publish logged events again, in order, with confirms: the engine behind ``replay``."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+from contracts import names
+
+from ..persistence.history import LoggedEvent
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where replayed events go: an exchange (routing key = event type unless given) or one queue."""
+
+    exchange: str = ""
+    routing_key: str | None = None
+    queue: str | None = None
+
+    def route(self, event: LoggedEvent) -> tuple[str, str]:
+        if self.queue is not None:
+            return "", self.queue  # the default exchange delivers to exactly that queue
+        return self.exchange, self.routing_key or event.event_type
+
+
+@dataclass
+class Progress:
+    selected: int = 0
+    confirmed: int = 0
+    failed: int = 0
+    last_confirmed_seq: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    error: str | None = None
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.confirmed / elapsed if elapsed > 0 else 0.0
+
+
+class Republisher:
+    """Sends events in order with up to ``window`` confirms in flight; stops at the first failure."""
+
+    def __init__(self, channel: AbstractChannel, target: Target, *, run_id: str, window: int = 256,
+                 rate: float | None = None) -> None:
+        self._channel = channel
+        self._target = target
+        self._run_id = run_id
+        self._window = window
+        self._interval = 1.0 / rate if rate else 0.0
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self.stop_requested = asyncio.Event()
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        if name not in self._exchanges:
+            self._exchanges[name] = (
+                self._channel.default_exchange if name == "" else await self._channel.get_exchange(name, ensure=False)
+            )
+        return self._exchanges[name]
+
+    async def _publish(self, event: LoggedEvent) -> None:
+        exchange_name, routing_key = self._target.route(event)
+        message = aio_pika.Message(
+            event.body,
+            message_id=event.event_id,
+            type=event.event_type,
+            content_type=names.EVENT_CONTENT_TYPE,
+            correlation_id=event.correlation_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={"x-replayed": True, "x-replay-run-id": self._run_id},
+        )
+        await (await self._exchange(exchange_name)).publish(message, routing_key=routing_key, mandatory=True)
+
+    async def run(self, batches: AsyncIterable[list[LoggedEvent]], progress: Progress) -> None:
+        in_flight: list[tuple[LoggedEvent, asyncio.Task[None]]] = []
+        next_send = time.monotonic()
+
+        async def settle(keep: int) -> bool:
+            # Confirms are taken in publish order, so the last confirmed sequence is contiguous.
+            while len(in_flight) > keep:
+                event, task = in_flight.pop(0)
+                try:
+                    await task
+                except Exception as exc:  # nack, unroutable, or the link broke
+                    progress.failed += 1 + len(in_flight)
+                    progress.error = f"{type(exc).__name__}: {exc}" or type(exc).__name__
+                    for _, rest in in_flight:
+                        rest.cancel()
+                    await asyncio.gather(*(t for _, t in in_flight), return_exceptions=True)
+                    in_flight.clear()
+                    return False
+                progress.confirmed += 1
+                progress.last_confirmed_seq = event.eventsequence
+            return True
+
+        async for batch in batches:
+            for event in batch:
+                if self.stop_requested.is_set():
+                    await settle(0)
+                    return
+                progress.selected += 1
+                if self._interval:
+                    delay = next_send - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    next_send = max(next_send, time.monotonic() - 1.0) + self._interval
+                in_flight.append((event, asyncio.create_task(self._publish(event))))
+                if not await settle(self._window - 1):
+                    return
+        await settle(0)
