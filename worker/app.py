@@ -12,6 +12,8 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from .messaging import topology
+from .observability import metrics
+from .observability.http import HealthServer
 from .messaging.consumer import CommandConsumer
 from .messaging.relay import Relay
 from .persistence import inbox
@@ -75,6 +77,7 @@ async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = T
             await consume_channel.set_qos(prefetch_count=settings.prefetch)
             publish_channel = await connection.channel(publisher_confirms=True)
             relay_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            connection.reconnect_callbacks.add(lambda *_: metrics.RECONNECTS.labels("broker").inc())
             topo = await topology.declare(consume_channel, settings)
             relay = Relay(settings, relay_channel)
             consumer = None
@@ -112,13 +115,65 @@ async def serve(settings: Settings, stop: asyncio.Event, *, consume: bool = True
         log.info("stopped before the worker could start", waiting_for=str(exc))
 
 
+class Health:
+    """The checks behind /livez and /readyz (and ``outplan-worker check``)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self.last_beat = asyncio.get_running_loop().time()
+
+    async def beat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.last_beat = asyncio.get_running_loop().time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def live(self) -> dict[str, object]:
+        age = asyncio.get_running_loop().time() - self.last_beat
+        return {"loop_ok": age < 5.0, "heartbeat_age_seconds": round(age, 3)}
+
+    async def ready(self) -> dict[str, object]:
+        worker = self._worker
+        attached = worker.consumer is None or worker.consumer.attached
+        metrics.CONSUMER_ATTACHED.set(1 if attached and worker.consumer is not None else 0)
+        result: dict[str, object] = {"consumer_ok": attached}
+        try:
+            async with asyncio.timeout(2.0):
+                row = await worker.pool.fetchrow(
+                    "SELECT count(*) AS n, extract(epoch FROM now() - min(occurred_at))::float8 AS age"
+                    " FROM outplan_events WHERE published_at IS NULL")
+            backlog, age = int(row["n"]), float(row["age"] or 0.0)
+            metrics.OUTBOX_BACKLOG.set(backlog)
+            metrics.OUTBOX_OLDEST_AGE.set(age)
+            result.update(database_ok=True, outbox_backlog=backlog, outbox_oldest_age_seconds=round(age, 3),
+                          outbox_ok=age <= worker.settings.ready_max_outbox_age_seconds)
+        except (TimeoutError, *TRANSIENT_ERRORS) as exc:
+            result.update(database_ok=False, database_error=type(exc).__name__)
+        return result
+
+    async def monitor(self, stop: asyncio.Event) -> None:
+        """Keep the gauges current even when nobody probes."""
+        while not stop.is_set():
+            await self.ready()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5.0)
+
+
 async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, *, consume: bool) -> None:
     """Serve until ``stop``; then stop taking messages, drain those in flight, publish the outbox."""
     relay_task = asyncio.create_task(worker.relay.run(), name="relay")
     purge_task = asyncio.create_task(
         purge_idempotency_records(worker.pool, settings.idempotency_retention_hours, stop), name="purge"
     )
-    log.info("worker started", consume=consume, queue=settings.command_queue, prefetch=settings.prefetch)
+    health = Health(worker)
+    beat_task = asyncio.create_task(health.beat(stop), name="heartbeat")
+    monitor_task = asyncio.create_task(health.monitor(stop), name="monitor")
+    server = None
+    if settings.metrics_port:
+        server = HealthServer(settings.metrics_host, settings.metrics_port, health.ready, health.live)
+        await server.start()
+    log.info("worker started", consume=consume, queue=settings.command_queue, prefetch=settings.prefetch,
+             metrics_port=settings.metrics_port)
     await stop.wait()
     log.info("stopping: no new messages; draining", drain_seconds=settings.drain_seconds)
     loop = asyncio.get_running_loop()
@@ -131,6 +186,9 @@ async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, *, consu
     await relay_task
     purge_task.cancel()
     published = await worker.relay.drain(max(0.1, deadline - loop.time()))
+    await asyncio.gather(beat_task, monitor_task, return_exceptions=True)
+    if server is not None:
+        await server.close()
     log.info(
         "worker stopped", messages_drained=drained, outbox_empty=published,
         handled=worker.consumer.handled if worker.consumer else 0,

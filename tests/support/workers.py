@@ -4,6 +4,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -32,6 +33,12 @@ class WorkerNames:
 
     def env(self) -> dict[str, str]:
         return {f"OUTPLAN_{k.upper()}": v for k, v in self.__dict__.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def worker_command() -> list[str]:
@@ -67,6 +74,10 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def metrics_port(self) -> int:
+        return int(self.env["OUTPLAN_METRICS_PORT"])
+
 
 def _spawn(env: dict[str, str], log_path: Path) -> "subprocess.Popen[bytes]":
     with log_path.open("ab") as log:
@@ -94,7 +105,7 @@ def start_worker(database_url: str, log_dir: Path, names: WorkerNames | None = N
                  **settings: str) -> WorkerProcess:
     names = names or WorkerNames.fresh()
     env = {**os.environ, **names.env(), "OUTPLAN_DATABASE_URL": database_url, "OUTPLAN_AMQP_URL": AMQP_URL,
-           "OUTPLAN_RELAY_POLL_SECONDS": "0.2", **{f"OUTPLAN_{k.upper()}": v for k, v in settings.items()}}
+           "OUTPLAN_RELAY_POLL_SECONDS": "0.2", "OUTPLAN_METRICS_PORT": str(free_port()), **{f"OUTPLAN_{k.upper()}": v for k, v in settings.items()}}
     log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
     worker = WorkerProcess(names, env, _spawn(env, log_path), log_path)
     if wait:

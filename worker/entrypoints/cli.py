@@ -5,11 +5,14 @@ import asyncio
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 
 import structlog
 
 from .. import logs
 from ..app import serve
+from ..observability.http import LIVEZ, READYZ
 from ..persistence.migrate import migrate
 from ..settings import Settings
 from . import replay as replay_args
@@ -38,12 +41,29 @@ async def _serve(settings: Settings, *, consume: bool) -> None:
     await serve(settings, stop, consume=consume)
 
 
+def check_health(settings: Settings, *, live: bool) -> int:
+    """Ask the local worker's health endpoint: the same checks as /livez or /readyz."""
+    path = LIVEZ if live else READYZ
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}{path}", timeout=5) as response:
+            print(response.read().decode())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode(), file=sys.stderr)
+    except OSError as exc:
+        print(f"check: no worker answers on port {settings.metrics_port}: {exc}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="outplan-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if needed and apply pending migrations")
     sub.add_parser("run", help="consume commands and publish events (migrate first)")
     sub.add_parser("relay", help="publish events from the outbox only")
+    check = sub.add_parser("check", help="exit 0 when the local worker is ready (or live), 1 otherwise")
+    check.add_argument("--live", action="store_true", help="liveness only: the worker's loop answers")
+    sub.add_parser("schema", help="write the JSON Schemas and the AsyncAPI document of the interface")
     replay_parser = sub.add_parser("replay", help="publish past events again from the event log or a file")
     replay_args.add_arguments(replay_parser)
     tail_parser = sub.add_parser("tail", help="print live events as they arrive")
@@ -62,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "relay"):
         asyncio.run(_serve(settings, consume=args.command == "run"))
         return 0
+    if args.command == "check":
+        return check_health(settings, live=args.live)
     if args.command == "replay":
         return asyncio.run(replay_args.replay(args, settings))
     if args.command == "tail":

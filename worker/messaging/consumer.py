@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 
 from contracts import ErrorInfo, Reply, replies
 
+from ..observability import metrics
 from ..requests import Rejection, Request, decode
 from ..service import Outcome, Service
 from ..settings import Settings
@@ -39,7 +40,9 @@ class CommandConsumer:
 
     @property
     def attached(self) -> bool:
-        return self._tag is not None
+        """Consuming now: a consumer tag on a channel that is open (robust channels restore it)."""
+        channel = self._queue.channel if self._queue is not None else None
+        return self._tag is not None and channel is not None and not channel.is_closed
 
     async def start(self, queue: AbstractQueue) -> None:
         self._queue = queue
@@ -90,6 +93,8 @@ class CommandConsumer:
                 await self._reply(message, decoded.status_code, decoded.reply().to_json())
                 await self._dead_letter(message, decoded.status, decoded.reason, decoded.message)
                 await message.ack()
+                metrics.COMMANDS.labels(decoded.command or "unknown", decoded.reason).inc()
+                metrics.DEAD_LETTERED.labels(decoded.reason).inc()
                 bound.warning(
                     "command rejected", command=decoded.command, outcome=decoded.reason,
                     error=decoded.message, duration_ms=_ms(started),
@@ -106,6 +111,8 @@ class CommandConsumer:
                 return
             await self._reply(message, outcome.status_code, outcome.reply)
             await message.ack()
+            metrics.COMMANDS.labels(cmd.command, "replayed" if outcome.replayed else str(outcome.status_code)).inc()
+            metrics.HANDLING.labels(cmd.command).observe(time.perf_counter() - started)
             bound.info(
                 "command handled",
                 outplan_id=str(outcome.outplan_id) if outcome.outplan_id else None,
@@ -155,6 +162,8 @@ class CommandConsumer:
                    "x-deliveries": deliveries},
         )
         await message.ack()
+        metrics.COMMANDS.labels(message.type or message.routing_key or "unknown", "500").inc()
+        metrics.DEAD_LETTERED.labels(replies.INTERNAL_ERROR).inc()
         bound.error("command dead-lettered after repeated failures", outcome=replies.INTERNAL_ERROR,
                     delivery=deliveries, exc_info=exc, duration_ms=_ms(started))
 

@@ -16,6 +16,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from contracts import names
 
+from ..observability import metrics
 from ..persistence.events import NOTIFY_CHANNEL
 from ..persistence.outbox import OutboxStore, PendingEvent
 from ..settings import Settings
@@ -96,6 +97,7 @@ class Relay:
                 if await self._sleep():
                     return
             self.is_leader = True
+            metrics.RELAY_LEADER.set(1)
             log.info("relay is publishing")
             exchange = await self._channel.get_exchange(self._settings.event_exchange, ensure=False)
             while not self._stopping.is_set():
@@ -106,6 +108,7 @@ class Relay:
                     return
         finally:
             self.is_leader = False
+            metrics.RELAY_LEADER.set(0)
             conn.terminate()  # closes at once; a graceful close could wait on a broken link
 
     async def _sleep(self) -> bool:
@@ -136,6 +139,8 @@ class Relay:
         if confirmed:
             await store.mark_published(pending[confirmed - 1].eventsequence)
             self.published += confirmed
+            for event in pending[:confirmed]:
+                metrics.EVENTS_PUBLISHED.labels(event.event_type).inc()
         if confirmed < len(pending):
             raise RelayStalled(f"{len(pending) - confirmed} of {len(pending)} events not confirmed")
         return len(pending) == limit

@@ -1,0 +1,70 @@
+"""Helpers shared by the benchmarks: fresh databases, queues, medians, a results file."""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+
+from worker.persistence.migrate import migrate
+
+AMQP_URL = os.environ.get("OUTPLAN_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+PG_ROOT = os.environ.get("OUTPLAN_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+RESULTS = Path(__file__).parent / "results"
+
+
+async def fresh_database() -> str:
+    url = f"{PG_ROOT}/outplans_bench_{uuid.uuid4().hex[:8]}"
+    await migrate(url)
+    return url
+
+
+async def drop_database(url: str) -> None:
+    conn = await asyncpg.connect(f"{PG_ROOT}/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def durable_queue(name: str) -> None:
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        await channel.queue_delete(name)
+        await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+
+
+async def delete_queue(name: str) -> None:
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        await (await connection.channel()).queue_delete(name)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def machine() -> dict[str, Any]:
+    def version(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "unknown"
+
+    return {
+        "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+        "rabbitmq": version("rabbitmqctl", "version"), "postgresql": version("psql", "--version"),
+    }
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    return path

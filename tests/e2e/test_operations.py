@@ -1,0 +1,104 @@
+"""Operating the worker: health endpoints, the check command, metrics, structured logs."""
+
+import asyncio
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from tests.conftest import AMQP_URL
+from tests.support.workers import WorkerProcess, start_worker, worker_command
+from worker.client import OutplanClient
+
+pytestmark = pytest.mark.e2e
+SOURCE = {"type": "tel", "target": "+15559876543"}
+
+
+def get(worker: WorkerProcess, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def check(worker: WorkerProcess, *args: str) -> int:
+    return subprocess.run([*worker_command(), "check", *args], env=worker.env, capture_output=True,
+                          timeout=30).returncode
+
+
+async def traffic(worker: WorkerProcess, customer: str) -> None:
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        client = OutplanClient(connection, exchange=worker.names.command_exchange)
+        await client.start()
+        created = await client.create(customer, source=SOURCE)
+        await client.get(customer, created.data["id"])
+        await client.send("outplan.create", b"{broken", message_id=str(uuid.uuid4()))
+
+
+def test_health_endpoints_and_the_check_command(worker: WorkerProcess) -> None:
+    status, body = get(worker, "/livez")
+    assert status == 200 and json.loads(body)["loop_ok"] is True
+    status, body = get(worker, "/readyz")
+    ready = json.loads(body)
+    assert status == 200, body
+    assert ready["consumer_ok"] is True and ready["database_ok"] is True and ready["outbox_ok"] is True
+    assert check(worker) == 0 and check(worker, "--live") == 0
+    assert get(worker, "/nothing")[0] == 404
+
+
+def test_check_fails_when_no_worker_answers(worker: WorkerProcess) -> None:
+    env = {**worker.env, "OUTPLAN_METRICS_PORT": "1"}
+    assert subprocess.run([*worker_command(), "check"], env=env, capture_output=True, timeout=30).returncode == 1
+
+
+def test_metrics_count_commands_events_and_dead_letters(worker: WorkerProcess) -> None:
+    asyncio.run(traffic(worker, str(uuid.uuid4())))
+    deadline = time.monotonic() + 10
+    while True:
+        status, text = get(worker, "/metrics")
+        assert status == 200
+        wanted = ['outplan_commands_total{command="outplan.create",outcome="201"}',
+                  'outplan_commands_total{command="outplan.get",outcome="200"}',
+                  'outplan_dead_lettered_total{reason="MALFORMED_JSON"}',
+                  "outplan_command_duration_seconds_bucket", "outplan_outbox_backlog",
+                  "outplan_outbox_oldest_age_seconds", "outplan_consumer_attached 1.0", "outplan_relay_leader"]
+        missing = [w for w in wanted if w not in text]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert missing == []
+
+
+def test_readiness_fails_while_the_outbox_cannot_drain(tmp_path: Path, session_database: str) -> None:
+    worker = start_worker(session_database, tmp_path, ready_max_outbox_age_seconds="0.5")
+    try:
+        # nothing is bound to this worker's events exchange: its events cannot be published
+        asyncio.run(traffic(worker, str(uuid.uuid4())))
+        time.sleep(1.5)
+        status, body = get(worker, "/readyz")
+        assert status == 503 and json.loads(body)["outbox_ok"] is False, body
+        assert check(worker) == 1
+        assert check(worker, "--live") == 0  # alive, just not ready
+    finally:
+        worker.stop()
+
+
+def test_logs_are_json_lines_with_the_message_fields(worker: WorkerProcess) -> None:
+    customer = str(uuid.uuid4())
+    asyncio.run(traffic(worker, customer))
+    time.sleep(0.3)
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.strip()]  # every line is JSON
+    handled = [e for e in lines if e.get("event") == "command handled" and e.get("customer_id") == customer]
+    assert handled
+    for entry in handled:
+        assert {"message_id", "correlation_id", "command", "customer_id", "outplan_id", "outcome",
+                "duration_ms", "level", "timestamp"} <= set(entry)
+    rejected = [e for e in lines if e.get("event") == "command rejected" and e.get("outcome") == "MALFORMED_JSON"]
+    assert rejected and all("duration_ms" in e and "message_id" in e for e in rejected)

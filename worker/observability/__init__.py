@@ -1,0 +1,1 @@
+"""Metrics, health endpoints and the readiness checks behind them."""

@@ -1,0 +1,23 @@
+"""Prometheus metrics of the worker (one registry, so tests and processes stay apart)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+COMMANDS = Counter("outplan_commands", "Commands handled, by name and outcome", ["command", "outcome"],
+                   registry=REGISTRY)
+HANDLING = Histogram("outplan_command_duration_seconds", "Time from delivery to settlement", ["command"],
+                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+                     registry=REGISTRY)
+EVENTS_PUBLISHED = Counter("outplan_events_published", "Events confirmed by the broker, by type", ["type"],
+                           registry=REGISTRY)
+OUTBOX_BACKLOG = Gauge("outplan_outbox_backlog", "Events committed but not yet published", registry=REGISTRY)
+OUTBOX_OLDEST_AGE = Gauge("outplan_outbox_oldest_age_seconds", "Age of the oldest unpublished event",
+                          registry=REGISTRY)
+DEAD_LETTERED = Counter("outplan_dead_lettered", "Messages dead-lettered by the worker, by reason", ["reason"],
+                        registry=REGISTRY)
+RECONNECTS = Counter("outplan_reconnects", "Connections re-established, by peer", ["peer"], registry=REGISTRY)
+CONSUMER_ATTACHED = Gauge("outplan_consumer_attached", "1 while the command consumer is attached",
+                          registry=REGISTRY)
+RELAY_LEADER = Gauge("outplan_relay_leader", "1 while this process's relay holds the publishing lock",
+                     registry=REGISTRY)
