@@ -14,6 +14,44 @@ from contracts import Reply, names
 REPLY_TO = "amq.rabbitmq.reply-to"
 
 
+class OutplanError(Exception):
+    """A refusal from the worker; ``reply`` holds the whole answer, ``details`` the field errors."""
+
+    def __init__(self, reply: Reply) -> None:
+        assert reply.error is not None
+        super().__init__(f"{reply.status_code} {reply.error.reason}: {reply.error.message}")
+        self.reply = reply
+        self.status_code = reply.status_code
+        self.reason = reply.error.reason
+        self.details = reply.error.details
+
+
+class InvalidArgument(OutplanError):
+    """400: the request broke a rule; ``details`` names each field."""
+
+
+class NotFound(OutplanError):
+    """404: no such outplan for this customer."""
+
+
+class Conflict(OutplanError):
+    """409: the message_id was used before for something else."""
+
+
+class InternalError(OutplanError):
+    """500: the worker failed on this command and set it aside."""
+
+
+_ERRORS = {400: InvalidArgument, 404: NotFound, 409: Conflict}
+
+
+def expect(reply: Reply) -> Any:
+    """The reply's ``data``, or the matching ``OutplanError`` subclass raised."""
+    if reply.ok:
+        return reply.data
+    raise _ERRORS.get(reply.status_code, InternalError)(reply)
+
+
 class OutplanClient:
     """Send commands and await their replies; mutations get a fresh ``message_id`` unless given."""
 

@@ -1,0 +1,85 @@
+"""``outplanctl``: the tutorial's calls from the command line, and the typed Python client."""
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from tests.support.workers import WorkerProcess
+from worker.client import InvalidArgument, NotFound, OutplanClient, expect
+
+pytestmark = pytest.mark.e2e
+CTL = shutil.which("outplanctl", path=str(Path(sys.executable).parent)) or "outplanctl"
+
+
+def ctl(worker: WorkerProcess, customer: str, *args: str) -> tuple[int, Any, str]:
+    env = {**worker.env, "OUTPLAN_CUSTOMER_ID": customer}
+    result = subprocess.run([CTL, *args], env=env, capture_output=True, text=True, timeout=60)
+    data = json.loads(result.stdout) if result.returncode == 0 else None
+    return result.returncode, data, result.stderr
+
+
+def test_the_tutorial_from_the_command_line(worker: WorkerProcess) -> None:
+    customer = str(uuid.uuid4())
+    dial = ["--source-type", "tel", "--source-target", "+15559876543", "--dial-timeout", "30000",
+            "--try-interval", "600000", "--max-try-count", "5", "5", "5", "5", "5"]
+    code, created, _ = ctl(worker, customer, "create", "--name", "test outplan", "--detail", "d", *dial)
+    assert code == 0 and created["name"] == "test outplan" and created["max_try_count_4"] == 5
+    outplan_id = created["id"]
+    assert ctl(worker, customer, "get", outplan_id)[1] == created
+    assert ctl(worker, customer, "list")[1] == {"result": [created], "next_page_token": ""}
+    code, basic, _ = ctl(worker, customer, "update-basic-info", outplan_id, "--name", "n2", "--detail", "d2")
+    assert code == 0 and (basic["name"], basic["detail"]) == ("n2", "d2")
+    code, changed, _ = ctl(worker, customer, "update-dial-info", outplan_id, *dial[:-5], "0", "1", "2", "3", "4")
+    assert code == 0 and [changed[f"max_try_count_{i}"] for i in range(5)] == [0, 1, 2, 3, 4]
+    code, deleted, _ = ctl(worker, customer, "delete", outplan_id)
+    assert code == 0 and deleted["tm_delete"] != "9999-01-01 00:00:00.000000"
+    code, _, stderr = ctl(worker, customer, "get", outplan_id)
+    assert code == 4 and "OUTPLAN_NOT_FOUND" in stderr
+
+
+def test_errors_go_to_stderr_with_field_messages_and_a_status_exit_code(worker: WorkerProcess) -> None:
+    customer = str(uuid.uuid4())
+    code, _, stderr = ctl(worker, customer, "create", "--source-type", "tel", "--source-target", "+15559876543",
+                          "--dial-timeout", "30")
+    assert code == 3
+    assert "VALIDATION_FAILED" in stderr and "dial_timeout: dial_timeout is in milliseconds" in stderr
+    code, _, stderr = ctl(worker, customer, "get", "not-a-uuid")
+    assert code == 3 and "id: id must be a UUID string" in stderr
+    message_id = str(uuid.uuid4())
+    base = ["--message-id", message_id, "create", "--source-type", "tel", "--source-target", "+15559876543"]
+    assert ctl(worker, customer, *base)[0] == 0
+    assert ctl(worker, customer, *base, "--name", "other")[0] == 5  # 409: the key was used for another body
+
+
+def test_no_customer_or_no_worker(worker: WorkerProcess) -> None:
+    result = subprocess.run([CTL, "list"], env={k: v for k, v in worker.env.items() if k != "OUTPLAN_CUSTOMER_ID"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--customer-id" in result.stderr
+    env = {**worker.env, "OUTPLAN_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "OUTPLAN_CUSTOMER_ID": str(uuid.uuid4())}
+    result = subprocess.run([CTL, "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 7 and "cannot reach the broker" in result.stderr
+
+
+async def test_the_python_client_raises_typed_errors(client: OutplanClient, connection: AbstractRobustConnection) -> None:
+    customer = str(uuid.uuid4())
+    created = expect(await client.create(customer, source={"type": "sip", "target": "a@B.example"}))
+    assert created["source"]["target"] == "a@b.example"
+    with pytest.raises(NotFound) as missing:
+        expect(await client.get(customer, uuid.uuid4()))
+    assert missing.value.status_code == 404 and missing.value.reason == "OUTPLAN_NOT_FOUND"
+    with pytest.raises(InvalidArgument) as invalid:
+        expect(await client.create(customer, source={"type": "tel", "target": "1"}, max_try_count_0=101))
+    assert [d.field for d in invalid.value.details] == ["source.target", "max_try_count_0"]
+    quick = OutplanClient(connection, exchange=client._exchange_name, timeout=0.001)  # noqa: SLF001
+    await quick.start()
+    with pytest.raises(TimeoutError):
+        await quick.list(customer)
+    await asyncio.sleep(0.2)  # the late reply is dropped without harm

@@ -1,0 +1,140 @@
+"""``outplanctl``: the tutorial's REST calls as commands, over RabbitMQ RPC.
+
+Exit status: 0 success, 2 bad usage, 3 invalid (400), 4 not found (404), 5 conflict (409),
+6 worker error (500), 7 no answer (timeout or no broker).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+import aio_pika
+
+from contracts import Reply, names
+
+from ..client import OutplanClient
+from ..settings import Settings
+
+EXIT_BY_STATUS = {400: 3, 404: 4, 409: 5, 500: 6}
+EXIT_NO_ANSWER = 7
+
+
+def _dial_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--source-type", choices=["tel", "sip"], required=required)
+    parser.add_argument("--source-target", required=required, help="e.g. +15559876543 or user@host")
+    parser.add_argument("--dial-timeout", type=int, required=required, help="milliseconds")
+    parser.add_argument("--try-interval", type=int, required=required, help="milliseconds")
+    parser.add_argument("--max-try-count", type=int, nargs=5, metavar="N", required=required,
+                        help="five counts, for destinations 0..4")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="outplanctl", description=__doc__.splitlines()[0],
+                                  epilog="Exit status: 0 ok, 2 usage, 3 invalid, 4 not found, 5 conflict, "
+                                         "6 worker error, 7 no answer.")
+    top.add_argument("--customer-id", default=os.environ.get("OUTPLAN_CUSTOMER_ID"),
+                     help="the customer (default: $OUTPLAN_CUSTOMER_ID)")
+    top.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
+    top.add_argument("--message-id", help="idempotency key for a change (default: a new UUID)")
+    sub = top.add_subparsers(dest="op", required=True)
+    listing = sub.add_parser("list", help="GET /outplans")
+    listing.add_argument("--page-size", type=int, default=100)
+    listing.add_argument("--page-token", default="")
+    get = sub.add_parser("get", help="GET /outplans/{id}")
+    get.add_argument("id")
+    get.add_argument("--include-deleted", action="store_true")
+    create = sub.add_parser("create", help="POST /outplans")
+    create.add_argument("--name", default="")
+    create.add_argument("--detail", default="")
+    _dial_arguments(create, required=False)
+    basic = sub.add_parser("update-basic-info", help="PUT /outplans/{id}")
+    basic.add_argument("id")
+    basic.add_argument("--name", required=True)
+    basic.add_argument("--detail", required=True)
+    dial = sub.add_parser("update-dial-info", help="PUT /outplans/{id}/dial_info")
+    dial.add_argument("id")
+    _dial_arguments(dial, required=True)
+    delete = sub.add_parser("delete", help="DELETE /outplans/{id}")
+    delete.add_argument("id")
+    for command in (create, dial):
+        command.add_argument("--json", dest="body_json", help="extra body fields as a JSON object")
+    return top
+
+
+def request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    body: dict[str, Any] = {"customer_id": args.customer_id}
+    if args.op == "list":
+        return names.LIST, {**body, "page_size": args.page_size, "page_token": args.page_token}
+    if args.op == "get":
+        return names.GET, {**body, "id": args.id, "include_deleted": args.include_deleted}
+    if args.op == "delete":
+        return names.DELETE, {**body, "id": args.id}
+    if args.op == "update-basic-info":
+        return names.UPDATE_BASIC_INFO, {**body, "id": args.id, "name": args.name, "detail": args.detail}
+    dial: dict[str, Any] = {}
+    if args.source_type or args.source_target:
+        dial["source"] = {"type": args.source_type, "target": args.source_target}
+    if args.dial_timeout is not None:
+        dial["dial_timeout"] = args.dial_timeout
+    if args.try_interval is not None:
+        dial["try_interval"] = args.try_interval
+    for i, count in enumerate(args.max_try_count or []):
+        dial[f"max_try_count_{i}"] = count
+    extra = json.loads(args.body_json) if args.body_json else {}
+    if args.op == "create":
+        return names.CREATE, {**body, "name": args.name, "detail": args.detail, **dial, **extra}
+    return names.UPDATE_DIAL_INFO, {**body, "id": args.id, **dial, **extra}
+
+
+def report(reply: Reply) -> int:
+    if reply.ok:
+        print(json.dumps(reply.data, indent=2, ensure_ascii=False))
+        return 0
+    assert reply.error is not None
+    print(f"error {reply.status_code} {reply.error.reason}: {reply.error.message}", file=sys.stderr)
+    for detail in reply.error.details:
+        print(f"  {detail.field}: {detail.message}", file=sys.stderr)
+    return EXIT_BY_STATUS.get(reply.status_code, 6)
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    command, body = request(args)
+    try:
+        connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=args.timeout)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    async with connection:
+        client = OutplanClient(connection, exchange=settings.command_exchange, timeout=args.timeout)
+        await client.start()
+        try:
+            reply = await client.send(command, body, message_id=args.message_id)
+        except TimeoutError:
+            print(f"outplanctl: no reply within {args.timeout} s (is a worker running?)", file=sys.stderr)
+            return EXIT_NO_ANSWER
+        except aio_pika.exceptions.AMQPError as exc:
+            print(f"outplanctl: the broker refused the request: {exc}", file=sys.stderr)
+            return EXIT_NO_ANSWER
+    return report(reply)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.customer_id:
+        print("outplanctl: --customer-id (or OUTPLAN_CUSTOMER_ID) is required", file=sys.stderr)
+        return 2
+    if getattr(args, "body_json", None):
+        try:
+            if not isinstance(json.loads(args.body_json), dict):
+                raise ValueError
+        except ValueError:
+            print("outplanctl: --json must be a JSON object", file=sys.stderr)
+            return 2
+    return asyncio.run(run(args, Settings()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
