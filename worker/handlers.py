@@ -1,11 +1,14 @@
-"""One handler per command: plain functions ``(command, uow, request) -> Reply``.
+"""One handler per command, registered in two literal dicts.
 
-Handlers write only through the unit of work and never commit it: the caller does, so
-several commands can share one transaction. Expected refusals raise ``DomainError``.
+Changes are pure functions ``(command, current, context) -> Change``: they see the outplan as it
+stands (``None`` when it does not exist for this customer or was deleted) and say what it becomes.
+The unit of work persists a whole batch of changes at once. Queries read through the unit of work.
+Expected refusals raise ``DomainError``.
 """
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from contracts import (
@@ -14,61 +17,82 @@ from contracts import (
     DeleteOutplan,
     GetOutplan,
     ListOutplans,
+    Outplan,
     OutplanPage,
     Reply,
     UpdateBasicInfo,
     UpdateDialInfo,
     names,
 )
+from contracts.timefmt import NOT_DELETED
 
 from . import paging
 from .domain import OutplanNotFound, Versioned
 from .persistence.uow import UnitOfWork
-from .requests import Request
 
 
-def _ok(stored: Versioned, status_code: int = 200) -> Reply:
-    return Reply(status_code=status_code, data=stored.outplan.model_dump(mode="json"))
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a change may depend on besides the command: the transaction's time."""
+
+    now: str  # "YYYY-MM-DD HH:MM:SS.ffffff", UTC
+
+    def new_id(self) -> uuid.UUID:
+        return uuid.uuid4()
 
 
-async def create_outplan(cmd: CreateOutplan, uow: UnitOfWork, request: Request) -> Reply:
-    stored = await uow.outplans.add(uuid.uuid4(), cmd)
-    await uow.events.record(names.OUTPLAN_CREATED, stored, request.message_id)
-    return _ok(stored, 201)
+@dataclass(frozen=True, slots=True)
+class Change:
+    event_type: str
+    stored: Versioned
+    status_code: int = 200
 
 
-async def update_basic_info(cmd: UpdateBasicInfo, uow: UnitOfWork, request: Request) -> Reply:
-    stored = await uow.outplans.update_basic_info(cmd)
-    if stored is None:
+def _dial(cmd: CreateOutplan | UpdateDialInfo) -> dict[str, Any]:
+    return {
+        "source": cmd.source, "dial_timeout": cmd.dial_timeout, "try_interval": cmd.try_interval,
+        **{f"max_try_count_{i}": getattr(cmd, f"max_try_count_{i}") for i in range(5)},
+    }
+
+
+def _existing(cmd: UpdateBasicInfo | UpdateDialInfo | DeleteOutplan, current: Versioned | None) -> Versioned:
+    if current is None:
         raise OutplanNotFound(cmd.id)
-    await uow.events.record(names.OUTPLAN_UPDATED, stored, request.message_id)
-    return _ok(stored)
+    return current
 
 
-async def update_dial_info(cmd: UpdateDialInfo, uow: UnitOfWork, request: Request) -> Reply:
-    stored = await uow.outplans.update_dial_info(cmd)
-    if stored is None:
-        raise OutplanNotFound(cmd.id)
-    await uow.events.record(names.OUTPLAN_UPDATED, stored, request.message_id)
-    return _ok(stored)
+def create_outplan(cmd: CreateOutplan, current: Versioned | None, ctx: Context) -> Change:
+    outplan = Outplan(id=ctx.new_id(), customer_id=cmd.customer_id, name=cmd.name, detail=cmd.detail, **_dial(cmd),
+                      tm_create=ctx.now, tm_update=ctx.now, tm_delete=NOT_DELETED)
+    return Change(names.OUTPLAN_CREATED, Versioned(outplan, 1), 201)
 
 
-async def delete_outplan(cmd: DeleteOutplan, uow: UnitOfWork, request: Request) -> Reply:
-    stored = await uow.outplans.delete(cmd.customer_id, cmd.id)
-    if stored is None:
-        raise OutplanNotFound(cmd.id)
-    await uow.events.record(names.OUTPLAN_DELETED, stored, request.message_id)
-    return _ok(stored)
+def update_basic_info(cmd: UpdateBasicInfo, current: Versioned | None, ctx: Context) -> Change:
+    found = _existing(cmd, current)
+    outplan = found.outplan.model_copy(update={"name": cmd.name, "detail": cmd.detail, "tm_update": ctx.now})
+    return Change(names.OUTPLAN_UPDATED, Versioned(outplan, found.version + 1))
 
 
-async def get_outplan(cmd: GetOutplan, uow: UnitOfWork, request: Request) -> Reply:
+def update_dial_info(cmd: UpdateDialInfo, current: Versioned | None, ctx: Context) -> Change:
+    found = _existing(cmd, current)
+    outplan = found.outplan.model_copy(update={**_dial(cmd), "tm_update": ctx.now})
+    return Change(names.OUTPLAN_UPDATED, Versioned(outplan, found.version + 1))
+
+
+def delete_outplan(cmd: DeleteOutplan, current: Versioned | None, ctx: Context) -> Change:
+    found = _existing(cmd, current)
+    outplan = found.outplan.model_copy(update={"tm_update": ctx.now, "tm_delete": ctx.now})
+    return Change(names.OUTPLAN_DELETED, Versioned(outplan, found.version + 1))
+
+
+async def get_outplan(cmd: GetOutplan, uow: UnitOfWork) -> Reply:
     stored = await uow.outplans.get(cmd.customer_id, cmd.id, include_deleted=cmd.include_deleted)
     if stored is None:
         raise OutplanNotFound(cmd.id)
-    return _ok(stored)
+    return Reply(status_code=200, data=stored.outplan.model_dump(mode="json"))
 
 
-async def list_outplans(cmd: ListOutplans, uow: UnitOfWork, request: Request) -> Reply:
+async def list_outplans(cmd: ListOutplans, uow: UnitOfWork) -> Reply:
     after = paging.decode(cmd.page_token)
     rows = await uow.outplans.list_live(cmd.customer_id, after, cmd.page_size + 1)
     page = rows[: cmd.page_size]
@@ -77,13 +101,16 @@ async def list_outplans(cmd: ListOutplans, uow: UnitOfWork, request: Request) ->
     return Reply(status_code=200, data=result.model_dump(mode="json"))
 
 
-Handler = Callable[[Any, UnitOfWork, Request], Awaitable[Reply]]
+ChangeHandler = Callable[[Any, Versioned | None, Context], Change]
+QueryHandler = Callable[[Any, UnitOfWork], Awaitable[Reply]]
 
-HANDLERS: dict[type[Command], Handler] = {
+CHANGES: dict[type[Command], ChangeHandler] = {
     CreateOutplan: create_outplan,
     UpdateBasicInfo: update_basic_info,
     UpdateDialInfo: update_dial_info,
     DeleteOutplan: delete_outplan,
+}
+QUERIES: dict[type[Command], QueryHandler] = {
     GetOutplan: get_outplan,
     ListOutplans: list_outplans,
 }

@@ -1,12 +1,21 @@
-"""Run one request through its handler inside a unit of work, with the idempotency record."""
+"""Run requests through their handlers inside a unit of work, with the idempotency record.
 
-from collections.abc import Callable
+Changes are executed in batches: one transaction claims every message_id, locks the outplans
+involved, applies the changes in arrival order, and writes rows, events and replies with one
+statement each. A batch of one is the same code path.
+"""
+
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from uuid import UUID
 
-from .domain import DomainError, IdempotencyKeyReused
-from .handlers import HANDLERS
+from contracts.timefmt import NOT_DELETED, format_time
+
+from .domain import DomainError, IdempotencyKeyReused, Versioned
+from .handlers import CHANGES, QUERIES, Change, Context
+from .persistence.events import NewEvent
+from .persistence.inbox import Key
 from .persistence.uow import UnitOfWork
 from .requests import Request
 
@@ -25,43 +34,106 @@ class Outcome:
     replayed: bool = False  # an earlier reply, given again for a repeated message_id
 
 
+def _refusal(exc: DomainError, outplan_id: UUID | None) -> Outcome:
+    reply = exc.reply()
+    return Outcome(reply.status_code, reply.to_json(), outplan_id)
+
+
 class Service:
     def __init__(self, uow_factory: UowFactory, *, fault_hook: bool = False) -> None:
         self._uow_factory = uow_factory
         self._fault_hook = fault_hook
 
-    async def execute(self, request: Request) -> Outcome:
+    async def query(self, request: Request) -> Outcome:
         cmd = request.command
-        handler = HANDLERS[type(cmd)]
         outplan_id: UUID | None = getattr(cmd, "id", None)
-        if self._fault_hook and getattr(cmd, "name", None) == "__raise__":
-            raise InjectedFault("handler failure injected by the test fault hook")
         async with self._uow_factory() as uow:
-            if not cmd.mutates:
-                try:
-                    reply = await handler(cmd, uow, request)
-                except DomainError as exc:
-                    reply = exc.reply()
-                return Outcome(reply.status_code, reply.to_json(), outplan_id)
-
-            assert request.message_id is not None  # enforced when the request was decoded
-            stored = await uow.inbox.claim(cmd.customer_id, request.message_id, cmd.command, request.body_hash)
-            if stored is not None:
-                if stored.command != cmd.command or stored.body_hash != request.body_hash:
-                    reply = IdempotencyKeyReused(request.message_id).reply()
-                    return Outcome(reply.status_code, reply.to_json(), outplan_id)
-                # Both are written in the transaction that made the record.
-                assert stored.reply is not None and stored.status_code is not None
-                return Outcome(stored.status_code, stored.reply, outplan_id, replayed=True)
-
             try:
-                reply = await handler(cmd, uow, request)
+                reply = await QUERIES[type(cmd)](cmd, uow)
             except DomainError as exc:
-                reply = exc.reply()
-            body = reply.to_json()
-            if isinstance(reply.data, dict) and "id" in reply.data:
-                outplan_id = UUID(reply.data["id"])
-            await uow.inbox.remember(cmd.customer_id, request.message_id, reply.status_code, body)
-            await uow.commit()
-            return Outcome(reply.status_code, body, outplan_id)
+                return _refusal(exc, outplan_id)
+        return Outcome(reply.status_code, reply.to_json(), outplan_id)
 
+    async def execute(self, request: Request) -> Outcome:
+        if not request.command.mutates:
+            return await self.query(request)
+        return (await self.change([request]))[0]
+
+    async def change(self, requests: Sequence[Request]) -> list[Outcome]:
+        """Apply a batch of changes in one transaction; one outcome per request, in order."""
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        first: dict[Key, int] = {}
+        for i, request in enumerate(requests):
+            assert request.message_id is not None  # enforced when the request was decoded
+            first.setdefault((request.command.customer_id, request.message_id), i)
+
+        async with self._uow_factory() as uow:
+            claims = [(key, requests[i].command.command, requests[i].body_hash) for key, i in first.items()]
+            claimed, moment = await uow.inbox.claim(claims)
+            taken = [key for key in first if key not in claimed]
+            for key, stored in (await uow.inbox.stored(taken) if taken else {}).items():
+                request = requests[first[key]]
+                if stored.command != request.command.command or stored.body_hash != request.body_hash:
+                    outcomes[first[key]] = _refusal(IdempotencyKeyReused(key[1]), getattr(request.command, "id", None))
+                else:
+                    # Both are written in the transaction that made the record.
+                    assert stored.reply is not None and stored.status_code is not None
+                    outcomes[first[key]] = Outcome(stored.status_code, stored.reply,
+                                                   getattr(request.command, "id", None), replayed=True)
+
+            order = sorted(first[key] for key in claimed)
+            if order:
+                assert moment is not None
+                applied = await self._apply(uow, [requests[i] for i in order], format_time(moment))
+                for i, outcome in zip(order, applied, strict=True):
+                    outcomes[i] = outcome
+                await uow.commit()
+
+        # The same message_id twice in one batch: the later copy is a repeat of the first.
+        for i, request in enumerate(requests):
+            j = first[(request.command.customer_id, request.message_id)]  # type: ignore[index]
+            if i != j:
+                original = outcomes[j]
+                assert original is not None
+                same = requests[j].body_hash == request.body_hash and requests[j].command.command == request.command.command
+                outcomes[i] = (Outcome(original.status_code, original.reply, original.outplan_id, replayed=True)
+                               if same else _refusal(IdempotencyKeyReused(request.message_id or ""), None))
+        assert all(outcome is not None for outcome in outcomes)
+        return outcomes  # type: ignore[return-value]
+
+    async def _apply(self, uow: UnitOfWork, requests: list[Request], now: str) -> list[Outcome]:
+        ctx = Context(now=now)
+        targets = [r.command.id for r in requests if hasattr(r.command, "id")]  # type: ignore[attr-defined]
+        states: dict[UUID, Versioned] = await uow.outplans.lock(targets)
+        created: dict[UUID, Versioned] = {}
+        changed: dict[UUID, Versioned] = {}
+        events: list[NewEvent] = []
+        replies: list[tuple[Key, int, bytes]] = []
+        outcomes: list[Outcome] = []
+        for request in requests:
+            cmd = request.command
+            if self._fault_hook and getattr(cmd, "name", None) == "__raise__":
+                raise InjectedFault("handler failure injected by the test fault hook")
+            outplan_id: UUID | None = getattr(cmd, "id", None)
+            current = states.get(outplan_id) if outplan_id is not None else None
+            if current is not None and (current.outplan.customer_id != cmd.customer_id
+                                        or current.outplan.tm_delete != NOT_DELETED):
+                current = None  # another customer's, or deleted: as if it did not exist
+            try:
+                change: Change = CHANGES[type(cmd)](cmd, current, ctx)
+            except DomainError as exc:
+                outcome = _refusal(exc, outplan_id)
+            else:
+                stored = change.stored
+                states[stored.outplan.id] = stored
+                (created if outplan_id is None else changed)[stored.outplan.id] = stored
+                events.append(NewEvent(change.event_type, stored, request.message_id))
+                body = b'{"status_code":%d,"data":%s}' % (change.status_code, stored.outplan.model_dump_json().encode())
+                outcome = Outcome(change.status_code, body, stored.outplan.id)
+            replies.append(((cmd.customer_id, request.message_id or ""), outcome.status_code, outcome.reply))
+            outcomes.append(outcome)
+        await uow.outplans.insert([states[i] for i in created])
+        await uow.outplans.replace([s for i, s in changed.items() if i not in created])
+        await uow.events.record(events)
+        await uow.inbox.remember(replies)
+        return outcomes

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from contracts import CreateOutplan, ListOutplans
+from contracts import ListOutplans
+from tests.support.outplans import change, create, request
 from worker.handlers import list_outplans
 from worker.persistence.uow import PgUnitOfWork
-from worker.requests import Request
 
 pytestmark = pytest.mark.integration
 
@@ -24,20 +24,13 @@ async def pool(session_database: str) -> AsyncIterator[asyncpg.Pool]:
 
 async def add(pool: asyncpg.Pool, customer_id: uuid.UUID, count: int) -> list[uuid.UUID]:
     """``count`` outplans in one transaction: they all share one tm_create (now())."""
-    ids = [uuid.uuid4() for _ in range(count)]
-    cmd = CreateOutplan.model_validate(
-        {"customer_id": customer_id, "source": {"type": "tel", "target": "+15559876543"}}, strict=False)
-    async with PgUnitOfWork(pool) as uow:
-        for outplan_id in ids:
-            await uow.outplans.add(outplan_id, cmd)
-        await uow.commit()
-    return ids
+    return await create(pool, customer_id, count)
 
 
 async def page(pool: asyncpg.Pool, customer_id: uuid.UUID, size: int, token: str) -> dict[str, object]:
     cmd = ListOutplans(customer_id=customer_id, page_size=size, page_token=token)
     async with PgUnitOfWork(pool) as uow:
-        reply = await list_outplans(cmd, uow, Request(cmd, None, None, b""))
+        reply = await list_outplans(cmd, uow)
     data = reply.model_dump(mode="json")["data"]
     assert isinstance(data, dict)
     return data
@@ -75,9 +68,8 @@ async def test_paging_never_skips_or_repeats(pool: asyncpg.Pool, customer_id: uu
 
 async def test_deleted_outplans_are_not_listed(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
     keep, gone = await add(pool, customer_id, 2)
-    async with PgUnitOfWork(pool) as uow:
-        await uow.outplans.delete(customer_id, gone)
-        await uow.commit()
+    [deleted] = await change(pool, request("outplan.delete", {"customer_id": customer_id, "id": gone}))
+    assert deleted.status_code == 200
     data = await page(pool, customer_id, 100, "")
     assert [o["id"] for o in data["result"]] == [str(keep)]  # type: ignore[index, union-attr]
 

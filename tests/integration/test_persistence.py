@@ -1,12 +1,13 @@
 """Migrations, the repository and the unit of work against a real PostgreSQL."""
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from contracts import CreateOutplan, UpdateBasicInfo
+from tests.support.outplans import SOURCE, begin_create, change, create, request
 from worker.persistence.migrate import migrate
 from worker.persistence.uow import PgUnitOfWork
 
@@ -18,12 +19,6 @@ async def pool(session_database: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(session_database, min_size=1, max_size=4)
     yield pool
     await pool.close()
-
-
-def new_create(customer_id: uuid.UUID, **fields: object) -> CreateOutplan:
-    return CreateOutplan.model_validate(
-        {"customer_id": customer_id, "source": {"type": "tel", "target": "+15559876543"}, **fields}, strict=False
-    )
 
 
 async def test_migrations_apply_once_and_are_idempotent(fresh_database: str) -> None:
@@ -49,70 +44,78 @@ async def test_migrate_creates_a_missing_database() -> None:
 
 
 async def test_change_event_and_record_commit_together(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
-    outplan_id = uuid.uuid4()
+    message_id = str(uuid.uuid4())
+    [outcome] = await change(pool, request("outplan.create", {"customer_id": customer_id, "source": SOURCE,
+                                                              "name": "a"}, message_id))
+    created = json.loads(outcome.reply)["data"]
+    assert outcome.status_code == 201 and created["tm_create"] == created["tm_update"]
+    assert created["tm_delete"] == "9999-01-01 00:00:00.000000"
     async with PgUnitOfWork(pool) as uow:
-        stored = await uow.outplans.add(outplan_id, new_create(customer_id, name="a"))
-        await uow.events.record("outplan_created", stored, "m-1")
-        await uow.commit()
-    assert stored.version == 1 and stored.outplan.tm_create == stored.outplan.tm_update
-    assert stored.outplan.tm_delete == "9999-01-01 00:00:00.000000"
-    async with PgUnitOfWork(pool) as uow:
-        found = await uow.outplans.get(customer_id, outplan_id, include_deleted=False)
-    assert found == stored
-    events = await pool.fetch("SELECT event_type, outplan_version FROM outplan_events WHERE outplan_id = $1", outplan_id)
-    assert [(e["event_type"], e["outplan_version"]) for e in events] == [("outplan_created", 1)]
+        found = await uow.outplans.get(customer_id, uuid.UUID(created["id"]), include_deleted=False)
+    assert found is not None and found.version == 1 and found.outplan.model_dump(mode="json") == created
+    events = await pool.fetch("SELECT event_type, outplan_version, correlation_id, data FROM outplan_events"
+                              " WHERE outplan_id = $1", found.outplan.id)
+    assert [(e["event_type"], e["outplan_version"], e["correlation_id"]) for e in events] == [
+        ("outplan_created", 1, message_id)]
+    assert json.loads(events[0]["data"]) == created  # the event carries exactly the reply's outplan
+    record = await pool.fetchrow("SELECT status_code, reply FROM processed_commands WHERE message_id = $1", message_id)
+    assert (record["status_code"], bytes(record["reply"])) == (201, outcome.reply)
 
 
 async def test_without_commit_nothing_is_written(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
-    outplan_id = uuid.uuid4()
-    async with PgUnitOfWork(pool) as uow:
-        stored = await uow.outplans.add(outplan_id, new_create(customer_id))
-        await uow.events.record("outplan_created", stored, None)
-    assert await pool.fetchval("SELECT count(*) FROM outplans WHERE id = $1", outplan_id) == 0
-    assert await pool.fetchval("SELECT count(*) FROM outplan_events WHERE outplan_id = $1", outplan_id) == 0
+    uow, event_id = await begin_create(pool, customer_id)
+    await uow.__aexit__(None, None, None)  # leaves without commit: rolled back
+    assert await pool.fetchval("SELECT count(*) FROM outplans WHERE customer_id = $1", customer_id) == 0
+    assert await pool.fetchval("SELECT count(*) FROM outplan_events WHERE event_id = $1", event_id) == 0
 
 
 async def test_versions_grow_by_one_and_delete_is_soft(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
-    outplan_id = uuid.uuid4()
+    [outplan_id] = await create(pool, customer_id)
+    update = {"customer_id": customer_id, "id": outplan_id, "name": "b", "detail": "c"}
+    one, two, gone, after = await change(
+        pool, request("outplan.update_basic_info", update), request("outplan.update_basic_info", update),
+        request("outplan.delete", {"customer_id": customer_id, "id": outplan_id}),
+        request("outplan.update_basic_info", update))
+    assert [o.status_code for o in (one, two, gone, after)] == [200, 200, 200, 404]
     async with PgUnitOfWork(pool) as uow:
-        await uow.outplans.add(outplan_id, new_create(customer_id))
-        update = UpdateBasicInfo(customer_id=customer_id, id=outplan_id, name="b", detail="c")
-        assert (await uow.outplans.update_basic_info(update)).version == 2  # type: ignore[union-attr]
-        deleted = await uow.outplans.delete(customer_id, outplan_id)
-        assert deleted is not None and deleted.version == 3
-        assert deleted.outplan.tm_delete != "9999-01-01 00:00:00.000000"
         assert await uow.outplans.get(customer_id, outplan_id, include_deleted=False) is None
-        assert await uow.outplans.get(customer_id, outplan_id, include_deleted=True) == deleted
-        assert await uow.outplans.update_basic_info(update) is None  # a deleted outplan does not change
-        assert await uow.outplans.delete(customer_id, outplan_id) is None
-        await uow.commit()
+        deleted = await uow.outplans.get(customer_id, outplan_id, include_deleted=True)
+    assert deleted is not None and deleted.version == 4
+    assert deleted.outplan.model_dump(mode="json") == json.loads(gone.reply)["data"]
+    versions = await pool.fetch("SELECT outplan_version FROM outplan_events WHERE outplan_id = $1"
+                                " ORDER BY position", outplan_id)
+    assert [v["outplan_version"] for v in versions] == [1, 2, 3, 4]
+    [again] = await change(pool, request("outplan.delete", {"customer_id": customer_id, "id": outplan_id}))
+    assert again.status_code == 404
 
 
 async def test_another_customer_sees_nothing(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
-    outplan_id, other = uuid.uuid4(), uuid.uuid4()
+    [outplan_id] = await create(pool, customer_id)
+    other = uuid.uuid4()
+    outcomes = await change(
+        pool, request("outplan.update_basic_info", {"customer_id": other, "id": outplan_id, "name": "x",
+                                                    "detail": "y"}),
+        request("outplan.delete", {"customer_id": other, "id": outplan_id}))
+    assert [o.status_code for o in outcomes] == [404, 404]
     async with PgUnitOfWork(pool) as uow:
-        await uow.outplans.add(outplan_id, new_create(customer_id))
         assert await uow.outplans.get(other, outplan_id, include_deleted=True) is None
-        assert await uow.outplans.update_basic_info(
-            UpdateBasicInfo(customer_id=other, id=outplan_id, name="x", detail="y")) is None
-        assert await uow.outplans.delete(other, outplan_id) is None
         assert await uow.outplans.list_live(other, None, 10) == []
-        await uow.commit()
+        mine = await uow.outplans.get(customer_id, outplan_id, include_deleted=False)
+    assert mine is not None and mine.version == 1
 
 
-async def test_the_idempotency_claim_is_taken_once(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
-    async with PgUnitOfWork(pool) as uow:
-        assert await uow.inbox.claim(customer_id, "k", "outplan.delete", b"h") is None
-        await uow.inbox.remember(customer_id, "k", 404, b'{"status_code":404}')
-        await uow.commit()
-    async with PgUnitOfWork(pool) as uow:
-        stored = await uow.inbox.claim(customer_id, "k", "outplan.delete", b"h")
-    assert stored is not None and stored.status_code == 404 and stored.reply == b'{"status_code":404}'
+async def test_a_repeated_message_id_replays_the_stored_reply(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
+    missing = {"customer_id": customer_id, "id": uuid.uuid4()}
+    [first] = await change(pool, request("outplan.delete", missing, "k"))
+    [again] = await change(pool, request("outplan.delete", missing, "k"))
+    assert first.status_code == again.status_code == 404 and again.reply == first.reply and again.replayed
+    [reused] = await change(pool, request("outplan.delete", {**missing, "id": uuid.uuid4()}, "k"))
+    assert reused.status_code == 409
 
 
 async def test_sql_looking_text_is_stored_verbatim(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
     text = "x'); DROP TABLE outplans; --"
+    [outplan_id] = await create(pool, customer_id, name=text, detail="ü\n\"☎")
     async with PgUnitOfWork(pool) as uow:
-        stored = await uow.outplans.add(uuid.uuid4(), new_create(customer_id, name=text, detail="ü\n\"☎"))
-        await uow.commit()
-    assert stored.outplan.name == text and stored.outplan.detail == "ü\n\"☎"
+        stored = await uow.outplans.get(customer_id, outplan_id, include_deleted=False)
+    assert stored is not None and stored.outplan.name == text and stored.outplan.detail == "ü\n\"☎"

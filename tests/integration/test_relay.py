@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
-from contracts import CreateOutplan, parse_event
+from contracts import parse_event
 from tests.conftest import AMQP_URL
+from tests.support.outplans import begin_create
 from worker.messaging.relay import Relay
-from worker.persistence.uow import PgUnitOfWork
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -64,17 +64,6 @@ async def rig(fresh_database: str) -> AsyncIterator[Rig]:
     await exchange.delete()
     await connection.close()
     await pool.close()
-
-
-async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUnitOfWork, uuid.UUID]:
-    """An open transaction that has written an outplan and its event, not yet committed."""
-    uow = PgUnitOfWork(pool)
-    await uow.__aenter__()
-    cmd = CreateOutplan.model_validate(
-        {"customer_id": customer_id, "source": {"type": "tel", "target": "+15559876543"}}, strict=False)
-    stored = await uow.outplans.add(uuid.uuid4(), cmd)
-    event_id = await uow.events.record("outplan_created", stored, None)
-    return uow, event_id
 
 
 async def test_a_transaction_that_commits_late_is_not_skipped(rig: Rig, customer_id: uuid.UUID) -> None:

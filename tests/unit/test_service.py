@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,8 +10,8 @@ from uuid import UUID
 
 import pytest
 
-from contracts import CreateOutplan, Outplan, Source, UpdateBasicInfo
 from worker.domain import StoredReply, Versioned
+from worker.persistence.events import NewEvent
 from worker.requests import Request, decode
 from worker.service import InjectedFault, Service
 
@@ -22,51 +23,52 @@ class FakeOutplans:
     def __init__(self) -> None:
         self.rows: dict[UUID, Versioned] = {}
 
-    async def add(self, outplan_id: UUID, cmd: CreateOutplan) -> Versioned:
-        outplan = Outplan(
-            id=outplan_id, customer_id=cmd.customer_id, name=cmd.name, detail=cmd.detail,
-            source=Source.model_validate(cmd.source.model_dump()), dial_timeout=cmd.dial_timeout,
-            try_interval=cmd.try_interval, max_try_count_0=0, max_try_count_1=0, max_try_count_2=0,
-            max_try_count_3=0, max_try_count_4=0, tm_create="t", tm_update="t", tm_delete="9999",
-        )
-        self.rows[outplan_id] = Versioned(outplan, 1)
-        return self.rows[outplan_id]
+    async def lock(self, ids: list[UUID]) -> dict[UUID, Versioned]:
+        return {i: self.rows[i] for i in ids if i in self.rows}
 
-    async def update_basic_info(self, cmd: UpdateBasicInfo) -> Versioned | None:
-        found = self.rows.get(cmd.id)
-        if found is None or found.outplan.customer_id != cmd.customer_id:
-            return None
-        changed = found.outplan.model_copy(update={"name": cmd.name, "detail": cmd.detail})
-        self.rows[cmd.id] = Versioned(changed, found.version + 1)
-        return self.rows[cmd.id]
+    async def insert(self, outplans: list[Versioned]) -> None:
+        for stored in outplans:
+            assert stored.outplan.id not in self.rows
+            self.rows[stored.outplan.id] = stored
+
+    async def replace(self, outplans: list[Versioned]) -> None:
+        for stored in outplans:
+            assert stored.outplan.id in self.rows
+            self.rows[stored.outplan.id] = stored
 
 
 class FakeEvents:
     def __init__(self) -> None:
         self.recorded: list[tuple[str, int, str | None]] = []
 
-    async def record(self, event_type: str, stored: Versioned, correlation_id: str | None) -> UUID:
-        self.recorded.append((event_type, stored.version, correlation_id))
-        return uuid.uuid4()
+    async def record(self, events: list[NewEvent]) -> list[UUID]:
+        self.recorded += [(e.event_type, e.stored.version, e.correlation_id) for e in events]
+        return [uuid.uuid4() for _ in events]
 
 
 class FakeInbox:
     def __init__(self) -> None:
         self.records: dict[tuple[UUID, str], StoredReply] = {}
 
-    async def claim(self, customer_id: UUID, message_id: str, command: str, body_hash: bytes) -> StoredReply | None:
-        found = self.records.get((customer_id, message_id))
-        if found is None:
-            self.records[(customer_id, message_id)] = StoredReply(command, body_hash, None, None)
-        return found
+    async def claim(self, claims: list[tuple[tuple[UUID, str], str, bytes]]) -> tuple[set[tuple[UUID, str]], datetime]:
+        claimed = set()
+        for key, command, body_hash in claims:
+            if key not in self.records:
+                self.records[key] = StoredReply(command, body_hash, None, None)
+                claimed.add(key)
+        return claimed, datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
-    async def remember(self, customer_id: UUID, message_id: str, status_code: int, reply: bytes) -> None:
-        old = self.records[(customer_id, message_id)]
-        self.records[(customer_id, message_id)] = StoredReply(old.command, old.body_hash, status_code, reply)
+    async def stored(self, keys: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], StoredReply]:
+        return {k: self.records[k] for k in keys}
+
+    async def remember(self, replies: list[tuple[tuple[UUID, str], int, bytes]]) -> None:
+        for key, status_code, reply in replies:
+            old = self.records[key]
+            self.records[key] = StoredReply(old.command, old.body_hash, status_code, reply)
 
 
 class FakeUnitOfWork:
-    """Records what was written; changes become visible only on commit."""
+    """Records what was written and how often it was committed."""
 
     def __init__(self) -> None:
         self.outplans, self.events, self.inbox = FakeOutplans(), FakeEvents(), FakeInbox()
@@ -144,3 +146,30 @@ async def test_update_bumps_the_version_and_records_an_update(service: Service, 
 async def test_the_fault_hook_raises_only_for_its_marker(service: Service) -> None:
     with pytest.raises(InjectedFault):
         await service.execute(request("outplan.create", {**CREATE, "name": "__raise__"}))
+
+
+async def test_a_batch_applies_changes_in_order_with_one_commit(service: Service, uow: FakeUnitOfWork) -> None:
+    created = json.loads((await service.execute(request("outplan.create", CREATE))).reply)["data"]
+    body = {"customer_id": CUSTOMER, "id": created["id"], "name": "x", "detail": "y"}
+    batch = [
+        request("outplan.update_basic_info", body, "b-1"),
+        request("outplan.update_basic_info", {**body, "detail": "z"}, "b-2"),
+        request("outplan.delete", {"customer_id": CUSTOMER, "id": created["id"]}, "b-3"),
+        request("outplan.update_basic_info", body, "b-4"),  # after the delete: 404
+        request("outplan.update_basic_info", body, "b-1"),  # the same message again in the batch
+    ]
+    outcomes = await service.change(batch)
+    assert [o.status_code for o in outcomes] == [200, 200, 200, 404, 200]
+    assert outcomes[4].reply == outcomes[0].reply and outcomes[4].replayed
+    assert uow.events.recorded[1:] == [("outplan_updated", 2, "b-1"), ("outplan_updated", 3, "b-2"),
+                                       ("outplan_deleted", 4, "b-3")]
+    assert uow.commits == 2
+    data = json.loads(outcomes[2].reply)["data"]
+    assert data["tm_delete"] == data["tm_update"] == "2026-01-02 03:04:05.678901"
+
+
+async def test_another_customer_cannot_change_an_outplan(service: Service, uow: FakeUnitOfWork) -> None:
+    created = json.loads((await service.execute(request("outplan.create", CREATE))).reply)["data"]
+    other = {"customer_id": str(uuid.uuid4()), "id": created["id"], "name": "x", "detail": "y"}
+    outcome = await service.execute(request("outplan.update_basic_info", other, "o-1"))
+    assert outcome.status_code == 404 and len(uow.events.recorded) == 1

@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 
 from contracts import ErrorInfo, Reply, replies
 
+from ..batching import Batcher
 from ..observability import metrics
 from ..requests import Rejection, Request, decode
 from ..service import Outcome, Service
@@ -30,6 +31,7 @@ class CommandConsumer:
     def __init__(self, settings: Settings, service: Service, publisher: AbstractChannel) -> None:
         self._settings = settings
         self._service = service
+        self._batcher = Batcher(service, size=settings.batch_size, writers=settings.batch_writers)
         self._publisher = publisher  # confirm-mode channel for replies and dead letters
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
@@ -45,6 +47,7 @@ class CommandConsumer:
         return self._tag is not None and channel is not None and not channel.is_closed
 
     async def start(self, queue: AbstractQueue) -> None:
+        self._batcher.start()
         self._queue = queue
         self._tag = await queue.consume(self.on_message)
 
@@ -65,6 +68,8 @@ class CommandConsumer:
             return True
         except TimeoutError:
             return False
+        finally:
+            await self._batcher.stop()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         self._in_flight += 1
@@ -129,10 +134,12 @@ class CommandConsumer:
                 await message.reject(requeue=True)
 
     async def _execute(self, request: Request, bound: structlog.typing.FilteringBoundLogger) -> Outcome:
+        if request.command.mutates:
+            return await self._batcher.submit(request)
         delay = 0.05
         while True:
             try:
-                return await self._service.execute(request)
+                return await self._service.query(request)
             except TRANSIENT_ERRORS as exc:
                 bound.warning("database unavailable; holding the message", error=type(exc).__name__, retry_in=delay)
                 await asyncio.sleep(delay)

@@ -1,51 +1,57 @@
 """The idempotency record: which (customer, message_id) was applied, and the reply it got."""
 
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
 from ..domain import StoredReply
 
+Key = tuple[UUID, str]  # (customer_id, message_id)
+
 
 class ProcessedCommands:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def claim(
-        self, customer_id: UUID, message_id: str, command: str, body_hash: bytes
-    ) -> StoredReply | None:
-        """Claim the key for this transaction; if it was taken, what is stored for it.
+    async def claim(self, claims: list[tuple[Key, str, bytes]]) -> tuple[set[Key], datetime | None]:
+        """Claim keys for this transaction: returns those claimed, and the transaction's time.
 
-        A concurrent claim of the same key waits here until the first transaction ends,
-        so a duplicate in flight never applies twice.
+        A key claimed by a concurrent transaction makes this wait until that one ends, so a
+        duplicate in flight is never applied twice.
         """
-        claimed = await self._conn.fetchval(
+        rows = await self._conn.fetch(
             "INSERT INTO processed_commands (customer_id, message_id, command, body_hash)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
-            customer_id, message_id, command, body_hash,
+            " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[])"
+            " ON CONFLICT DO NOTHING RETURNING customer_id, message_id, processed_at",
+            [k[0] for k, _, _ in claims], [k[1] for k, _, _ in claims],
+            [c for _, c, _ in claims], [h for _, _, h in claims],
         )
-        if claimed:
-            return None
-        row = await self._conn.fetchrow(
-            "SELECT command, body_hash, status_code, reply FROM processed_commands"
-            " WHERE customer_id = $1 AND message_id = $2",
-            customer_id, message_id,
-        )
-        if row is None:  # purged between the two statements: treat as taken by nobody
-            return await self.claim(customer_id, message_id, command, body_hash)
-        return StoredReply(
-            command=row["command"],
-            body_hash=bytes(row["body_hash"]),
-            status_code=row["status_code"],
-            reply=row["reply"],
-        )
+        return {(r["customer_id"], r["message_id"]) for r in rows}, (rows[0]["processed_at"] if rows else None)
 
-    async def remember(self, customer_id: UUID, message_id: str, status_code: int, reply: bytes) -> None:
-        await self._conn.execute(
-            "UPDATE processed_commands SET status_code = $3, reply = $4"
-            " WHERE customer_id = $1 AND message_id = $2",
-            customer_id, message_id, status_code, reply,
+    async def stored(self, keys: list[Key]) -> dict[Key, StoredReply]:
+        rows = await self._conn.fetch(
+            "SELECT p.customer_id, p.message_id, p.command, p.body_hash, p.status_code, p.reply"
+            " FROM processed_commands p JOIN unnest($1::uuid[], $2::text[]) AS k(customer_id, message_id)"
+            " USING (customer_id, message_id)",
+            [k[0] for k in keys], [k[1] for k in keys],
         )
+        return {
+            (r["customer_id"], r["message_id"]): StoredReply(r["command"], bytes(r["body_hash"]), r["status_code"],
+                                                             r["reply"])
+            for r in rows
+        }
+
+    async def remember(self, replies: list[tuple[Key, int, bytes]]) -> None:
+        if replies:
+            await self._conn.execute(
+                "UPDATE processed_commands p SET status_code = u.status_code, reply = u.reply"
+                " FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bytea[])"
+                " AS u(customer_id, message_id, status_code, reply)"
+                " WHERE p.customer_id = u.customer_id AND p.message_id = u.message_id",
+                [k[0] for k, _, _ in replies], [k[1] for k, _, _ in replies],
+                [s for _, s, _ in replies], [r for _, _, r in replies],
+            )
 
 
 async def purge_older_than(pool: asyncpg.Pool, hours: float) -> int:

@@ -6,8 +6,8 @@ from uuid import UUID
 
 import asyncpg
 
-from contracts import CreateOutplan, Outplan, Source, UpdateBasicInfo, UpdateDialInfo
-from contracts.timefmt import format_time
+from contracts import Outplan, Source
+from contracts.timefmt import NOT_DELETED, format_time, parse_time
 
 from ..domain import PagePosition, Versioned
 
@@ -46,65 +46,61 @@ def to_versioned(row: asyncpg.Record) -> Versioned:
     return Versioned(outplan=outplan, version=row["version"])
 
 
-def _dial_values(cmd: CreateOutplan | UpdateDialInfo) -> tuple[Any, ...]:
-    s = cmd.source
+_ARRAY_TYPES = (
+    "uuid[]", "uuid[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "int[]", "int[]",
+    "smallint[]", "smallint[]", "smallint[]", "smallint[]", "smallint[]", "int[]", "timestamptz[]",
+    "timestamptz[]", "timestamptz[]",
+)
+_UNNEST = "unnest(" + ", ".join(f"${i}::{t}" for i, t in enumerate(_ARRAY_TYPES, start=1)) + ")"
+_MUTABLE = _COLUMNS.split(", ")[2:]  # all but id and customer_id
+
+
+def _row(stored: Versioned) -> tuple[Any, ...]:
+    o, s = stored.outplan, stored.outplan.source
     return (
-        s.type, s.target, s.target_name, s.name, s.detail, cmd.dial_timeout, cmd.try_interval,
-        cmd.max_try_count_0, cmd.max_try_count_1, cmd.max_try_count_2, cmd.max_try_count_3,
-        cmd.max_try_count_4,
+        o.id, o.customer_id, o.name, o.detail, s.type, s.target, s.target_name, s.name, s.detail,
+        o.dial_timeout, o.try_interval, o.max_try_count_0, o.max_try_count_1, o.max_try_count_2,
+        o.max_try_count_3, o.max_try_count_4, stored.version, parse_time(o.tm_create), parse_time(o.tm_update),
+        None if o.tm_delete == NOT_DELETED else parse_time(o.tm_delete),
     )
+
+
+def _columns(rows: list[Versioned]) -> list[list[Any]]:
+    return [list(column) for column in zip(*(_row(r) for r in rows), strict=True)]
 
 
 class OutplanRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def add(self, outplan_id: UUID, cmd: CreateOutplan) -> Versioned:
-        row = await self._conn.fetchrow(
-            f"INSERT INTO outplans ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-            " $11, $12, $13, $14, $15, $16, 1, now(), now(), NULL)"
-            f" RETURNING {_COLUMNS}",
-            outplan_id, cmd.customer_id, cmd.name, cmd.detail, *_dial_values(cmd),
-        )
-        return to_versioned(row)
+    async def lock(self, ids: list[UUID]) -> dict[UUID, Versioned]:
+        """The stored outplans with these ids (any customer, deleted too), locked in id order.
+
+        One lock order for every transaction keeps concurrent batches from deadlocking.
+        """
+        if not ids:
+            return {}
+        rows = await self._conn.fetch(
+            f"SELECT {_COLUMNS} FROM outplans WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", sorted(ids))
+        return {row["id"]: to_versioned(row) for row in rows}
+
+    async def insert(self, outplans: list[Versioned]) -> None:
+        if outplans:
+            await self._conn.execute(f"INSERT INTO outplans ({_COLUMNS}) SELECT * FROM {_UNNEST}", *_columns(outplans))
+
+    async def replace(self, outplans: list[Versioned]) -> None:
+        """Write the new state of existing outplans (the caller holds their row locks)."""
+        if outplans:
+            assignments = ", ".join(f"{c} = u.{c}" for c in _MUTABLE)
+            await self._conn.execute(
+                f"UPDATE outplans o SET {assignments} FROM {_UNNEST} AS u({_COLUMNS}) WHERE o.id = u.id",
+                *_columns(outplans))
 
     async def get(self, customer_id: UUID, outplan_id: UUID, *, include_deleted: bool) -> Versioned | None:
         row = await self._conn.fetchrow(
             f"SELECT {_COLUMNS} FROM outplans WHERE id = $1 AND customer_id = $2"
             " AND ($3 OR tm_delete IS NULL)",
             outplan_id, customer_id, include_deleted,
-        )
-        return None if row is None else to_versioned(row)
-
-    # Each change is one UPDATE on a live row of this customer: the row lock serialises
-    # concurrent writers and the version grows by exactly one per change.
-    async def update_basic_info(self, cmd: UpdateBasicInfo) -> Versioned | None:
-        row = await self._conn.fetchrow(
-            "UPDATE outplans SET name = $3, detail = $4, version = version + 1, tm_update = now()"
-            " WHERE id = $1 AND customer_id = $2 AND tm_delete IS NULL"
-            f" RETURNING {_COLUMNS}",
-            cmd.id, cmd.customer_id, cmd.name, cmd.detail,
-        )
-        return None if row is None else to_versioned(row)
-
-    async def update_dial_info(self, cmd: UpdateDialInfo) -> Versioned | None:
-        row = await self._conn.fetchrow(
-            "UPDATE outplans SET source_type = $3, source_target = $4, source_target_name = $5,"
-            " source_name = $6, source_detail = $7, dial_timeout = $8, try_interval = $9,"
-            " max_try_count_0 = $10, max_try_count_1 = $11, max_try_count_2 = $12,"
-            " max_try_count_3 = $13, max_try_count_4 = $14, version = version + 1, tm_update = now()"
-            " WHERE id = $1 AND customer_id = $2 AND tm_delete IS NULL"
-            f" RETURNING {_COLUMNS}",
-            cmd.id, cmd.customer_id, *_dial_values(cmd),
-        )
-        return None if row is None else to_versioned(row)
-
-    async def delete(self, customer_id: UUID, outplan_id: UUID) -> Versioned | None:
-        row = await self._conn.fetchrow(
-            "UPDATE outplans SET tm_delete = now(), tm_update = now(), version = version + 1"
-            " WHERE id = $1 AND customer_id = $2 AND tm_delete IS NULL"
-            f" RETURNING {_COLUMNS}",
-            outplan_id, customer_id,
         )
         return None if row is None else to_versioned(row)
 

@@ -1,0 +1,392 @@
+"""Worker throughput and latency against the machine's own ceiling and a straightforward baseline.
+
+    .venv/bin/python -m bench.throughput            # the default run (a few minutes)
+    .venv/bin/python -m bench.throughput --soak 600 # plus the 10-minute soak at 1,000/s
+
+All figures come from one run, so the ratios hold on a noisy machine. Prints a table and writes
+bench/results/throughput-*.json.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
+
+from bench.common import AMQP_URL, delete_queue, drop_database, durable_queue, fresh_database, save
+from bench.workload import message, mixed, preload, seed
+from worker.messaging import topology
+from worker.settings import Settings
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+# ---- the ceiling: consume -> publish a confirmed persistent message -> ack, no database ----------
+
+async def ceiling(count: int, prefetch: int, body: bytes) -> float:
+    source, sink = f"bench-ceiling-in-{uuid.uuid4().hex[:6]}", f"bench-ceiling-out-{uuid.uuid4().hex[:6]}"
+    await durable_queue(source)
+    await durable_queue(sink)
+    await preload(AMQP_URL, source, [("x", body)] * count)
+    done = asyncio.Event()
+    acked = 0
+    first: list[float] = []
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        consume = await connection.channel()
+        await consume.set_qos(prefetch_count=prefetch)
+        publish = await connection.channel(publisher_confirms=True)
+        queue = await consume.declare_queue(source, passive=True)
+
+        async def relay(msg: AbstractIncomingMessage) -> None:
+            nonlocal acked
+            if not first:
+                first.append(time.perf_counter())
+            await publish.default_exchange.publish(
+                aio_pika.Message(msg.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=sink)
+            await msg.ack()
+            acked += 1
+            if acked == count:
+                done.set()
+
+        await queue.consume(relay)
+        await done.wait()
+        elapsed = time.perf_counter() - first[0]
+    await delete_queue(source)
+    await delete_queue(sink)
+    return count / elapsed
+
+
+# ---- the baseline: prefetch 1, one transaction per message, await each confirm ----------------
+
+async def baseline(count: int) -> float:
+    url = await fresh_database()
+    try:
+        customer = uuid.uuid4()
+        ids = await seed(url, customer, 2000)
+        commands = mixed(customer, ids, count)
+        source = f"bench-baseline-in-{uuid.uuid4().hex[:6]}"
+        events = f"bench-baseline-events-{uuid.uuid4().hex[:6]}"
+        await durable_queue(source)
+        await durable_queue(events)
+        await preload(AMQP_URL, source, commands)
+        db = await asyncpg.connect(url)
+        done = asyncio.Event()
+        handled = 0
+        first: list[float] = []
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            consume = await connection.channel()
+            await consume.set_qos(prefetch_count=1)
+            publish = await connection.channel(publisher_confirms=True)
+            queue = await consume.declare_queue(source, passive=True)
+
+            async def handle(msg: AbstractIncomingMessage) -> None:
+                nonlocal handled
+                if not first:
+                    first.append(time.perf_counter())
+                body = json.loads(msg.body)
+                async with db.transaction():
+                    if msg.type == "outplan.create":
+                        outplan_id = uuid.uuid4()
+                        await db.execute(
+                            "INSERT INTO outplans VALUES ($1, $2, $3, '', 'tel', '+15559876543', '', '', '',"
+                            " 30000, 60000, 3, 0, 0, 0, 0, 1, now(), now(), NULL)",
+                            outplan_id, uuid.UUID(body["customer_id"]), body["name"])
+                    elif msg.type == "outplan.delete":
+                        outplan_id = uuid.UUID(body["id"])
+                        await db.execute("UPDATE outplans SET tm_delete = now(), version = version + 1"
+                                         " WHERE id = $1", outplan_id)
+                    else:
+                        outplan_id = uuid.UUID(body["id"])
+                        await db.execute("UPDATE outplans SET name = 'x', version = version + 1, tm_update = now()"
+                                         " WHERE id = $1", outplan_id)
+                    row = await db.fetchrow("SELECT * FROM outplans WHERE id = $1", outplan_id)
+                    data = json.dumps({k: str(v) for k, v in dict(row).items()})
+                    await db.execute(
+                        "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
+                        " outplan_version, occurred_at, data) VALUES ($1, 'outplan_updated', $2, $3, $4, now(), $5)",
+                        uuid.uuid4(), outplan_id, row["customer_id"], row["version"], data)
+                await publish.default_exchange.publish(
+                    aio_pika.Message(data.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=events)
+                await msg.ack()
+                handled += 1
+                if handled == count:
+                    done.set()
+
+            await queue.consume(handle)
+            await done.wait()
+            elapsed = time.perf_counter() - first[0]
+        await db.close()
+        await delete_queue(source)
+        await delete_queue(events)
+        return count / elapsed
+    finally:
+        await drop_database(url)
+
+
+# ---- the worker as shipped -------------------------------------------------------------------
+
+@dataclass
+class Rig:
+    """A fresh database and fresh names, the worker's topology declared, an event counter."""
+
+    url: str
+    settings: Settings
+    env: dict[str, str]
+    customer: uuid.UUID
+    ids: list[uuid.UUID]
+    events_queue: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @classmethod
+    async def create(cls, seeded: int = 5000) -> "Rig":
+        url = await fresh_database()
+        suffix = uuid.uuid4().hex[:6]
+        names = {"command_exchange": f"bench-{suffix}.commands", "command_queue": f"bench-{suffix}.worker",
+                 "dead_letter_exchange": f"bench-{suffix}.dlx", "dead_letter_queue": f"bench-{suffix}.dead",
+                 "event_exchange": f"bench-{suffix}.events"}
+        settings = Settings(database_url=url, **names)  # type: ignore[arg-type]
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            channel = await connection.channel()
+            topo = await topology.declare(channel, settings)
+            events = await channel.declare_queue(f"bench-{suffix}.subscriber", durable=True,
+                                                 arguments={"x-queue-type": "quorum"})
+            await events.bind(topo.events, routing_key="#")
+        customer = uuid.uuid4()
+        ids = await seed(url, customer, seeded)
+        env = {**os.environ, "OUTPLAN_DATABASE_URL": url, "OUTPLAN_AMQP_URL": AMQP_URL, "OUTPLAN_METRICS_PORT": "0",
+               **{f"OUTPLAN_{k.upper()}": v for k, v in names.items()}}
+        return cls(url, settings, env, customer, ids, events.name)
+
+    def start(self, workers: int = 1) -> None:
+        for _ in range(workers):
+            self.processes.append(subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self.env,
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def peak_rss_mb(self) -> list[float]:
+        return [_status_kb(p.pid, "VmHWM") / 1024 for p in self.processes]
+
+    def rss_mb(self) -> list[float]:
+        return [_status_kb(p.pid, "VmRSS") / 1024 for p in self.processes]
+
+    async def close(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            process.wait(60)
+        s = self.settings
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            channel = await connection.channel()
+            for queue in (s.command_queue, s.dead_letter_queue, self.events_queue):
+                await channel.queue_delete(queue)
+            for exchange in (s.command_exchange, s.dead_letter_exchange, s.event_exchange):
+                await channel.exchange_delete(exchange)
+        await drop_database(self.url)
+
+
+def _status_kb(pid: int, key: str) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return float(line.split()[1])
+    return float("nan")
+
+
+class EventClock:
+    """Counts events on the subscriber queue and records when each causing command's event arrived."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = self.last = 0.0
+        self.arrived: dict[str, float] = {}
+        self.target = 0
+        self.reached = asyncio.Event()
+
+    async def on_event(self, msg: AbstractIncomingMessage) -> None:
+        now = time.perf_counter()
+        self.count += 1
+        self.first = self.first or now
+        self.last = now
+        if msg.correlation_id:
+            self.arrived[msg.correlation_id] = now
+        if self.target and self.count >= self.target:
+            self.reached.set()
+
+
+async def saturation(count: int, workers: int) -> dict[str, Any]:
+    rig = await Rig.create()
+    try:
+        commands = mixed(rig.customer, rig.ids, count)
+        await preload(AMQP_URL, rig.settings.command_queue, commands)
+        clock = EventClock()
+        clock.target = count
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=2000)
+            queue = await channel.declare_queue(rig.events_queue, passive=True)
+            await queue.consume(clock.on_event, no_ack=True)
+            rig.start(workers)
+            await asyncio.wait_for(clock.reached.wait(), timeout=max(120, count / 50))
+            rss = rig.peak_rss_mb()
+        return {"commands": count, "workers": workers, "per_second": count / (clock.last - clock.first),
+                "peak_rss_mb": rss}
+    finally:
+        await rig.close()
+
+
+async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float) -> dict[str, Any]:
+    rig = await Rig.create()
+    results: dict[str, Any] = {}
+    try:
+        rig.start(1)
+        clock = EventClock()
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            events = await connection.channel()
+            await events.set_qos(prefetch_count=2000)
+            queue = await events.declare_queue(rig.events_queue, passive=True)
+            await queue.consume(clock.on_event, no_ack=True)
+            send = await connection.channel(publisher_confirms=True)
+            exchange = await send.get_exchange(rig.settings.command_exchange, ensure=False)
+            await _rpc(connection, rig, "outplan.get", 20, 1.0)  # wait until the worker answers
+
+            async def offered(rate: int, duration: float) -> list[float]:
+                commands = mixed(rig.customer, rig.ids, int(rate * duration), seed_value=rate)
+                scheduled: dict[str, float] = {}
+                confirms = []
+                start = time.perf_counter() + 0.2
+                for i, (name, body) in enumerate(commands):
+                    at = start + i / rate
+                    delay = at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    msg = message(name, body)
+                    scheduled[str(msg.message_id)] = at
+                    confirms.append(asyncio.ensure_future(exchange.publish(msg, routing_key=name)))
+                await asyncio.gather(*confirms)
+                deadline = time.perf_counter() + 30
+                while not all(mid in clock.arrived for mid in scheduled) and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.05)
+                return [(clock.arrived.get(mid, float("inf")) - at) * 1000 for mid, at in scheduled.items()]
+
+            for rate in rates:
+                latencies = await offered(rate, seconds)
+                results[f"events_at_{rate}"] = _summary(latencies)
+            for command in ("outplan.get", "outplan.create"):
+                results[f"rpc_{command}_at_{rpc_rate}"] = _summary(await _rpc(connection, rig, command, rpc_rate,
+                                                                                seconds))
+            results["rss_mb_after_latency_runs"] = rig.rss_mb()
+            if soak:
+                warm = rig.rss_mb()
+                soak_latencies = await offered(1000, soak)
+                results["soak"] = {"seconds": soak, "rate": 1000, "rss_mb_start": warm, "rss_mb_end": rig.rss_mb(),
+                                   "latency": _summary(soak_latencies)}
+    finally:
+        await rig.close()
+    return results
+
+
+async def _rpc(connection: aio_pika.abc.AbstractConnection, rig: Rig, command: str, rate: int,
+               seconds: float) -> list[float]:
+    channel = await connection.channel(publisher_confirms=False)
+    replies = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+
+    async def on_reply(msg: AbstractIncomingMessage) -> None:
+        got[msg.correlation_id or ""] = time.perf_counter()
+
+    await replies.consume(on_reply, no_ack=True)
+    exchange = await channel.get_exchange(rig.settings.command_exchange, ensure=False)
+    start = time.perf_counter() + 0.1
+    for i in range(int(rate * seconds)):
+        at = start + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if command == "outplan.get":
+            body = {"customer_id": str(rig.customer), "id": str(rig.ids[i % len(rig.ids)])}
+        else:
+            body = {"customer_id": str(rig.customer), "source": {"type": "tel", "target": "+15559876543"}}
+        correlation = str(uuid.uuid4())
+        sent[correlation] = at
+        await exchange.publish(message(command, json.dumps(body).encode(), correlation_id=correlation,
+                                       reply_to="amq.rabbitmq.reply-to"), routing_key=command)
+    deadline = time.perf_counter() + 30
+    while len(got) < len(sent) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    await channel.close()
+    return [(got.get(c, float("inf")) - at) * 1000 for c, at in sent.items()]
+
+
+def _summary(latencies_ms: list[float]) -> dict[str, float]:
+    return {"count": len(latencies_ms), "p50_ms": round(percentile(latencies_ms, 0.5), 2),
+            "p99_ms": round(percentile(latencies_ms, 0.99), 2), "max_ms": round(max(latencies_ms), 2),
+            "mean_ms": round(statistics.fmean(latencies_ms), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=50_000, help="saturation backlog for the worker")
+    parser.add_argument("--baseline-commands", type=int, default=5_000)
+    parser.add_argument("--ceiling-messages", type=int, default=30_000)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--soak", type=float, default=0.0, help="seconds at 1,000/s after the latency runs")
+    parser.add_argument("--prefetch", type=int, default=Settings().prefetch)
+    args = parser.parse_args()
+
+    body = mixed(uuid.uuid4(), [uuid.uuid4() for _ in range(20)], 1)[0][1]
+    results: dict[str, Any] = {"prefetch": args.prefetch}
+    results["ceiling_per_second"] = asyncio.run(ceiling(args.ceiling_messages, args.prefetch, body))
+    print(f"ceiling   {results['ceiling_per_second']:>9,.0f}/s", flush=True)
+    results["baseline_per_second"] = asyncio.run(baseline(args.baseline_commands))
+    print(f"baseline  {results['baseline_per_second']:>9,.0f}/s", flush=True)
+    one = asyncio.run(saturation(args.commands, 1))
+    print(f"worker x1 {one['per_second']:>9,.0f}/s  peak RSS {one['peak_rss_mb'][0]:.0f} MB", flush=True)
+    two = asyncio.run(saturation(args.commands, 2))
+    print(f"worker x2 {two['per_second']:>9,.0f}/s", flush=True)
+    results.update(worker_one=one, worker_two=two)
+    results.update(asyncio.run(open_loop([500, 1000], args.latency_seconds, 500, args.soak)))
+    results["ratio_worker_to_ceiling"] = one["per_second"] / results["ceiling_per_second"]
+    results["ratio_worker_to_baseline"] = one["per_second"] / results["baseline_per_second"]
+    results["ratio_two_to_one"] = two["per_second"] / one["per_second"]
+
+    rows = [
+        ("ceiling: consume -> confirmed publish -> ack", f"{results['ceiling_per_second']:,.0f}/s"),
+        ("baseline: prefetch 1, tx per message", f"{results['baseline_per_second']:,.0f}/s"),
+        ("worker, saturation, 1 process", f"{one['per_second']:,.0f}/s"),
+        ("worker, saturation, 2 processes", f"{two['per_second']:,.0f}/s"),
+        ("worker / ceiling", f"{results['ratio_worker_to_ceiling']:.2f}"),
+        ("worker / baseline", f"{results['ratio_worker_to_baseline']:.2f}"),
+        ("2 processes / 1", f"{results['ratio_two_to_one']:.2f}"),
+        ("peak RSS at saturation", f"{max(one['peak_rss_mb']):.0f} MB"),
+    ]
+    for key, value in results.items():
+        if isinstance(value, dict) and "p99_ms" in value:
+            rows.append((f"{key.replace('_', ' ')} p50/p99/max",
+                         f"{value['p50_ms']}/{value['p99_ms']}/{value['max_ms']} ms"))
+    if "soak" in results:
+        soak = results["soak"]
+        rows.append((f"soak {soak['seconds']:.0f}s RSS start -> end",
+                     f"{soak['rss_mb_start'][0]:.0f} -> {soak['rss_mb_end'][0]:.0f} MB"))
+    print()
+    for name, value in rows:
+        print(f"{name:<48}{value:>22}")
+    print(f"written to {save('throughput', results)}")
+
+
+if __name__ == "__main__":
+    main()

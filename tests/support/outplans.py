@@ -1,0 +1,50 @@
+"""Writing outplans through the real service path, for tests that need rows in the database."""
+
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+
+from contracts import CreateOutplan
+from worker.handlers import Context, create_outplan
+from worker.persistence.events import NewEvent
+from worker.persistence.uow import PgUnitOfWork
+from worker.requests import Request, decode
+from worker.service import Outcome, Service
+
+SOURCE = {"type": "tel", "target": "+15559876543"}
+
+
+def request(command: str, body: dict[str, Any], message_id: str | None = None) -> Request:
+    decoded = decode(json.dumps(body, default=str).encode(), content_type="application/json", routing_key=command,
+                     type_=None, message_id=message_id or str(uuid.uuid4()), correlation_id=None)
+    assert isinstance(decoded, Request), decoded
+    return decoded
+
+
+async def change(pool: asyncpg.Pool, *requests: Request) -> list[Outcome]:
+    """One batch: one transaction, as the worker runs it."""
+    return await Service(lambda: PgUnitOfWork(pool)).change(list(requests))
+
+
+async def create(pool: asyncpg.Pool, customer_id: uuid.UUID, count: int = 1, **fields: Any) -> list[uuid.UUID]:
+    """``count`` outplans in one transaction: they share one tm_create."""
+    outcomes = await change(pool, *(request("outplan.create", {"customer_id": customer_id, "source": SOURCE,
+                                                                **fields}) for _ in range(count)))
+    assert all(o.status_code == 201 for o in outcomes)
+    return [uuid.UUID(json.loads(o.reply)["data"]["id"]) for o in outcomes]
+
+
+async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUnitOfWork, uuid.UUID]:
+    """An open transaction that has written an outplan and its event, not yet committed."""
+    uow = PgUnitOfWork(pool)
+    await uow.__aenter__()
+    cmd = CreateOutplan.model_validate({"customer_id": customer_id, "source": SOURCE}, strict=False)
+    now = await uow.outplans._conn.fetchval("SELECT now()")  # noqa: SLF001
+    from contracts.timefmt import format_time
+
+    stored = create_outplan(cmd, None, Context(format_time(now))).stored
+    await uow.outplans.insert([stored])
+    [event_id] = await uow.events.record([NewEvent("outplan_created", stored, None)])
+    return uow, event_id
