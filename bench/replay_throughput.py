@@ -27,13 +27,12 @@ WINDOW = 256
 
 
 async def fill_log(url: str, count: int) -> list[bytes]:
-    """``count`` published events in the log, with bodies as the relay writes them."""
+    """``count`` published events in the log, sequenced and encoded by the relay's own statement."""
     conn = await asyncpg.connect(url)
     try:
-        store = OutboxStore(conn, source="outplan-worker")
         start = datetime(2026, 1, 1, tzinfo=UTC)
         customer = uuid.uuid4()
-        records, bodies = [], []
+        records = []
         for i in range(count):
             outplan_id = uuid.uuid4()
             data = json.dumps({
@@ -42,17 +41,16 @@ async def fill_log(url: str, count: int) -> list[bytes]:
                 "dial_timeout": 30000, "try_interval": 60000, **{f"max_try_count_{k}": 5 for k in range(5)},
                 "tm_create": "2026-01-01 00:00:00.000000", "tm_update": "2026-01-01 00:00:00.000000",
                 "tm_delete": "9999-01-01 00:00:00.000000"}, separators=(",", ":"))
-            row = {"event_id": uuid.uuid4(), "event_type": "outplan_created", "outplan_id": outplan_id,
-                   "customer_id": customer, "outplan_version": 1, "occurred_at": start + timedelta(microseconds=i),
-                   "data": data}
-            body = store._body(row, i + 1)  # noqa: SLF001 - the relay's own encoding
-            bodies.append(body)
-            records.append((i + 1, row["event_id"], "outplan_created", outplan_id, customer, 1, None,
-                            row["occurred_at"], data, i + 1, body, row["occurred_at"]))
+            records.append((uuid.uuid4(), "outplan_created", outplan_id, customer, 1, start + timedelta(microseconds=i),
+                            data))
         await conn.copy_records_to_table(
             "outplan_events", records=records,
-            columns=["position", "event_id", "event_type", "outplan_id", "customer_id", "outplan_version",
-                     "correlation_id", "occurred_at", "data", "eventsequence", "body", "published_at"])
+            columns=["event_id", "event_type", "outplan_id", "customer_id", "outplan_version", "occurred_at", "data"])
+        store = OutboxStore(conn, source="outplan-worker")
+        bodies: list[bytes] = []
+        while batch := await store.sequence_next(5000):
+            bodies += [event.body for event in batch]
+        await conn.execute("UPDATE outplan_events SET published_at = now()")
         return bodies
     finally:
         await conn.close()

@@ -3,6 +3,7 @@
 import logging
 import sys
 
+import orjson
 import structlog
 
 _SHARED: list[structlog.typing.Processor] = [
@@ -13,11 +14,15 @@ _SHARED: list[structlog.typing.Processor] = [
 ]
 
 
+def _dumps(value: object, **_: object) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

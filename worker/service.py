@@ -14,7 +14,7 @@ from contracts.timefmt import NOT_DELETED, format_time
 
 from .domain import DomainError, IdempotencyKeyReused, Versioned
 from .handlers import CHANGES, QUERIES, Change, Context
-from .persistence.events import NewEvent
+from .persistence.changes import NewEvent
 from .persistence.inbox import Key
 from .persistence.uow import UnitOfWork
 from .requests import Request
@@ -132,8 +132,6 @@ class Service:
                 outcome = Outcome(change.status_code, body, stored.outplan.id)
             replies.append(((cmd.customer_id, request.message_id or ""), outcome.status_code, outcome.reply))
             outcomes.append(outcome)
-        await uow.outplans.insert([states[i] for i in created])
-        await uow.outplans.replace([s for i, s in changed.items() if i not in created])
-        await uow.events.record(events)
-        await uow.inbox.remember(replies)
+        await uow.write(inserted=[states[i] for i in created],
+                        replaced=[s for i, s in changed.items() if i not in created], events=events, replies=replies)
         return outcomes

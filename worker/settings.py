@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     idempotency_retention_hours: float = Field(72.0, ge=24.0)
     drain_seconds: float = Field(10.0, ge=0)
     log_level: str = "INFO"
+    uvloop: bool = Field(True, description="run the worker on uvloop")
     metrics_port: int = Field(9464, ge=0, le=65535, description="HTTP port for /metrics, /livez, /readyz; 0: off")
     metrics_host: str = "0.0.0.0"
     ready_max_outbox_age_seconds: float = Field(30.0, gt=0, description="/readyz fails past this outbox age")

@@ -223,7 +223,8 @@ def test_targets_exchange_with_routing_key_and_the_events_exchange(history: Hist
     assert result.returncode == 0, result.stderr
     unroutable = history.replay("--type", "outplan_deleted", "--exchange", exchange, "--routing-key", "nobody")
     assert unroutable.returncode == 1  # unroutable is an error, not a silent success
-    assert '"confirmed": 0' in unroutable.stderr and "PublishError" in unroutable.stderr
+    summary = json.loads(unroutable.stderr.strip().splitlines()[-1])
+    assert summary["confirmed"] == 0 and "PublishError" in summary["error"]
     assert len(asyncio.run(collect(routed, deleted))) == deleted
     result = history.replay("--type", "outplan_deleted")  # default: the events exchange, key = type
     assert result.returncode == 0, result.stderr

@@ -75,6 +75,6 @@ async def test_sigterm_mid_stream_exits_cleanly(
     figures = await traffic.ledger.audit(fresh_database, traffic.customers)
     report("SIGTERM mid-stream", figures, [worker])
     assert exit_codes == [0]
-    log = worker.log()
-    assert '"messages_drained": true' in log and '"outbox_empty": true' in log
+    [stopped, *_] = worker.log_events("worker stopped")
+    assert stopped["messages_drained"] is True and stopped["outbox_empty"] is True
     assert await asyncio.to_thread(worker.stop) == 0

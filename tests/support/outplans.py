@@ -8,7 +8,7 @@ import asyncpg
 
 from contracts import CreateOutplan
 from worker.handlers import Context, create_outplan
-from worker.persistence.events import NewEvent
+from worker.persistence.changes import NewEvent
 from worker.persistence.uow import PgUnitOfWork
 from worker.requests import Request, decode
 from worker.service import Outcome, Service
@@ -45,6 +45,6 @@ async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUn
     from contracts.timefmt import format_time
 
     stored = create_outplan(cmd, None, Context(format_time(now))).stored
-    await uow.outplans.insert([stored])
-    [event_id] = await uow.events.record([NewEvent("outplan_created", stored, None)])
+    [event_id] = await uow.write(inserted=[stored], replaced=[], events=[NewEvent("outplan_created", stored, None)],
+                                 replies=[])
     return uow, event_id

@@ -1,6 +1,7 @@
 """Start and stop real worker processes on names of their own."""
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 
@@ -73,6 +75,18 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        """The JSON log lines whose ``event`` is this message."""
+        found = []
+        for line in self.log().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == event:
+                found.append(entry)
+        return found
 
     @property
     def metrics_port(self) -> int:

@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 
 from worker.domain import StoredReply, Versioned
-from worker.persistence.events import NewEvent
+from worker.persistence.changes import NewEvent
 from worker.requests import Request, decode
 from worker.service import InjectedFault, Service
 
@@ -73,6 +73,13 @@ class FakeUnitOfWork:
     def __init__(self) -> None:
         self.outplans, self.events, self.inbox = FakeOutplans(), FakeEvents(), FakeInbox()
         self.commits = 0
+
+    async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
+                    replies: list[tuple[tuple[UUID, str], int, bytes]]) -> list[UUID]:
+        await self.outplans.insert(inserted)
+        await self.outplans.replace(replaced)
+        await self.inbox.remember(replies)
+        return await self.events.record(events)
 
     async def commit(self) -> None:
         self.commits += 1

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(applied)} migration(s) applied" + (": " + ", ".join(applied) if applied else ""))
         return 0
     if args.command in ("run", "relay"):
+        if settings.uvloop:
+            import uvloop  # a faster event loop: the worker spends much of its time in socket I/O
+
+            uvloop.install()
         asyncio.run(_serve(settings, consume=args.command == "run"))
         return 0
     if args.command == "check":

@@ -37,6 +37,7 @@ class Relay:
         self._stopping = asyncio.Event()
         self.published = 0
         self.is_leader = False
+        self._check_unpublished = True
 
     def stop(self) -> None:
         self._stopping.set()
@@ -82,6 +83,7 @@ class Relay:
             while not await store.try_lock():
                 await asyncio.sleep(0.05)  # another relay holds it; wait for our turn
             exchange = await self._channel.get_exchange(self._settings.event_exchange, ensure=False)
+            self._check_unpublished = True
             while await self._publish_round(store, exchange):
                 pass
             return (await store.backlog())[0] == 0
@@ -97,6 +99,7 @@ class Relay:
                 if await self._sleep():
                     return
             self.is_leader = True
+            self._check_unpublished = True  # whatever the last holder left unconfirmed goes first
             metrics.RELAY_LEADER.set(1)
             log.info("relay is publishing")
             exchange = await self._channel.get_exchange(self._settings.event_exchange, ensure=False)
@@ -118,10 +121,16 @@ class Relay:
         return self._stopping.is_set()
 
     async def _publish_round(self, store: OutboxStore, exchange: AbstractExchange) -> bool:
-        """Sequence and publish one batch; True when a full batch went out."""
+        """Publish one batch; True when a full batch went out (more may be waiting).
+
+        Events sequenced earlier but never confirmed (a crash, a failed round) go first, with
+        the numbers and bodies they already have; then newly committed events are sequenced.
+        """
         limit = self._settings.relay_batch_size
-        await store.sequence_pending(limit)
-        pending = await store.unpublished(limit)
+        pending = await store.unpublished(limit) if self._check_unpublished else []
+        if not pending:
+            self._check_unpublished = False
+            pending = await store.sequence_next(limit)
         if not pending:
             return False
         # Publishes go out in order on one channel; confirms are awaited together.
@@ -142,6 +151,7 @@ class Relay:
             for event in pending[:confirmed]:
                 metrics.EVENTS_PUBLISHED.labels(event.event_type).inc()
         if confirmed < len(pending):
+            self._check_unpublished = True
             raise RelayStalled(f"{len(pending) - confirmed} of {len(pending)} events not confirmed")
         return len(pending) == limit
 

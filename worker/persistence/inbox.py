@@ -42,17 +42,6 @@ class ProcessedCommands:
             for r in rows
         }
 
-    async def remember(self, replies: list[tuple[Key, int, bytes]]) -> None:
-        if replies:
-            await self._conn.execute(
-                "UPDATE processed_commands p SET status_code = u.status_code, reply = u.reply"
-                " FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bytea[])"
-                " AS u(customer_id, message_id, status_code, reply)"
-                " WHERE p.customer_id = u.customer_id AND p.message_id = u.message_id",
-                [k[0] for k, _, _ in replies], [k[1] for k, _, _ in replies],
-                [s for _, s, _ in replies], [r for _, _, r in replies],
-            )
-
 
 async def purge_older_than(pool: asyncpg.Pool, hours: float) -> int:
     """Forget idempotency records older than ``hours``; returns how many were removed."""

@@ -8,7 +8,6 @@ its previous one committed, so per-outplan version order is kept.
 
 import json
 from dataclasses import dataclass
-from datetime import UTC
 
 import asyncpg
 
@@ -24,56 +23,52 @@ class PendingEvent:
     body: bytes
 
 
+_SEQUENCE_NEXT = """
+WITH picked AS (
+    SELECT position, row_number() OVER (ORDER BY position) AS n
+    FROM outplan_events WHERE eventsequence IS NULL ORDER BY position LIMIT $1
+), numbered AS (
+    UPDATE outplan_events e SET
+        eventsequence = $2 + p.n,
+        body = convert_to(format(
+            '{"specversion":"1.0","id":"%s","source":%s,"type":"%s","subject":"%s","time":"%s",'
+            '"datacontenttype":"application/json","customerid":"%s","outplanversion":%s,'
+            '"eventsequence":%s,"data":%s}',
+            e.event_id, $3::text, e.event_type, e.outplan_id,
+            to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            e.customer_id, e.outplan_version, $2 + p.n, e.data), 'UTF8')
+    FROM picked p WHERE e.position = p.position
+    RETURNING e.eventsequence, e.event_id::text, e.event_type, e.correlation_id, e.body
+)
+SELECT * FROM numbered ORDER BY eventsequence
+"""
+
+
 class OutboxStore:
     def __init__(self, conn: asyncpg.Connection, *, source: str) -> None:
         self._conn = conn
         self._source = source
+        self._last_sequence: int | None = None  # only the lock holder gives numbers, so caching is safe
 
     async def try_lock(self) -> bool:
         """Become the one relay that publishes; held as long as this connection lives."""
         return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
 
-    async def sequence_pending(self, limit: int) -> int:
-        """Give the next sequence numbers and final bodies to committed, unsequenced events."""
-        async with self._conn.transaction():
-            rows = await self._conn.fetch(
-                "SELECT position, event_id, event_type, outplan_id, customer_id, outplan_version,"
-                " occurred_at, data FROM outplan_events WHERE eventsequence IS NULL"
-                " ORDER BY position LIMIT $1",
-                limit,
-            )
-            if not rows:
-                return 0
-            last = await self._conn.fetchval("SELECT coalesce(max(eventsequence), 0) FROM outplan_events")
-            positions, sequences, bodies = [], [], []
-            for offset, row in enumerate(rows, start=1):
-                positions.append(row["position"])
-                sequences.append(last + offset)
-                bodies.append(self._body(row, last + offset))
-            await self._conn.execute(
-                "UPDATE outplan_events SET eventsequence = u.seq, body = u.body"
-                " FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS u(position, seq, body)"
-                " WHERE outplan_events.position = u.position",
-                positions, sequences, bodies,
-            )
-            return len(rows)
+    async def sequence_next(self, limit: int) -> list[PendingEvent]:
+        """Give the next sequence numbers and final bodies to committed, unsequenced events.
 
-    def _body(self, row: asyncpg.Record, sequence: int) -> bytes:
-        envelope = {
-            "specversion": "1.0",
-            "id": str(row["event_id"]),
-            "source": self._source,
-            "type": row["event_type"],
-            "subject": str(row["outplan_id"]),
-            "time": row["occurred_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "datacontenttype": "application/json",
-            "customerid": str(row["customer_id"]),
-            "outplanversion": row["outplan_version"],
-            "eventsequence": sequence,
-        }
-        # `data` is spliced in as stored, so it is byte for byte the reply's outplan.
-        head = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-        return (head[:-1] + ',"data":' + row["data"] + "}").encode()
+        One statement: it picks committed rows in insertion order, numbers them after the last
+        sequence given, writes the CloudEvents body they will be published with (and re-published
+        with, byte for byte), and returns them in sequence order.
+        """
+        if self._last_sequence is None:
+            self._last_sequence = int(await self._conn.fetchval(
+                "SELECT coalesce(max(eventsequence), 0) FROM outplan_events"))
+        rows = await self._conn.fetch(_SEQUENCE_NEXT, limit, self._last_sequence, json.dumps(self._source))
+        if rows:
+            self._last_sequence = rows[-1]["eventsequence"]
+        return [PendingEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"])
+                for r in rows]
 
     async def unpublished(self, limit: int) -> list[PendingEvent]:
         rows = await self._conn.fetch(

@@ -51,8 +51,13 @@ _ARRAY_TYPES = (
     "smallint[]", "smallint[]", "smallint[]", "smallint[]", "smallint[]", "int[]", "timestamptz[]",
     "timestamptz[]", "timestamptz[]",
 )
-_UNNEST = "unnest(" + ", ".join(f"${i}::{t}" for i, t in enumerate(_ARRAY_TYPES, start=1)) + ")"
-_MUTABLE = _COLUMNS.split(", ")[2:]  # all but id and customer_id
+COLUMNS = _COLUMNS
+MUTABLE = _COLUMNS.split(", ")[2:]  # all but id and customer_id
+
+
+def unnest_outplans(first: int) -> str:
+    """``unnest($first::uuid[], ...)``: one array per column, in COLUMNS order."""
+    return "unnest(" + ", ".join(f"${i}::{t}" for i, t in enumerate(_ARRAY_TYPES, start=first)) + ")"
 
 
 def _row(stored: Versioned) -> tuple[Any, ...]:
@@ -65,7 +70,10 @@ def _row(stored: Versioned) -> tuple[Any, ...]:
     )
 
 
-def _columns(rows: list[Versioned]) -> list[list[Any]]:
+def columns_of(rows: list[Versioned]) -> list[list[Any]]:
+    """The rows as one list per column (empty lists for no rows), for ``unnest_outplans``."""
+    if not rows:
+        return [[] for _ in _ARRAY_TYPES]
     return [list(column) for column in zip(*(_row(r) for r in rows), strict=True)]
 
 
@@ -83,18 +91,6 @@ class OutplanRepository:
         rows = await self._conn.fetch(
             f"SELECT {_COLUMNS} FROM outplans WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", sorted(ids))
         return {row["id"]: to_versioned(row) for row in rows}
-
-    async def insert(self, outplans: list[Versioned]) -> None:
-        if outplans:
-            await self._conn.execute(f"INSERT INTO outplans ({_COLUMNS}) SELECT * FROM {_UNNEST}", *_columns(outplans))
-
-    async def replace(self, outplans: list[Versioned]) -> None:
-        """Write the new state of existing outplans (the caller holds their row locks)."""
-        if outplans:
-            assignments = ", ".join(f"{c} = u.{c}" for c in _MUTABLE)
-            await self._conn.execute(
-                f"UPDATE outplans o SET {assignments} FROM {_UNNEST} AS u({_COLUMNS}) WHERE o.id = u.id",
-                *_columns(outplans))
 
     async def get(self, customer_id: UUID, outplan_id: UUID, *, include_deleted: bool) -> Versioned | None:
         row = await self._conn.fetchrow(

@@ -1,13 +1,15 @@
 """The unit of work: one connection and one transaction that roll back unless committed."""
 
+import uuid
 from types import TracebackType
 from typing import Protocol, Self
 
 import asyncpg
 
 from ..transient import TRANSIENT_ERRORS
-from .events import EventLog
-from .inbox import ProcessedCommands
+from ..domain import Versioned
+from .changes import NewEvent, write_changes
+from .inbox import Key, ProcessedCommands
 from .outplans import OutplanRepository
 
 
@@ -15,8 +17,10 @@ class UnitOfWork(Protocol):
     """What handlers see; several commands may later share one unit (one transaction)."""
 
     outplans: OutplanRepository
-    events: EventLog
     inbox: ProcessedCommands
+
+    async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
+                    replies: list[tuple[Key, int, bytes]]) -> list[uuid.UUID]: ...
 
     async def commit(self) -> None: ...
 
@@ -38,9 +42,13 @@ class PgUnitOfWork:
             await self._pool.release(conn)
             raise
         self.outplans = OutplanRepository(conn)
-        self.events = EventLog(conn)
         self.inbox = ProcessedCommands(conn)
         return self
+
+    async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
+                    replies: list[tuple[Key, int, bytes]]) -> list[uuid.UUID]:
+        assert self._conn is not None
+        return await write_changes(self._conn, inserted=inserted, replaced=replaced, events=events, replies=replies)
 
     async def commit(self) -> None:
         assert self._tx is not None
