@@ -2,7 +2,7 @@
 gaps are reported. Pure Python; persist ``outplans`` and ``versions`` however you like."""
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from uuid import UUID
 
 from .events import OutplanCreated, OutplanDeleted, OutplanUpdated
@@ -11,7 +11,7 @@ from .outplan import Outplan
 AnyEvent = OutplanCreated | OutplanUpdated | OutplanDeleted
 
 
-class Applied(str, Enum):
+class Applied(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # this event id was applied before
     STALE = "stale"  # an older version than the copy already holds

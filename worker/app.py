@@ -12,10 +12,10 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from .messaging import topology
-from .observability import metrics
-from .observability.http import HealthServer
 from .messaging.consumer import CommandConsumer
 from .messaging.relay import Relay
+from .observability import metrics
+from .observability.http import HealthServer
 from .persistence import inbox
 from .persistence.uow import PgUnitOfWork
 from .service import Service

@@ -3,8 +3,7 @@
 from dataclasses import dataclass
 from uuid import UUID
 
-from contracts import ErrorInfo, Outplan, Reply
-from contracts import replies
+from contracts import ErrorInfo, Outplan, Reply, replies
 
 
 @dataclass(frozen=True, slots=True)

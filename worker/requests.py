@@ -8,7 +8,17 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from contracts import COMMANDS, Command, ListOutplans, ErrorDetail, ErrorInfo, Reply, replies, summarise, validation_details
+from contracts import (
+    COMMANDS,
+    Command,
+    ErrorDetail,
+    ErrorInfo,
+    ListOutplans,
+    Reply,
+    replies,
+    summarise,
+    validation_details,
+)
 from contracts.fields import BODY_MAX_BYTES
 
 from . import paging

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from contracts import CreateOutplan, ListOutplans, UpdateBasicInfo, UpdateDialInfo, summarise, validation_details
+from contracts import (
+    CreateOutplan,
+    ListOutplans,
+    UpdateBasicInfo,
+    UpdateDialInfo,
+    summarise,
+    validation_details,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from typing import Protocol, Self
 
 import asyncpg
 
-from ..transient import TRANSIENT_ERRORS
 from ..domain import Versioned
+from ..transient import TRANSIENT_ERRORS
 from .changes import NewEvent, write_changes
 from .inbox import Key, ProcessedCommands
 from .outplans import OutplanRepository

@@ -1,0 +1,97 @@
+"""What each message carries besides its body, as schemas for the AsyncAPI document.
+
+AsyncAPI gives a message one ``headers`` object, so the AMQP properties a message relies on
+(``message_id``, ``correlation_id``, ``reply_to``, ``type``, ``content_type``, named as pika and
+aio-pika name them) are described there too, next to the application headers.
+"""
+
+from typing import Any
+
+from . import names, replies
+
+Schema = dict[str, Any]
+
+_INVALID_INPUT_REASONS = (
+    replies.VALIDATION_FAILED, replies.MALFORMED_JSON, replies.NOT_AN_OBJECT, replies.BODY_TOO_LARGE,
+    replies.UNSUPPORTED_CONTENT_TYPE, replies.UNKNOWN_COMMAND, replies.MESSAGE_ID_REQUIRED,
+)
+
+
+def command_headers(command: str, *, mutation: bool) -> Schema:
+    message_id = (
+        "The idempotency key (required): the same key from the same customer gets the original "
+        "reply again; with another command or body it is refused 409 IDEMPOTENCY_KEY_REUSED."
+        if mutation
+        else "Optional; stands in for correlation_id in the reply when that is empty."
+    )
+    return _object(
+        {
+            "message_id": _text(message_id),
+            "correlation_id": _text("Copied to the reply."),
+            "reply_to": _text("Where the reply goes: a queue, or amq.rabbitmq.reply-to. Without it, "
+                              "nothing is answered."),
+            "type": _text("The command name; needed only when publishing straight to the command queue.",
+                          const=command),
+            "content_type": _text(f"{names.REQUEST_CONTENT_TYPE}, UTF-8; a missing content_type is "
+                                  "taken as JSON, any other is refused."),
+        },
+        required=("message_id",) if mutation else (),
+    )
+
+
+def reply_headers() -> Schema:
+    return _object(
+        {
+            "correlation_id": _text("The request's correlation_id, or its message_id when that is empty."),
+            "status_code": {"type": "integer", "description": "The same status_code as the body."},
+            "content_type": _text("The body's media type.", const=names.REQUEST_CONTENT_TYPE),
+        },
+        required=("status_code",),
+    )
+
+
+def event_headers(event_type: str) -> Schema:
+    return _object(
+        {
+            "message_id": _text("The event id, the same as the body's id on every (re-)publish.",
+                                format="uuid"),
+            "type": _text("The event type, the same as the body's type.", const=event_type),
+            "correlation_id": _text("The message_id of the command that made the change; absent on "
+                                    "events replayed from an exported file."),
+            "content_type": _text("CloudEvents structured mode.", const=names.EVENT_CONTENT_TYPE),
+            "x-replayed": {"type": "boolean", "const": True,
+                           "description": "Present only on events re-published by outplan-worker replay."},
+            "x-replay-run-id": _text("Identifies one replay run; present only on replayed events."),
+        },
+        required=("message_id", "type", "content_type"),
+    )
+
+
+def dead_letter_headers() -> Schema:
+    # No header is required: RabbitMQ itself dead-letters a message past the queue's
+    # x-delivery-limit, and such copies carry its x-death header instead of the worker's.
+    return _object({
+        "x-error-status": {"type": "string", "enum": [replies.INVALID_ARGUMENT, replies.INTERNAL]},
+        "x-error-reason": {"type": "string", "enum": [*_INVALID_INPUT_REASONS, replies.INTERNAL_ERROR]},
+        "x-error-message": _text("What was wrong, at most 1000 characters."),
+        "x-original-exchange": _text("The exchange the command was published to."),
+        "x-original-routing-key": _text("Its routing key."),
+        "x-exception-class": _text("For INTERNAL_ERROR: the class of the handler's exception."),
+        "x-exception-message": _text("For INTERNAL_ERROR: its message, at most 1000 characters."),
+        "x-deliveries": {"type": "integer", "description": "For INTERNAL_ERROR: deliveries attempted."},
+        "message_id": _text("The original message_id."),
+        "correlation_id": _text("The original correlation_id."),
+        "reply_to": _text("The original reply_to."),
+        "type": _text("The original AMQP type."),
+    })
+
+
+def _object(properties: dict[str, Schema], required: tuple[str, ...] = ()) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def _text(description: str, **constraints: Any) -> Schema:
+    return {"type": "string", **constraints, "description": description}
