@@ -51,8 +51,11 @@ def _milliseconds(lowest: int) -> AfterValidator:
     return AfterValidator(check)
 
 
-DialTimeout = Annotated[int, Field(le=DIAL_TIMEOUT_MAX), _milliseconds(DIAL_TIMEOUT_MIN)]
-TryInterval = Annotated[int, Field(le=TRY_INTERVAL_MAX), _milliseconds(TRY_INTERVAL_MIN)]
+# The minimum is checked in code (for the seconds hint) and stated in the JSON Schema too.
+DialTimeout = Annotated[int, Field(le=DIAL_TIMEOUT_MAX, json_schema_extra={"minimum": DIAL_TIMEOUT_MIN}),
+                        _milliseconds(DIAL_TIMEOUT_MIN)]
+TryInterval = Annotated[int, Field(le=TRY_INTERVAL_MAX, json_schema_extra={"minimum": TRY_INTERVAL_MIN}),
+                        _milliseconds(TRY_INTERVAL_MIN)]
 
 
 def normalise_tel(target: str) -> str:

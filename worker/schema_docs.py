@@ -14,11 +14,17 @@ from contracts.documents import asyncapi, json_schemas
 ASYNCAPI_FILE = "asyncapi.yaml"
 
 
+class _PlainDumper(yaml.SafeDumper):
+    # Anchors and aliases (&id001) would hide repeated parts from readers and from some AsyncAPI tools.
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
 def render_asyncapi_yaml(**topology: str) -> str:
     """The AsyncAPI document as YAML; ``topology`` overrides exchange and queue names
     (see ``contracts.documents.TOPOLOGY_NAMES``)."""
     # Key order is kept as built (asyncapi, info, servers, channels, ...), the order people read in.
-    return yaml.safe_dump(asyncapi(**topology), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(asyncapi(**topology), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def write_documents(out_dir: Path, **topology: str) -> list[Path]:

@@ -7,6 +7,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import structlog
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="publish events from the outbox only")
     check = sub.add_parser("check", help="exit 0 when the local worker is ready (or live), 1 otherwise")
     check.add_argument("--live", action="store_true", help="liveness only: the worker's loop answers")
-    sub.add_parser("schema", help="write the JSON Schemas and the AsyncAPI document of the interface")
+    schema = sub.add_parser("schema", help="write the JSON Schemas and the AsyncAPI document of the interface")
+    schema.add_argument("out_dir", nargs="?", default="schema", help="folder to write into (default: ./schema)")
     replay_parser = sub.add_parser("replay", help="publish past events again from the event log or a file")
     replay_args.add_arguments(replay_parser)
     tail_parser = sub.add_parser("tail", help="print live events as they arrive")
@@ -85,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
 
             uvloop.install()
         asyncio.run(_serve(settings, consume=args.command == "run"))
+        return 0
+    if args.command == "schema":
+        from contracts.documents import TOPOLOGY_NAMES
+
+        from ..schema_docs import write_documents
+
+        written = write_documents(Path(args.out_dir), **settings.model_dump(include=set(TOPOLOGY_NAMES)))
+        print("\n".join(str(path) for path in written))
         return 0
     if args.command == "check":
         return check_health(settings, live=args.live)
