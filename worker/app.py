@@ -108,18 +108,31 @@ async def purge_idempotency_records(pool: asyncpg.Pool, hours: float, stop: asyn
 
 async def serve(settings: Settings, stop: asyncio.Event, *, consume: bool = True) -> None:
     """Run until ``stop`` is set, then drain: in-flight messages, then the outbox."""
+    # Health answers from the start: alive while waiting for PostgreSQL or RabbitMQ, not ready.
+    health = Health()
+    beat_task = asyncio.create_task(health.beat(stop), name="heartbeat")
+    server = None
+    if settings.metrics_port:
+        server = HealthServer(settings.metrics_host, settings.metrics_port, health.ready, health.live)
+        await server.start()
     try:
         async with lifespan(settings, stop, consume=consume) as worker:
-            await _run(worker, settings, stop, consume=consume)
+            health.worker = worker
+            await _run(worker, settings, stop, health, consume=consume)
     except StoppedWhileStarting as exc:
         log.info("stopped before the worker could start", waiting_for=str(exc))
+    finally:
+        health.worker = None
+        await asyncio.gather(beat_task, return_exceptions=True)
+        if server is not None:
+            await server.close()
 
 
 class Health:
     """The checks behind /livez and /readyz (and ``outplan-worker check``)."""
 
-    def __init__(self, worker: Worker) -> None:
-        self._worker = worker
+    def __init__(self) -> None:
+        self.worker: Worker | None = None  # set once connected
         self.last_beat = asyncio.get_running_loop().time()
 
     async def beat(self, stop: asyncio.Event) -> None:
@@ -133,7 +146,9 @@ class Health:
         return {"loop_ok": age < 5.0, "heartbeat_age_seconds": round(age, 3)}
 
     async def ready(self) -> dict[str, object]:
-        worker = self._worker
+        worker = self.worker
+        if worker is None:
+            return {"started_ok": False}
         attached = worker.consumer is None or worker.consumer.attached
         metrics.CONSUMER_ATTACHED.set(1 if attached and worker.consumer is not None else 0)
         result: dict[str, object] = {"consumer_ok": attached}
@@ -159,19 +174,13 @@ class Health:
                 await asyncio.wait_for(stop.wait(), 5.0)
 
 
-async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, *, consume: bool) -> None:
+async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, health: Health, *, consume: bool) -> None:
     """Serve until ``stop``; then stop taking messages, drain those in flight, publish the outbox."""
     relay_task = asyncio.create_task(worker.relay.run(), name="relay")
     purge_task = asyncio.create_task(
         purge_idempotency_records(worker.pool, settings.idempotency_retention_hours, stop), name="purge"
     )
-    health = Health(worker)
-    beat_task = asyncio.create_task(health.beat(stop), name="heartbeat")
     monitor_task = asyncio.create_task(health.monitor(stop), name="monitor")
-    server = None
-    if settings.metrics_port:
-        server = HealthServer(settings.metrics_host, settings.metrics_port, health.ready, health.live)
-        await server.start()
     log.info("worker started", consume=consume, queue=settings.command_queue, prefetch=settings.prefetch,
              metrics_port=settings.metrics_port)
     await stop.wait()
@@ -186,9 +195,7 @@ async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, *, consu
     await relay_task
     purge_task.cancel()
     published = await worker.relay.drain(max(0.1, deadline - loop.time()))
-    await asyncio.gather(beat_task, monitor_task, return_exceptions=True)
-    if server is not None:
-        await server.close()
+    await asyncio.gather(monitor_task, return_exceptions=True)
     log.info(
         "worker stopped", messages_drained=drained, outbox_empty=published,
         handled=worker.consumer.handled if worker.consumer else 0,

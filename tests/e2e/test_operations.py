@@ -102,3 +102,24 @@ def test_logs_are_json_lines_with_the_message_fields(worker: WorkerProcess) -> N
                 "duration_ms", "level", "timestamp"} <= set(entry)
     rejected = [e for e in lines if e.get("event") == "command rejected" and e.get("outcome") == "MALFORMED_JSON"]
     assert rejected and all("duration_ms" in e and "message_id" in e for e in rejected)
+
+
+def test_alive_but_not_ready_while_the_database_is_unreachable(tmp_path: Path) -> None:
+    from tests.support.workers import WorkerNames
+
+    worker = start_worker("postgresql://postgres@127.0.0.1:1/outplans", tmp_path, WorkerNames.fresh(), wait=False)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                live = get(worker, "/livez")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, worker.log()
+                time.sleep(0.2)
+        assert live[0] == 200
+        status, body = get(worker, "/readyz")
+        assert status == 503 and json.loads(body) == {"started_ok": False}
+        assert check(worker, "--live") == 0 and check(worker) == 1
+    finally:
+        assert worker.stop() == 0
