@@ -2,7 +2,6 @@
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -13,13 +12,6 @@ from worker.handlers import list_outplans
 from worker.persistence.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def pool(session_database: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(session_database, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
 
 
 async def add(pool: asyncpg.Pool, customer_id: uuid.UUID, count: int) -> list[uuid.UUID]:

@@ -2,7 +2,6 @@
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -12,13 +11,6 @@ from worker.persistence.migrate import migrate
 from worker.persistence.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def pool(session_database: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(session_database, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
 
 
 async def test_migrations_apply_once_and_are_idempotent(fresh_database: str) -> None:

@@ -18,7 +18,8 @@ import asyncpg
 from contracts import names
 
 from ..messaging.republish import Progress, Republisher, Target
-from ..persistence.history import EventFilter, LoggedEvent, count_events, select_events
+from ..persistence.history import EventFilter, count_events, select_events
+from ..persistence.outbox import LoggedEvent
 from ..settings import Settings
 
 

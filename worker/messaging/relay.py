@@ -9,18 +9,16 @@ with the same ids and bodies.
 import asyncio
 import contextlib
 
-import aio_pika
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
-from contracts import names
-
 from ..observability import metrics
 from ..persistence.events import NOTIFY_CHANNEL
-from ..persistence.outbox import OutboxStore, PendingEvent
+from ..persistence.outbox import LoggedEvent, OutboxStore
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
+from .republish import event_message
 
 log = structlog.get_logger(__name__)
 
@@ -155,13 +153,5 @@ class Relay:
             raise RelayStalled(f"{len(pending) - confirmed} of {len(pending)} events not confirmed")
         return len(pending) == limit
 
-    async def _publish(self, exchange: AbstractExchange, event: PendingEvent) -> None:
-        message = aio_pika.Message(
-            event.body,
-            message_id=event.event_id,
-            type=event.event_type,
-            content_type=names.EVENT_CONTENT_TYPE,
-            correlation_id=event.correlation_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        await exchange.publish(message, routing_key=event.event_type, mandatory=True)
+    async def _publish(self, exchange: AbstractExchange, event: LoggedEvent) -> None:
+        await exchange.publish(event_message(event), routing_key=event.event_type, mandatory=True)

@@ -1,4 +1,4 @@
-"""Publish logged events again, in order, with confirms: the engine behind ``replay``."""
+"""Publishing logged events: the message every event becomes, and the engine behind ``replay``."""
 
 import asyncio
 import time
@@ -10,7 +10,20 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from contracts import names
 
-from ..persistence.history import LoggedEvent
+from ..persistence.outbox import LoggedEvent
+
+
+def event_message(event: LoggedEvent, headers: dict[str, bool | str] | None = None) -> aio_pika.Message:
+    """The AMQP message for an event: the stored body, persistent, the contract's properties."""
+    return aio_pika.Message(
+        event.body,
+        message_id=event.event_id,
+        type=event.event_type,
+        content_type=names.EVENT_CONTENT_TYPE,
+        correlation_id=event.correlation_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=headers,  # type: ignore[arg-type]
+    )
 
 
 @dataclass(frozen=True)
@@ -64,15 +77,7 @@ class Republisher:
 
     async def _publish(self, event: LoggedEvent) -> None:
         exchange_name, routing_key = self._target.route(event)
-        message = aio_pika.Message(
-            event.body,
-            message_id=event.event_id,
-            type=event.event_type,
-            content_type=names.EVENT_CONTENT_TYPE,
-            correlation_id=event.correlation_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={"x-replayed": True, "x-replay-run-id": self._run_id},
-        )
+        message = event_message(event, headers={"x-replayed": True, "x-replay-run-id": self._run_id})
         await (await self._exchange(exchange_name)).publish(message, routing_key=routing_key, mandatory=True)
 
     async def run(self, batches: AsyncIterable[list[LoggedEvent]], progress: Progress) -> None:

@@ -1,12 +1,14 @@
 """Reading the event log back, in ``eventsequence`` order, for replay and export."""
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+
+from .outbox import LoggedEvent
 
 
 @dataclass(frozen=True)
@@ -34,15 +36,6 @@ class EventFilter:
             and (self.customer_id is None or UUID(str(event.get("customerid"))) == self.customer_id)
             and (not self.types or event.get("type") in self.types)
         )
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    eventsequence: int
-    event_id: str
-    event_type: str
-    correlation_id: str | None
-    body: bytes = field(repr=False)
 
 
 _WHERE = (

@@ -15,7 +15,9 @@ RELAY_LOCK_KEY = 7_402_911_002
 
 
 @dataclass(frozen=True, slots=True)
-class PendingEvent:
+class LoggedEvent:
+    """A sequenced event as it is (or was) published: its number, id, type and exact body."""
+
     eventsequence: int
     event_id: str
     event_type: str
@@ -54,7 +56,7 @@ class OutboxStore:
         """Become the one relay that publishes; held as long as this connection lives."""
         return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
 
-    async def sequence_next(self, limit: int) -> list[PendingEvent]:
+    async def sequence_next(self, limit: int) -> list[LoggedEvent]:
         """Give the next sequence numbers and final bodies to committed, unsequenced events.
 
         One statement: it picks committed rows in insertion order, numbers them after the last
@@ -67,10 +69,10 @@ class OutboxStore:
         rows = await self._conn.fetch(_SEQUENCE_NEXT, limit, self._last_sequence, json.dumps(self._source))
         if rows:
             self._last_sequence = rows[-1]["eventsequence"]
-        return [PendingEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"])
+        return [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"])
                 for r in rows]
 
-    async def unpublished(self, limit: int) -> list[PendingEvent]:
+    async def unpublished(self, limit: int) -> list[LoggedEvent]:
         rows = await self._conn.fetch(
             "SELECT e.eventsequence, e.event_id, e.event_type, e.correlation_id, e.body"
             " FROM outplan_events e WHERE e.eventsequence IS NOT NULL AND e.published_at IS NULL"
@@ -78,7 +80,7 @@ class OutboxStore:
             limit,
         )
         return [
-            PendingEvent(r["eventsequence"], str(r["event_id"]), r["event_type"], r["correlation_id"], r["body"])
+            LoggedEvent(r["eventsequence"], str(r["event_id"]), r["event_type"], r["correlation_id"], r["body"])
             for r in rows
         ]
 
