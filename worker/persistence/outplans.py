@@ -1,13 +1,12 @@
 """SQL for the outplans table; rows come back as ``Versioned`` contract outplans."""
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from contracts import Outplan, Source
-from contracts.timefmt import NOT_DELETED, format_time, parse_time
+from contracts.timefmt import format_time
 
 from ..domain import PagePosition, Versioned
 
@@ -46,35 +45,8 @@ def to_versioned(row: asyncpg.Record) -> Versioned:
     return Versioned(outplan=outplan, version=row["version"])
 
 
-_ARRAY_TYPES = (
-    "uuid[]", "uuid[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "int[]", "int[]",
-    "smallint[]", "smallint[]", "smallint[]", "smallint[]", "smallint[]", "int[]", "timestamptz[]",
-    "timestamptz[]", "timestamptz[]",
-)
 COLUMNS = _COLUMNS
 MUTABLE = _COLUMNS.split(", ")[2:]  # all but id and customer_id
-
-
-def unnest_outplans(first: int) -> str:
-    """``unnest($first::uuid[], ...)``: one array per column, in COLUMNS order."""
-    return "unnest(" + ", ".join(f"${i}::{t}" for i, t in enumerate(_ARRAY_TYPES, start=first)) + ")"
-
-
-def _row(stored: Versioned) -> tuple[Any, ...]:
-    o, s = stored.outplan, stored.outplan.source
-    return (
-        o.id, o.customer_id, o.name, o.detail, s.type, s.target, s.target_name, s.name, s.detail,
-        o.dial_timeout, o.try_interval, o.max_try_count_0, o.max_try_count_1, o.max_try_count_2,
-        o.max_try_count_3, o.max_try_count_4, stored.version, parse_time(o.tm_create), parse_time(o.tm_update),
-        None if o.tm_delete == NOT_DELETED else parse_time(o.tm_delete),
-    )
-
-
-def columns_of(rows: list[Versioned]) -> list[list[Any]]:
-    """The rows as one list per column (empty lists for no rows), for ``unnest_outplans``."""
-    if not rows:
-        return [[] for _ in _ARRAY_TYPES]
-    return [list(column) for column in zip(*(_row(r) for r in rows), strict=True)]
 
 
 class OutplanRepository:
