@@ -127,8 +127,9 @@ class Service:
                 stored = change.stored
                 states[stored.outplan.id] = stored
                 (created if outplan_id is None else changed)[stored.outplan.id] = stored
-                events.append(NewEvent(change.event_type, stored, request.message_id))
-                body = b'{"status_code":%d,"data":%s}' % (change.status_code, stored.outplan.model_dump_json().encode())
+                data = stored.outplan.model_dump_json()
+                events.append(NewEvent(change.event_type, stored, request.message_id, data))
+                body = b'{"status_code":%d,"data":%s}' % (change.status_code, data.encode())
                 outcome = Outcome(change.status_code, body, stored.outplan.id)
             replies.append(((cmd.customer_id, request.message_id or ""), outcome.status_code, outcome.reply))
             outcomes.append(outcome)

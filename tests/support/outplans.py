@@ -45,6 +45,6 @@ async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUn
     from contracts.timefmt import format_time
 
     stored = create_outplan(cmd, None, Context(format_time(now))).stored
-    [event_id] = await uow.write(inserted=[stored], replaced=[], events=[NewEvent("outplan_created", stored, None)],
+    [event_id] = await uow.write(inserted=[stored], replaced=[], events=[NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())],
                                  replies=[])
     return uow, event_id

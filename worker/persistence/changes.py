@@ -20,6 +20,7 @@ class NewEvent:
     event_type: str
     stored: Versioned
     correlation_id: str | None
+    data: str  # the outplan as JSON, the same bytes as the reply's ``data``
 
 
 def _outplan_json(rows: list[Versioned]) -> str:
@@ -76,7 +77,7 @@ async def write_changes(
     event_rows = [
         {"id": str(i), "type": e.event_type, "outplan": str(e.stored.outplan.id),
          "customer": str(e.stored.outplan.customer_id), "version": e.stored.version, "correlation": e.correlation_id,
-         "data": e.stored.outplan.model_dump_json()}
+         "data": e.data}
         for i, e in zip(event_ids, events, strict=True)
     ]
     reply_rows = [{"customer_id": str(k[0]), "message_id": k[1], "status_code": status, "reply": reply.decode()}
