@@ -19,7 +19,7 @@ from .persistence.inbox import Key
 from .persistence.uow import UnitOfWork
 from .requests import Request
 
-UowFactory = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
+UowFactory = Callable[..., AbstractAsyncContextManager[UnitOfWork]]  # (read_only=False)
 
 
 class InjectedFault(RuntimeError):
@@ -47,7 +47,7 @@ class Service:
     async def query(self, request: Request) -> Outcome:
         cmd = request.command
         outplan_id: UUID | None = getattr(cmd, "id", None)
-        async with self._uow_factory() as uow:
+        async with self._uow_factory(read_only=True) as uow:
             try:
                 reply = await QUERIES[type(cmd)](cmd, uow)
             except DomainError as exc:

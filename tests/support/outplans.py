@@ -25,7 +25,7 @@ def request(command: str, body: dict[str, Any], message_id: str | None = None) -
 
 async def change(pool: asyncpg.Pool, *requests: Request) -> list[Outcome]:
     """One batch: one transaction, as the worker runs it."""
-    return await Service(lambda: PgUnitOfWork(pool)).change(list(requests))
+    return await Service(lambda **kw: PgUnitOfWork(pool, **kw)).change(list(requests))
 
 
 async def create(pool: asyncpg.Pool, customer_id: uuid.UUID, count: int = 1, **fields: Any) -> list[uuid.UUID]:

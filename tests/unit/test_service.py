@@ -93,7 +93,7 @@ def uow() -> FakeUnitOfWork:
 @pytest.fixture
 def service(uow: FakeUnitOfWork) -> Service:
     @asynccontextmanager
-    async def factory() -> AsyncIterator[Any]:
+    async def factory(read_only: bool = False) -> AsyncIterator[Any]:
         yield uow
 
     return Service(factory, fault_hook=True)

@@ -28,16 +28,18 @@ class UnitOfWork(Protocol):
 class PgUnitOfWork:
     """``async with PgUnitOfWork(pool) as uow: ...; await uow.commit()``."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, read_only: bool = False) -> None:
         self._pool = pool
+        self._read_only = read_only  # one query needs no transaction: spare BEGIN and ROLLBACK
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
         self._tx: asyncpg.transaction.Transaction | None = None
 
     async def __aenter__(self) -> Self:
         self._conn = conn = await self._pool.acquire()
         try:
-            self._tx = conn.transaction()
-            await self._tx.start()
+            if not self._read_only:
+                self._tx = conn.transaction()
+                await self._tx.start()
         except BaseException:
             await self._pool.release(conn)
             raise
