@@ -137,3 +137,20 @@ class OutplanClient:
 
     async def delete(self, customer_id: UUID | str, outplan_id: UUID | str) -> Reply:
         return await self.send(names.DELETE, {"customer_id": str(customer_id), "id": str(outplan_id)})
+
+
+async def connect_when_ready(connection: AbstractConnection, *, exchange: str = names.COMMAND_EXCHANGE,
+                             seconds: float = 30.0) -> OutplanClient:
+    """A started client, once a worker answers a query (it declares its exchange when it starts)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        client = OutplanClient(connection, exchange=exchange)
+        try:
+            await client.start()
+            await client.send(names.LIST, {"customer_id": str(uuid.uuid4()), "page_size": 1}, timeout=2.0)
+            return client
+        except (TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+            if loop.time() > deadline:
+                raise TimeoutError(f"no worker answered within {seconds} s") from exc
+            await asyncio.sleep(0.3)

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from contracts import CreateOutplan
+from contracts.timefmt import format_time
 from worker.handlers import Context, create_outplan
 from worker.persistence.changes import NewEvent
 from worker.persistence.uow import PgUnitOfWork
@@ -42,9 +43,7 @@ async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUn
     await uow.__aenter__()
     cmd = CreateOutplan.model_validate({"customer_id": customer_id, "source": SOURCE}, strict=False)
     now = await uow.outplans._conn.fetchval("SELECT now()")  # noqa: SLF001
-    from contracts.timefmt import format_time
-
     stored = create_outplan(cmd, None, Context(format_time(now))).stored
-    [event_id] = await uow.write(inserted=[stored], replaced=[], events=[NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())],
-                                 replies=[])
+    event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())
+    [event_id] = await uow.write(inserted=[stored], replaced=[], events=[event], replies=[])
     return uow, event_id

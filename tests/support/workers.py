@@ -16,7 +16,7 @@ from typing import Any
 import aio_pika
 
 from tests.conftest import AMQP_URL
-from worker.client import OutplanClient
+from worker.client import connect_when_ready
 
 
 @dataclass
@@ -99,20 +99,8 @@ def _spawn(env: dict[str, str], log_path: Path) -> "subprocess.Popen[bytes]":
 
 
 async def wait_until_answering(names: WorkerNames, seconds: float = 30) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            client = OutplanClient(connection, exchange=names.command_exchange)
-            try:
-                await client.start()
-                await client.send("outplan.list", {"customer_id": str(uuid.uuid4())}, timeout=2)
-                return
-            except (TimeoutError, aio_pika.exceptions.AMQPError):
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.3)
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        await connect_when_ready(connection, exchange=names.command_exchange, seconds=seconds)
 
 
 def start_worker(database_url: str, log_dir: Path, names: WorkerNames | None = None, *, wait: bool = True,

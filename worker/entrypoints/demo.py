@@ -10,11 +10,11 @@ import uuid
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 
 from contracts import Reply, parse_event
 
-from ..client import OutplanClient
+from ..client import connect_when_ready
 from ..settings import Settings
 
 TUTORIAL_CREATE = {
@@ -38,22 +38,6 @@ def _show(title: str, payload: Any) -> None:
     print(json.dumps(payload, indent=2, ensure_ascii=False))
 
 
-async def _connect_when_ready(connection: AbstractConnection, settings: Settings, seconds: float) -> OutplanClient:
-    """A client, once a worker answers (it declares the exchange and queue when it starts)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        client = OutplanClient(connection, exchange=settings.command_exchange)
-        try:
-            await client.start()
-            await client.send("outplan.list", {"customer_id": str(uuid.uuid4()), "page_size": 1}, timeout=2.0)
-            return client
-        except (TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-            if loop.time() > deadline:
-                raise TimeoutError(f"no worker answered within {seconds} s") from exc
-            await asyncio.sleep(0.5)
-
-
 async def run_demo(settings: Settings, *, wait_seconds: float = 30.0) -> int:
     customer_id = str(uuid.uuid4())
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
@@ -71,7 +55,7 @@ async def run_demo(settings: Settings, *, wait_seconds: float = 30.0) -> int:
                 received.append(message.body)
 
         await events_queue.consume(on_event, no_ack=True)
-        client = await _connect_when_ready(connection, settings, wait_seconds)
+        client = await connect_when_ready(connection, exchange=settings.command_exchange, seconds=wait_seconds)
 
         print(f"customer_id: {customer_id}")
         created = await client.create(customer_id, **TUTORIAL_CREATE)
