@@ -1,29 +1,28 @@
-"""Group concurrent change requests into batches: one transaction for many commands.
+"""Group work items into batches: one transaction for many commands.
 
-Each caller awaits its own outcome. Batches form naturally: while one is being written, the
-next fills up, so a lone command waits for nobody and a busy queue gets large batches.
+Batches form by themselves: while one is being written, the next fills up, so a lone command
+waits for nobody and a busy queue gets large batches. ``writers`` batches run at once. The
+``process`` callable owns each batch from then on and must settle every item in it.
 """
 
 import asyncio
 import collections
 import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 import structlog
 
-from .requests import Request
-from .service import Outcome, Service
-from .transient import TRANSIENT_ERRORS
-
 log = structlog.get_logger("outplan_worker.batching")
-Item = tuple[Request, "asyncio.Future[Outcome]"]
+T = TypeVar("T")
 
 
-class Batcher:
-    def __init__(self, service: Service, *, size: int, writers: int) -> None:
-        self._service = service
+class Batcher(Generic[T]):
+    def __init__(self, process: Callable[[list[T]], Awaitable[None]], *, size: int, writers: int) -> None:
+        self._process = process
         self._size = size
         self._writers = writers
-        self._queue: collections.deque[Item] = collections.deque()
+        self._queue: collections.deque[T] = collections.deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -37,11 +36,9 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def submit(self, request: Request) -> Outcome:
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
+    def add(self, item: T) -> None:
+        self._queue.append(item)
         self._wake.set()
-        return await future
 
     async def _write(self) -> None:
         while True:
@@ -49,32 +46,8 @@ class Batcher:
             batch = [self._queue.popleft() for _ in range(min(self._size, len(self._queue)))]
             if not self._queue:
                 self._wake.clear()
-            batch = [(request, future) for request, future in batch if not future.done()]
             if batch:
-                await self._run(batch)
-
-    async def _run(self, batch: list[Item]) -> None:
-        delay = 0.05
-        while True:
-            try:
-                outcomes = await self._service.change([request for request, _ in batch])
-            except TRANSIENT_ERRORS as exc:
-                # Database trouble: hold the whole batch and try again; never give up on it.
-                log.warning("database unavailable; holding the messages", error=type(exc).__name__,
-                            messages=len(batch), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            except Exception as exc:
-                if len(batch) == 1:
-                    if not batch[0][1].done():
-                        batch[0][1].set_exception(exc)
-                    return
-                # One command is broken: apply the others one by one so only it fails.
-                for item in batch:
-                    await self._run([item])
-                return
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if not future.done():
-                    future.set_result(outcome)
-            return
+                try:
+                    await self._process(batch)
+                except Exception as exc:  # process settles its own items; a writer must not die
+                    log.error("batch processing failed", items=len(batch), exc_info=exc)

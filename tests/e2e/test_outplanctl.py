@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -78,8 +79,39 @@ async def test_the_python_client_raises_typed_errors(client: OutplanClient, conn
     with pytest.raises(InvalidArgument) as invalid:
         expect(await client.create(customer, source={"type": "tel", "target": "1"}, max_try_count_0=101))
     assert [d.field for d in invalid.value.details] == ["source.target", "max_try_count_0"]
-    quick = OutplanClient(connection, exchange=client._exchange_name, timeout=0.001)  # noqa: SLF001
-    await quick.start()
+
+
+async def test_the_client_times_out_and_drops_a_late_reply(client: OutplanClient,
+                                                            connection: AbstractRobustConnection) -> None:
+    # An exchange whose queue nobody consumes: the command is routed, and no worker answers it.
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(f"test-unanswered-{uuid.uuid4().hex[:8]}", "topic", auto_delete=True)
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(exchange, routing_key="#")
+    slow = OutplanClient(connection, exchange=exchange.name, timeout=0.3)
+    await slow.start()
+    customer = str(uuid.uuid4())
     with pytest.raises(TimeoutError):
-        await quick.list(customer)
-    await asyncio.sleep(0.2)  # the late reply is dropped without harm
+        await slow.list(customer)
+    late = await queue.get(timeout=5)
+
+    async def answer(request: aio_pika.abc.AbstractIncomingMessage, body: bytes) -> None:
+        await channel.default_exchange.publish(
+            aio_pika.Message(body, correlation_id=request.correlation_id, headers={"status_code": 200}),
+            routing_key=request.reply_to or "")
+
+    await answer(late, b'{"status_code":200,"data":{"result":[],"next_page_token":"late"}}')
+    await asyncio.sleep(0.2)  # the late reply arrives and is dropped without harm
+    pending = asyncio.create_task(slow.list(customer))
+    await answer(await _next(queue), b'{"status_code":200,"data":{"result":[],"next_page_token":"fresh"}}')
+    assert expect(await pending) == {"result": [], "next_page_token": "fresh"}
+    await channel.close()
+
+
+async def _next(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
+    for _ in range(100):
+        message = await queue.get(fail=False)
+        if message is not None:
+            return message
+        await asyncio.sleep(0.05)
+    raise AssertionError("the client sent nothing")

@@ -5,11 +5,17 @@ How a message ends is decided here from what happened to it:
 - infrastructure trouble: held and retried until it goes through (never dead-lettered);
 - a handler bug: rejected for redelivery until ``retry_limit`` deliveries, then 500 reply
   and dead-lettered with the exception's class and message.
+
+Changes go through the batcher: a batch is one transaction, its replies are published
+together and its deliveries acked with one multiple ack. Queries and rejections run on their
+own, so a read never waits behind a batch of writes.
 """
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
 
 import aio_pika
 import structlog
@@ -23,18 +29,29 @@ from ..requests import Rejection, Request, decode
 from ..service import Outcome, Service
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
+from .acks import AckTracker
 
 log = structlog.get_logger("outplan_worker.consumer")
+
+
+@dataclass(slots=True)
+class Delivery:
+    message: AbstractIncomingMessage
+    request: Request
+    started: float
 
 
 class CommandConsumer:
     def __init__(self, settings: Settings, service: Service, publisher: AbstractChannel) -> None:
         self._settings = settings
         self._service = service
-        self._batcher = Batcher(service, size=settings.batch_size, writers=settings.batch_writers)
+        self._batcher: Batcher[Delivery] = Batcher(self._change, size=settings.batch_size,
+                                                   writers=settings.batch_writers)
         self._publisher = publisher  # confirm-mode channel for replies and dead letters
+        self._acks = AckTracker()
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -72,87 +89,174 @@ class CommandConsumer:
             await self._batcher.stop()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
+        """Take a delivery: decode it and hand it on. Quick, so deliveries keep flowing."""
+        started = time.perf_counter()
+        self._acks.received(message)
         self._in_flight += 1
         self._idle.clear()
         try:
-            await self._handle(message)
-        finally:
-            self._in_flight -= 1
-            self.handled += 1
-            if self._in_flight == 0:
-                self._idle.set()
+            decoded = decode(
+                message.body,
+                content_type=message.content_type,
+                routing_key=message.routing_key,
+                type_=message.type,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+            )
+        except Exception as exc:  # decode is pure and total; this would be a bug in it
+            self._spawn(self._give_back_one(message, exc))
+            return
+        if isinstance(decoded, Rejection):
+            self._spawn(self._reject(message, decoded, started))
+        elif decoded.command.mutates:
+            self._batcher.add(Delivery(message, decoded, started))
+        else:
+            self._spawn(self._query(Delivery(message, decoded, started)))
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
-        started = time.perf_counter()
-        bound = log.bind(message_id=message.message_id, correlation_id=message.correlation_id)
-        decoded = decode(
-            message.body,
-            content_type=message.content_type,
-            routing_key=message.routing_key,
-            type_=message.type,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-        )
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)  # a strong reference until it finishes
+        task.add_done_callback(self._tasks.discard)
+
+    def _finished(self, count: int = 1) -> None:
+        self._in_flight -= count
+        self.handled += count
+        if self._in_flight == 0:
+            self._idle.set()
+
+    # ---- the three paths ---------------------------------------------------------------------
+
+    async def _reject(self, message: AbstractIncomingMessage, rejection: Rejection, started: float) -> None:
         try:
-            if isinstance(decoded, Rejection):
-                await self._reply(message, decoded.status_code, decoded.reply().to_json())
-                await self._dead_letter(message, decoded.status, decoded.reason, decoded.message)
-                await message.ack()
-                metrics.COMMANDS.labels(decoded.command or "unknown", decoded.reason).inc()
-                metrics.DEAD_LETTERED.labels(decoded.reason).inc()
-                bound.warning(
-                    "command rejected", command=decoded.command, outcome=decoded.reason,
-                    error=decoded.message, duration_ms=_ms(started),
-                )
-                return
-            cmd = decoded.command
-            bound = bound.bind(command=cmd.command, customer_id=str(cmd.customer_id))
-            try:
-                outcome = await self._execute(decoded, bound)
-            except TRANSIENT_ERRORS:
-                raise
-            except Exception as exc:  # a bug: bounded redelivery, then dead-lettered
-                await self._on_failure(message, exc, bound, started)
-                return
-            await self._reply(message, outcome.status_code, outcome.reply)
-            await message.ack()
-            metrics.COMMANDS.labels(cmd.command, "replayed" if outcome.replayed else str(outcome.status_code)).inc()
-            metrics.HANDLING.labels(cmd.command).observe(time.perf_counter() - started)
-            bound.info(
-                "command handled",
-                outplan_id=str(outcome.outplan_id) if outcome.outplan_id else None,
-                outcome="replayed" if outcome.replayed else outcome.status_code,
+            await self._reply(message, rejection.status_code, rejection.reply().to_json())
+            await self._dead_letter(message, rejection.status, rejection.reason, rejection.message)
+            self._acks.settled(message)
+            await self._acks.flush()
+            metrics.COMMANDS.labels(rejection.command or "unknown", rejection.reason).inc()
+            metrics.DEAD_LETTERED.labels(rejection.reason).inc()
+            log.warning(
+                "command rejected", message_id=message.message_id, correlation_id=message.correlation_id,
+                command=rejection.command, outcome=rejection.reason, error=rejection.message,
                 duration_ms=_ms(started),
             )
-        except TRANSIENT_ERRORS as exc:
-            # The broker link broke mid-way: not acked, so the broker redelivers it and the
-            # idempotency record makes the redelivery answer the same reply.
-            bound.warning("message left for redelivery", error=type(exc).__name__, detail=str(exc))
-        except Exception as exc:  # settling itself failed: hand the message back rather than strand it
-            bound.error("could not settle the message; returning it to the queue", exc_info=exc)
-            with contextlib.suppress(Exception):
-                await message.reject(requeue=True)
+        except Exception as exc:
+            await self._give_back(message, exc)
+        finally:
+            self._finished()
 
-    async def _execute(self, request: Request, bound: structlog.typing.FilteringBoundLogger) -> Outcome:
-        if request.command.mutates:
-            return await self._batcher.submit(request)
+    async def _query(self, delivery: Delivery) -> None:
+        delay = 0.05
+        try:
+            while True:
+                try:
+                    outcome = await self._service.query(delivery.request)
+                    break
+                except TRANSIENT_ERRORS as exc:
+                    _logger(delivery).warning("database unavailable; holding the message",
+                                              error=type(exc).__name__, retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                except Exception as exc:  # a bug: bounded redelivery, then dead-lettered
+                    await self._on_failure(delivery, exc)
+                    return
+            await self._reply(delivery.message, outcome.status_code, outcome.reply)
+            self._handled(delivery, outcome)
+            self._acks.settled(delivery.message)
+            await self._acks.flush()
+        except Exception as exc:
+            await self._give_back(delivery.message, exc)
+        finally:
+            self._finished()
+
+    async def _change(self, batch: list[Delivery]) -> None:
+        """A batch of changes: one transaction, replies published together, one multiple ack."""
+        try:
+            results = await self._apply(batch)
+            sent = await asyncio.gather(
+                *(self._reply(d.message, r.status_code, r.reply) for d, r in zip(batch, results, strict=True)
+                  if isinstance(r, Outcome) and d.message.reply_to),
+                return_exceptions=True,
+            )
+            replied = iter(sent)
+            for delivery, result in zip(batch, results, strict=True):
+                failed = next(replied) if isinstance(result, Outcome) and delivery.message.reply_to else None
+                try:
+                    if isinstance(result, Exception):
+                        await self._on_failure(delivery, result)
+                    elif isinstance(failed, BaseException):
+                        await self._give_back(delivery.message, failed)
+                    else:
+                        self._handled(delivery, result)
+                        self._acks.settled(delivery.message)
+                except Exception as exc:
+                    await self._give_back(delivery.message, exc)
+            await self._acks.flush()
+        except Exception as exc:
+            for delivery in batch:
+                await self._give_back(delivery.message, exc)
+        finally:
+            self._finished(len(batch))
+
+    async def _apply(self, batch: list[Delivery]) -> list[Outcome | Exception]:
+        """Run the batch until the database takes it; a bug fails only the command that has it."""
         delay = 0.05
         while True:
             try:
-                return await self._service.query(request)
+                return list(await self._service.change([d.request for d in batch]))
             except TRANSIENT_ERRORS as exc:
-                bound.warning("database unavailable; holding the message", error=type(exc).__name__, retry_in=delay)
+                # Database trouble: hold the whole batch and try again; never give up on it.
+                log.warning("database unavailable; holding the messages", error=type(exc).__name__,
+                            messages=len(batch), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            except Exception as exc:
+                if len(batch) == 1:
+                    return [exc]
+                # One command is broken: apply the others one by one so only it fails.
+                return [result for delivery in batch for result in await self._apply([delivery])]
 
-    async def _on_failure(
-        self, message: AbstractIncomingMessage, exc: Exception, bound: structlog.typing.FilteringBoundLogger,
-        started: float,
-    ) -> None:
+    # ---- settling --------------------------------------------------------------------------
+
+    def _handled(self, delivery: Delivery, outcome: Outcome) -> None:
+        command = delivery.request.command.command
+        label = "replayed" if outcome.replayed else str(outcome.status_code)
+        metrics.COMMANDS.labels(command, label).inc()
+        metrics.HANDLING.labels(command).observe(time.perf_counter() - delivery.started)
+        _logger(delivery).info(
+            "command handled",
+            outplan_id=str(outcome.outplan_id) if outcome.outplan_id else None,
+            outcome="replayed" if outcome.replayed else outcome.status_code,
+            duration_ms=_ms(delivery.started),
+        )
+
+    async def _give_back_one(self, message: AbstractIncomingMessage, exc: BaseException) -> None:
+        try:
+            await self._give_back(message, exc)
+        finally:
+            self._finished()
+
+    async def _give_back(self, message: AbstractIncomingMessage, exc: BaseException) -> None:
+        """Settling failed: return the message to the queue; its redelivery repeats the same reply."""
+        if not self._acks.pending(message):
+            return  # settled already, or from a channel that is gone
+        if isinstance(exc, TRANSIENT_ERRORS):
+            log.warning("message left for redelivery", message_id=message.message_id,
+                        error=type(exc).__name__, detail=str(exc))
+        else:
+            log.error("could not settle the message; returning it to the queue",
+                      message_id=message.message_id, exc_info=exc)
+        with contextlib.suppress(Exception):
+            await message.reject(requeue=True)
+            self._acks.settled(message, ack=False)  # only once the reject is on its way
+
+    async def _on_failure(self, delivery: Delivery, exc: Exception) -> None:
+        message, bound = delivery.message, _logger(delivery)
         deliveries = _delivery_count(message) + 1
         if deliveries < self._settings.retry_limit:
-            bound.error("handler failed; redelivering", delivery=deliveries, exc_info=exc, duration_ms=_ms(started))
+            bound.error("handler failed; redelivering", delivery=deliveries, exc_info=exc,
+                        duration_ms=_ms(delivery.started))
             await message.reject(requeue=True)
+            self._acks.settled(message, ack=False)
             return
         text = f"{type(exc).__name__}: {exc}"
         reply = Reply(
@@ -168,11 +272,12 @@ class CommandConsumer:
             extra={"x-exception-class": type(exc).__name__, "x-exception-message": str(exc)[:1000],
                    "x-deliveries": deliveries},
         )
-        await message.ack()
-        metrics.COMMANDS.labels(message.type or message.routing_key or "unknown", "500").inc()
+        self._acks.settled(message)
+        await self._acks.flush()
+        metrics.COMMANDS.labels(delivery.request.command.command, "500").inc()
         metrics.DEAD_LETTERED.labels(replies.INTERNAL_ERROR).inc()
         bound.error("command dead-lettered after repeated failures", outcome=replies.INTERNAL_ERROR,
-                    delivery=deliveries, exc_info=exc, duration_ms=_ms(started))
+                    delivery=deliveries, exc_info=exc, duration_ms=_ms(delivery.started))
 
     async def _reply(self, message: AbstractIncomingMessage, status_code: int, body: bytes) -> None:
         if not message.reply_to:
@@ -214,6 +319,12 @@ class CommandConsumer:
             self._settings.dead_letter_exchange, ensure=False
         )
         await exchange.publish(copy, routing_key=message.routing_key or "", mandatory=False)
+
+
+def _logger(delivery: Delivery) -> structlog.typing.FilteringBoundLogger:
+    message, cmd = delivery.message, delivery.request.command
+    return log.bind(message_id=message.message_id, correlation_id=message.correlation_id,  # type: ignore[no-any-return]
+                    command=cmd.command, customer_id=str(cmd.customer_id))
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:
