@@ -50,7 +50,7 @@ async def fill_log(url: str, count: int) -> list[bytes]:
         bodies: list[bytes] = []
         while batch := await store.sequence_next(5000):
             bodies += [event.body for event in batch]
-        await conn.execute("UPDATE outplan_events SET published_at = now()")
+        await store.mark_published(len(bodies))
         return bodies
     finally:
         await conn.close()

@@ -16,7 +16,7 @@ from .messaging.consumer import CommandConsumer
 from .messaging.relay import Relay
 from .observability import metrics
 from .observability.http import HealthServer
-from .persistence import inbox
+from .persistence import inbox, outbox
 from .persistence.uow import PgUnitOfWork
 from .service import Service
 from .settings import Settings
@@ -165,9 +165,7 @@ class Health:
         result: dict[str, object] = {"consumer_ok": attached}
         try:
             async with asyncio.timeout(2.0):
-                row = await worker.pool.fetchrow(
-                    "SELECT count(*) AS n, extract(epoch FROM now() - min(occurred_at))::float8 AS age"
-                    " FROM outplan_events WHERE published_at IS NULL")
+                row = await worker.pool.fetchrow(outbox.BACKLOG)
             backlog, age = int(row["n"]), float(row["age"] or 0.0)
             metrics.OUTBOX_BACKLOG.set(backlog)
             metrics.OUTBOX_OLDEST_AGE.set(age)

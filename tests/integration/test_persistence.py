@@ -2,15 +2,18 @@
 
 import json
 import uuid
+from importlib.resources import files
 
 import asyncpg
 import pytest
 
 from tests.support.outplans import SOURCE, begin_create, change, create, request
-from worker.persistence.migrate import migrate
+from worker.persistence.migrate import ensure_database, migrate
+from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
+MIGRATIONS = ["0001_init.sql", "0002_published_watermark.sql"]
 
 
 async def test_migrations_apply_once_and_are_idempotent(fresh_database: str) -> None:
@@ -18,8 +21,8 @@ async def test_migrations_apply_once_and_are_idempotent(fresh_database: str) -> 
     conn = await asyncpg.connect(fresh_database)
     try:
         tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
-        assert {"outplans", "outplan_events", "processed_commands", "schema_migrations"} <= tables
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+        assert {"outplans", "outplan_events", "processed_commands", "outbox_state", "schema_migrations"} <= tables
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(MIGRATIONS)
     finally:
         await conn.close()
 
@@ -29,8 +32,40 @@ async def test_migrate_creates_a_missing_database() -> None:
 
     url = database_url(f"outplans_test_{uuid.uuid4().hex[:12]}")
     try:
-        assert await migrate(url) == ["0001_init.sql"]
+        assert await migrate(url) == MIGRATIONS
         assert await migrate(url) == []
+    finally:
+        await drop_database_async(url)
+
+
+async def test_an_existing_event_log_keeps_its_published_mark_across_the_upgrade() -> None:
+    """0002 replaces the per-event published_at with one watermark: the marked prefix."""
+    from tests.conftest import database_url, drop_database_async
+
+    url = database_url(f"outplans_test_{uuid.uuid4().hex[:12]}")
+    try:
+        await ensure_database(url)
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())")
+            await conn.execute((files("worker.persistence") / "migrations" / "0001_init.sql").read_text())
+            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, '0001_init.sql')")
+            for seq in range(1, 6):  # 1-3 confirmed, 4-5 sequenced but not confirmed, one not sequenced
+                await conn.execute(
+                    "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version,"
+                    " occurred_at, data, eventsequence, body, published_at)"
+                    " VALUES ($1, 'outplan_created', $2, $2, 1, now(), '{}', $3::bigint, '\\x00', CASE WHEN $3::bigint <= 3"
+                    " THEN now() END)", uuid.uuid4(), uuid.uuid4(), seq)
+            await conn.execute(
+                "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version,"
+                " occurred_at, data) VALUES ($1, 'outplan_created', $1, $1, 1, now(), '{}')", uuid.uuid4())
+            assert await migrate(url) == MIGRATIONS[1:]
+            assert await conn.fetchval("SELECT published_through FROM outbox_state") == 3
+            assert await conn.fetchval("SELECT n FROM (" + BACKLOG + ") AS b") == 3
+        finally:
+            await conn.close()
     finally:
         await drop_database_async(url)
 

@@ -15,9 +15,17 @@ from contracts import parse_event
 from tests.conftest import AMQP_URL
 from tests.support.outplans import begin_create
 from worker.messaging.relay import Relay
+from worker.persistence.outbox import BACKLOG
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
+
+
+async def published(pool: asyncpg.Pool, event_id: uuid.UUID) -> bool:
+    """Confirmed by the broker: sequenced at or below the relay's published watermark."""
+    return bool(await pool.fetchval(
+        "SELECT e.eventsequence <= s.published_through FROM outplan_events e, outbox_state s WHERE e.event_id = $1",
+        event_id))
 
 
 @dataclass
@@ -84,7 +92,7 @@ async def test_a_transaction_that_commits_late_is_not_skipped(rig: Rig, customer
     assert [str(e.id) for e in events] == [str(second_event), str(first_event)]
     assert [e.eventsequence for e in events] == [1, 2]  # strictly increasing in publish order
     assert [m.message_id for m in rig.received] == [str(second_event), str(first_event)]
-    assert await rig.pool.fetchval("SELECT count(*) FROM outplan_events WHERE published_at IS NULL") == 0
+    assert await rig.pool.fetchval("SELECT n FROM (" + BACKLOG + ") AS b") == 0
 
 
 async def test_unroutable_events_stay_unpublished_until_a_queue_is_bound(rig: Rig, customer_id: uuid.UUID) -> None:
@@ -93,7 +101,7 @@ async def test_unroutable_events_stay_unpublished_until_a_queue_is_bound(rig: Ri
     await uow.__aexit__(None, None, None)
     relay, task = await rig.relay()
     await asyncio.sleep(0.6)  # returned as unroutable: must not count as published
-    assert await rig.pool.fetchval("SELECT published_at FROM outplan_events WHERE event_id = $1", event_id) is None
+    assert not await published(rig.pool, event_id)
     await rig.bind_queue()
     await rig.wait_for(1, seconds=15)
     relay.stop()
@@ -102,7 +110,7 @@ async def test_unroutable_events_stay_unpublished_until_a_queue_is_bound(rig: Ri
     assert message.message_id == str(event_id) and message.type == "outplan_created"
     assert message.content_type == "application/cloudevents+json"
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert await rig.pool.fetchval("SELECT published_at FROM outplan_events WHERE event_id = $1", event_id) is not None
+    assert await published(rig.pool, event_id)
 
 
 async def test_an_unconfirmed_event_is_published_again_byte_for_byte(rig: Rig, customer_id: uuid.UUID) -> None:
@@ -115,7 +123,7 @@ async def test_an_unconfirmed_event_is_published_again_byte_for_byte(rig: Rig, c
     relay.stop()
     await task
     # as if the relay had died after publishing but before recording the confirm
-    await rig.pool.execute("UPDATE outplan_events SET published_at = NULL")
+    await rig.pool.execute("UPDATE outbox_state SET published_through = 0")
     relay, task = await rig.relay()
     await rig.wait_for(2)
     relay.stop()
