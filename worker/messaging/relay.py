@@ -4,27 +4,61 @@ Only one relay publishes at a time (a PostgreSQL advisory lock held by its conne
 others wait as standbys. An event is marked published only after the broker confirmed it
 and it was routed (``mandatory``); after a crash the unconfirmed tail is published again
 with the same ids and bodies.
+
+Rounds are pipelined: while the broker confirms one round, the next is already sequenced
+and on the wire (all on one channel, so in order). Rounds are retired strictly in order, and
+the published mark never passes an event that was not confirmed.
 """
 
 import asyncio
+import collections
 import contextlib
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel
+from aiormq.abc import AbstractChannel as Underlay
 
 from ..observability import metrics
 from ..persistence.events import NOTIFY_CHANNEL
 from ..persistence.outbox import LoggedEvent, OutboxStore
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
-from .republish import event_message
+from .republish import publish_event
 
 log = structlog.get_logger(__name__)
 
+ROUNDS_IN_FLIGHT = 4
+
 
 class RelayStalled(Exception):
-    """A batch was not wholly confirmed; the next round starts at the first unconfirmed event."""
+    """A round was not wholly confirmed; the next start goes back to the first unconfirmed event."""
+
+
+@dataclass
+class _Round:
+    events: list[LoggedEvent]
+    publishes: list["asyncio.Future[object]"]
+    finished: "asyncio.Future[list[object]]" = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.finished = asyncio.gather(*self.publishes, return_exceptions=True)
+
+    def confirmed(self) -> int:
+        """How many events, from the first, the broker confirmed."""
+        for i, publish in enumerate(self.publishes):
+            if publish.cancelled() or publish.exception() is not None:
+                return i
+        return len(self.publishes)
+
+    def failure(self) -> BaseException | None:
+        n = self.confirmed()
+        if n == len(self.publishes):
+            return None
+        publish = self.publishes[n]
+        return asyncio.CancelledError() if publish.cancelled() else publish.exception()
 
 
 class Relay:
@@ -80,10 +114,8 @@ class Relay:
             store = OutboxStore(conn, source=self._settings.event_source)
             while not await store.try_lock():
                 await asyncio.sleep(0.05)  # another relay holds it; wait for our turn
-            exchange = await self._channel.get_exchange(self._settings.event_exchange, ensure=False)
             self._check_unpublished = True
-            while await self._publish_round(store, exchange):
-                pass
+            await self._pump(store, until_empty=True)
             return (await store.backlog())[0] == 0
         finally:
             conn.terminate()
@@ -100,13 +132,7 @@ class Relay:
             self._check_unpublished = True  # whatever the last holder left unconfirmed goes first
             metrics.RELAY_LEADER.set(1)
             log.info("relay is publishing")
-            exchange = await self._channel.get_exchange(self._settings.event_exchange, ensure=False)
-            while not self._stopping.is_set():
-                self._wake.clear()
-                if await self._publish_round(store, exchange):
-                    continue  # more may be waiting: go again without sleeping
-                if await self._sleep():
-                    return
+            await self._pump(store, until_empty=False)
         finally:
             self.is_leader = False
             metrics.RELAY_LEADER.set(0)
@@ -118,40 +144,89 @@ class Relay:
             await asyncio.wait_for(self._wake.wait(), self._settings.relay_poll_seconds)
         return self._stopping.is_set()
 
-    async def _publish_round(self, store: OutboxStore, exchange: AbstractExchange) -> bool:
-        """Publish one batch; True when a full batch went out (more may be waiting).
-
-        Events sequenced earlier but never confirmed (a crash, a failed round) go first, with
-        the numbers and bodies they already have; then newly committed events are sequenced.
-        """
+    async def _pump(self, store: OutboxStore, *, until_empty: bool) -> None:
+        """Sequence, publish and retire rounds until stopped (or, with ``until_empty``, drained)."""
         limit = self._settings.relay_batch_size
-        pending = await store.unpublished(limit) if self._check_unpublished else []
-        if not pending:
+        window: collections.deque[_Round] = collections.deque()
+        try:
+            while True:
+                self._wake.clear()
+                mark, failure = self._retire(window)
+                if failure is not None:
+                    if mark is not None:
+                        await store.mark_published(mark)
+                    raise RelayStalled(failure)
+                stopping = self._stopping.is_set() and not until_empty
+                fetched: list[LoggedEvent] = []
+                # Re-publishing an unconfirmed tail is done one round at a time: the query for it
+                # would return the round in flight again.
+                if len(window) < ROUNDS_IN_FLIGHT and not stopping and not (self._check_unpublished and window):
+                    fetched = await self._next_events(store, limit, mark)
+                    mark = None  # marked by the same statement
+                    if fetched:
+                        channel = await self._channel.get_underlay_channel()
+                        window.append(self._publish(channel, fetched))
+                if mark is not None:
+                    await store.mark_published(mark)
+                if fetched and len(fetched) == limit:
+                    continue  # more are waiting: keep the pipeline full
+                if not window and (stopping or (until_empty and not fetched)):
+                    return
+                await self._wait(window, until_empty or stopping)
+        finally:
+            for round_ in window:  # published, not known to be confirmed: the next leader repeats them
+                for publish in round_.publishes:
+                    publish.cancel()
+            await asyncio.gather(*(r.finished for r in window), return_exceptions=True)
+
+    async def _next_events(self, store: OutboxStore, limit: int, mark: int | None) -> list[LoggedEvent]:
+        """Events sequenced earlier but never confirmed go first; then newly committed ones."""
+        if self._check_unpublished:
+            if mark is not None:
+                await store.mark_published(mark)
+            pending = await store.unpublished(limit)
+            if pending:
+                return pending
             self._check_unpublished = False
-            pending = await store.sequence_next(limit)
-        if not pending:
-            return False
-        # Publishes go out in order on one channel; confirms are awaited together.
-        results = await asyncio.gather(*(self._publish(exchange, e) for e in pending), return_exceptions=True)
-        confirmed = 0
-        for event, result in zip(pending, results, strict=True):
-            if isinstance(result, BaseException):
+            return await store.sequence_next(limit)
+        return await store.sequence_next(limit, mark_published=mark)
+
+    def _publish(self, channel: Underlay, events: list[LoggedEvent]) -> _Round:
+        exchange = self._settings.event_exchange
+        return _Round(events, [asyncio.ensure_future(publish_event(channel, exchange, e.event_type, e))
+                               for e in events])
+
+    def _retire(self, window: "collections.deque[_Round]") -> tuple[int | None, str | None]:
+        """Take finished rounds off the head: the last sequence confirmed without a gap, and a failure."""
+        mark = None
+        while window and window[0].finished.done():
+            round_ = window.popleft()
+            confirmed = round_.confirmed()
+            if confirmed:
+                mark = round_.events[confirmed - 1].eventsequence
+                self.published += confirmed
+                for event in round_.events[:confirmed]:
+                    metrics.EVENTS_PUBLISHED.labels(event.event_type).inc()
+            if confirmed < len(round_.events):
+                failed, error = round_.events[confirmed], round_.failure()
                 log.error(
                     "event not confirmed; publishing again from here",
-                    eventsequence=event.eventsequence, event_id=event.event_id,
-                    error=type(result).__name__, detail=str(result),
+                    eventsequence=failed.eventsequence, event_id=failed.event_id,
+                    error=type(error).__name__, detail=str(error),
                 )
-                break
-            confirmed += 1
-        if confirmed:
-            await store.mark_published(pending[confirmed - 1].eventsequence)
-            self.published += confirmed
-            for event in pending[:confirmed]:
-                metrics.EVENTS_PUBLISHED.labels(event.event_type).inc()
-        if confirmed < len(pending):
-            self._check_unpublished = True
-            raise RelayStalled(f"{len(pending) - confirmed} of {len(pending)} events not confirmed")
-        return len(pending) == limit
+                self._check_unpublished = True
+                return mark, f"{len(round_.events) - confirmed} of {len(round_.events)} events not confirmed"
+        return mark, None
 
-    async def _publish(self, exchange: AbstractExchange, event: LoggedEvent) -> None:
-        await exchange.publish(event_message(event), routing_key=event.event_type, mandatory=True)
+    async def _wait(self, window: "collections.deque[_Round]", confirms_only: bool) -> None:
+        """Until something changes: a notification, the oldest round confirmed, or the poll interval."""
+        waits: list[asyncio.Future[Any]] = [window[0].finished] if window else []
+        wake = None if confirms_only else asyncio.ensure_future(self._wake.wait())
+        if wake is not None:
+            waits.append(wake)
+        try:
+            await asyncio.wait(waits, timeout=self._settings.relay_poll_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if wake is not None:
+                wake.cancel()
