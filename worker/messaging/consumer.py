@@ -109,7 +109,7 @@ class CommandConsumer:
         if isinstance(decoded, Rejection):
             self._spawn(self._reject(message, decoded, started))
         elif decoded.command.mutates:
-            self._batcher.add(Delivery(message, decoded, started))
+            self._batcher.add(Delivery(message, decoded, started), key=getattr(decoded.command, "id", None))
         else:
             self._spawn(self._query(Delivery(message, decoded, started)))
 
