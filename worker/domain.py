@@ -20,8 +20,15 @@ class StoredReply:
 
     command: str
     body_hash: bytes
-    status_code: int | None
-    reply: bytes | None
+    status_code: int
+    reply: bytes
+
+
+class ConcurrentChange(Exception):
+    """Another writer changed an outplan of this batch, or recorded one of its message ids, first.
+
+    Nothing of the batch was written; reading and applying it again gives the right answer.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,14 @@
 """Run requests through their handlers inside a unit of work, with the idempotency record.
 
-Changes are executed in batches: one transaction claims every message_id, locks the outplans
-involved, applies the changes in arrival order, and writes rows, events and replies with one
-statement each. A batch of one is the same code path.
+Changes are executed in batches: one statement reads the outplans involved, the idempotency
+records of the batch's message ids and the clock; the handlers apply the changes in arrival
+order; one statement writes rows, events and records, and fails as a whole if a concurrent
+writer got to one of those outplans or message ids first (then the batch runs again). A batch
+of one is the same code path.
 """
 
+import asyncio
+import random
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -12,14 +16,16 @@ from uuid import UUID
 
 from contracts.timefmt import NOT_DELETED, format_time
 
-from .domain import DomainError, IdempotencyKeyReused, Versioned
+from .domain import ConcurrentChange, DomainError, IdempotencyKeyReused, Versioned
 from .handlers import CHANGES, QUERIES, Change, Context
-from .persistence.changes import NewEvent
+from .persistence.changes import NewEvent, Remembered
 from .persistence.inbox import Key
+from .persistence.snapshot import Snapshot
 from .persistence.uow import UnitOfWork
 from .requests import Request
 
 UowFactory = Callable[..., AbstractAsyncContextManager[UnitOfWork]]  # (read_only=False)
+CONFLICT_RETRIES = 10
 
 
 class InjectedFault(RuntimeError):
@@ -60,7 +66,21 @@ class Service:
         return (await self.change([request]))[0]
 
     async def change(self, requests: Sequence[Request]) -> list[Outcome]:
-        """Apply a batch of changes in one transaction; one outcome per request, in order."""
+        """Apply a batch of changes, atomically; one outcome per request, in order.
+
+        The batch is read, applied and written again from the start when a concurrent writer
+        changed one of its outplans (or recorded one of its message ids) in between.
+        """
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return await self._change(requests)
+            except ConcurrentChange:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise  # transient: the consumer holds the batch and tries again later
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other writer finish
+        raise AssertionError("unreachable")
+
+    async def _change(self, requests: Sequence[Request]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(requests)
         first: dict[Key, int] = {}
         for i, request in enumerate(requests):
@@ -68,23 +88,21 @@ class Service:
             first.setdefault((request.command.customer_id, request.message_id), i)
 
         async with self._uow_factory() as uow:
-            claims = [(key, requests[i].command.command, requests[i].body_hash) for key, i in first.items()]
-            claimed, moment = await uow.inbox.claim(claims)
-            taken = [key for key in first if key not in claimed]
-            for key, stored in (await uow.inbox.stored(taken) if taken else {}).items():
-                request = requests[first[key]]
-                if stored.command != request.command.command or stored.body_hash != request.body_hash:
-                    outcomes[first[key]] = _refusal(IdempotencyKeyReused(key[1]), getattr(request.command, "id", None))
+            targets = [r.command.id for r in requests if hasattr(r.command, "id")]  # type: ignore[attr-defined]
+            snapshot = await uow.read(targets, list(first))
+            fresh = []
+            for key, i in first.items():
+                request, stored = requests[i], snapshot.stored.get(key)
+                if stored is None:
+                    fresh.append(i)
+                elif stored.command != request.command.command or stored.body_hash != request.body_hash:
+                    outcomes[i] = _refusal(IdempotencyKeyReused(key[1]), getattr(request.command, "id", None))
                 else:
-                    # Both are written in the transaction that made the record.
-                    assert stored.reply is not None and stored.status_code is not None
-                    outcomes[first[key]] = Outcome(stored.status_code, stored.reply,
-                                                   getattr(request.command, "id", None), replayed=True)
-
-            order = sorted(first[key] for key in claimed)
-            if order:
-                assert moment is not None
-                applied = await self._apply(uow, [requests[i] for i in order], format_time(moment))
+                    outcomes[i] = Outcome(stored.status_code, stored.reply, getattr(request.command, "id", None),
+                                          replayed=True)
+            if fresh:
+                order = sorted(fresh)
+                applied = await self._apply(uow, [requests[i] for i in order], snapshot)
                 for i, outcome in zip(order, applied, strict=True):
                     outcomes[i] = outcome
                 await uow.commit()
@@ -101,14 +119,14 @@ class Service:
         assert all(outcome is not None for outcome in outcomes)
         return outcomes  # type: ignore[return-value]
 
-    async def _apply(self, uow: UnitOfWork, requests: list[Request], now: str) -> list[Outcome]:
-        ctx = Context(now=now)
-        targets = [r.command.id for r in requests if hasattr(r.command, "id")]  # type: ignore[attr-defined]
-        states: dict[UUID, Versioned] = await uow.outplans.lock(targets)
+    async def _apply(self, uow: UnitOfWork, requests: list[Request], snapshot: Snapshot) -> list[Outcome]:
+        ctx = Context(now=format_time(snapshot.moment))
+        states = dict(snapshot.states)
+        read_versions = {i: stored.version for i, stored in states.items()}
         created: dict[UUID, Versioned] = {}
         changed: dict[UUID, Versioned] = {}
         events: list[NewEvent] = []
-        replies: list[tuple[Key, int, bytes]] = []
+        replies: list[Remembered] = []
         outcomes: list[Outcome] = []
         for request in requests:
             cmd = request.command
@@ -131,8 +149,10 @@ class Service:
                 events.append(NewEvent(change.event_type, stored, request.message_id, data))
                 body = b'{"status_code":%d,"data":%s}' % (change.status_code, data.encode())
                 outcome = Outcome(change.status_code, body, stored.outplan.id)
-            replies.append(((cmd.customer_id, request.message_id or ""), outcome.status_code, outcome.reply))
+            replies.append(Remembered((cmd.customer_id, request.message_id or ""), cmd.command, request.body_hash,
+                                      outcome.status_code, outcome.reply))
             outcomes.append(outcome)
         await uow.write(inserted=[states[i] for i in created],
-                        replaced=[s for i, s in changed.items() if i not in created], events=events, replies=replies)
+                        replaced=[s for i, s in changed.items() if i not in created], events=events, replies=replies,
+                        read_versions=read_versions, moment=snapshot.moment)
         return outcomes

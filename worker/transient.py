@@ -4,7 +4,10 @@ import aio_pika.exceptions
 import aiormq.exceptions
 import asyncpg
 
+from .domain import ConcurrentChange
+
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConcurrentChange,  # retried at once a few times by the service, then like any transient error
     OSError,  # includes ConnectionError and socket errors
     TimeoutError,
     asyncpg.PostgresConnectionError,

@@ -13,7 +13,7 @@ from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
-MIGRATIONS = ["0001_init.sql", "0002_published_watermark.sql"]
+MIGRATIONS = ["0001_init.sql", "0002_published_watermark.sql", "0003_write_conflicts.sql"]
 
 
 async def test_migrations_apply_once_and_are_idempotent(fresh_database: str) -> None:

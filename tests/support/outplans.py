@@ -25,7 +25,7 @@ def request(command: str, body: dict[str, Any], message_id: str | None = None) -
 
 
 async def change(pool: asyncpg.Pool, *requests: Request) -> list[Outcome]:
-    """One batch: one transaction, as the worker runs it."""
+    """One batch, as the worker runs it."""
     return await Service(lambda **kw: PgUnitOfWork(pool, **kw)).change(list(requests))
 
 
@@ -41,9 +41,11 @@ async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUn
     """An open transaction that has written an outplan and its event, not yet committed."""
     uow = PgUnitOfWork(pool)
     await uow.__aenter__()
+    await uow.begin()
     cmd = CreateOutplan.model_validate({"customer_id": customer_id, "source": SOURCE}, strict=False)
-    now = await uow.outplans._conn.fetchval("SELECT now()")  # noqa: SLF001
+    now = (await uow.read([], [])).moment
     stored = create_outplan(cmd, None, Context(format_time(now))).stored
     event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())
-    [event_id] = await uow.write(inserted=[stored], replaced=[], events=[event], replies=[])
+    [event_id] = await uow.write(inserted=[stored], replaced=[], events=[event], replies=[], read_versions={},
+                                 moment=now)
     return uow, event_id

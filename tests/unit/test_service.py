@@ -11,7 +11,8 @@ from uuid import UUID
 import pytest
 
 from worker.domain import StoredReply, Versioned
-from worker.persistence.changes import NewEvent
+from worker.persistence.changes import NewEvent, Remembered
+from worker.persistence.snapshot import Snapshot
 from worker.requests import Request, decode
 from worker.service import InjectedFault, Service
 
@@ -19,67 +20,33 @@ pytestmark = pytest.mark.unit
 CUSTOMER = str(uuid.uuid4())
 
 
-class FakeOutplans:
+class FakeUnitOfWork:
+    """An in-memory store: what was written, and how often the service committed."""
+
     def __init__(self) -> None:
         self.rows: dict[UUID, Versioned] = {}
-
-    async def lock(self, ids: list[UUID]) -> dict[UUID, Versioned]:
-        return {i: self.rows[i] for i in ids if i in self.rows}
-
-    async def insert(self, outplans: list[Versioned]) -> None:
-        for stored in outplans:
-            assert stored.outplan.id not in self.rows
-            self.rows[stored.outplan.id] = stored
-
-    async def replace(self, outplans: list[Versioned]) -> None:
-        for stored in outplans:
-            assert stored.outplan.id in self.rows
-            self.rows[stored.outplan.id] = stored
-
-
-class FakeEvents:
-    def __init__(self) -> None:
-        self.recorded: list[tuple[str, int, str | None]] = []
-
-    async def record(self, events: list[NewEvent]) -> list[UUID]:
-        self.recorded += [(e.event_type, e.stored.version, e.correlation_id) for e in events]
-        return [uuid.uuid4() for _ in events]
-
-
-class FakeInbox:
-    def __init__(self) -> None:
         self.records: dict[tuple[UUID, str], StoredReply] = {}
-
-    async def claim(self, claims: list[tuple[tuple[UUID, str], str, bytes]]) -> tuple[set[tuple[UUID, str]], datetime]:
-        claimed = set()
-        for key, command, body_hash in claims:
-            if key not in self.records:
-                self.records[key] = StoredReply(command, body_hash, None, None)
-                claimed.add(key)
-        return claimed, datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-
-    async def stored(self, keys: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], StoredReply]:
-        return {k: self.records[k] for k in keys}
-
-    async def remember(self, replies: list[tuple[tuple[UUID, str], int, bytes]]) -> None:
-        for key, status_code, reply in replies:
-            old = self.records[key]
-            self.records[key] = StoredReply(old.command, old.body_hash, status_code, reply)
-
-
-class FakeUnitOfWork:
-    """Records what was written and how often it was committed."""
-
-    def __init__(self) -> None:
-        self.outplans, self.events, self.inbox = FakeOutplans(), FakeEvents(), FakeInbox()
+        self.recorded: list[tuple[str, int, str | None]] = []
         self.commits = 0
 
+    async def read(self, ids: list[UUID], keys: list[tuple[UUID, str]]) -> Snapshot:
+        return Snapshot({i: self.rows[i] for i in ids if i in self.rows},
+                        {k: self.records[k] for k in keys if k in self.records},
+                        datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC))
+
     async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-                    replies: list[tuple[tuple[UUID, str], int, bytes]]) -> list[UUID]:
-        await self.outplans.insert(inserted)
-        await self.outplans.replace(replaced)
-        await self.inbox.remember(replies)
-        return await self.events.record(events)
+                    replies: list[Remembered], read_versions: dict[UUID, int], moment: datetime) -> list[UUID]:
+        for stored in inserted:
+            assert stored.outplan.id not in self.rows
+            self.rows[stored.outplan.id] = stored
+        for stored in replaced:
+            assert self.rows[stored.outplan.id].version == read_versions[stored.outplan.id]
+            self.rows[stored.outplan.id] = stored
+        for r in replies:
+            assert r.key not in self.records
+            self.records[r.key] = StoredReply(r.command, r.body_hash, r.status_code, r.reply)
+        self.recorded += [(e.event_type, e.stored.version, e.correlation_id) for e in events]
+        return [uuid.uuid4() for _ in events]
 
     async def commit(self) -> None:
         self.commits += 1
@@ -113,7 +80,7 @@ async def test_create_records_one_event_and_commits(service: Service, uow: FakeU
     outcome = await service.execute(request("outplan.create", CREATE))
     reply = json.loads(outcome.reply)
     assert outcome.status_code == 201 and reply["data"]["name"] == "n"
-    assert uow.events.recorded == [("outplan_created", 1, "m-1")]
+    assert uow.recorded == [("outplan_created", 1, "m-1")]
     assert uow.commits == 1 and str(outcome.outplan_id) == reply["data"]["id"]
 
 
@@ -121,7 +88,7 @@ async def test_a_repeated_message_id_gets_the_original_reply_and_no_event(servic
     first = await service.execute(request("outplan.create", CREATE))
     again = await service.execute(request("outplan.create", CREATE))
     assert again.reply == first.reply and again.replayed and again.status_code == 201
-    assert len(uow.outplans.rows) == 1 and len(uow.events.recorded) == 1
+    assert len(uow.rows) == 1 and len(uow.recorded) == 1
 
 
 async def test_a_reused_message_id_with_another_body_is_409(service: Service, uow: FakeUnitOfWork) -> None:
@@ -129,7 +96,7 @@ async def test_a_reused_message_id_with_another_body_is_409(service: Service, uo
     outcome = await service.execute(request("outplan.create", {**CREATE, "name": "other"}))
     reply = json.loads(outcome.reply)
     assert outcome.status_code == 409 and reply["error"]["reason"] == "IDEMPOTENCY_KEY_REUSED"
-    assert len(uow.outplans.rows) == 1 and len(uow.events.recorded) == 1
+    assert len(uow.rows) == 1 and len(uow.recorded) == 1
 
 
 async def test_update_of_a_missing_outplan_is_404_without_event(service: Service, uow: FakeUnitOfWork) -> None:
@@ -137,9 +104,9 @@ async def test_update_of_a_missing_outplan_is_404_without_event(service: Service
     outcome = await service.execute(request("outplan.update_basic_info", body, "m-2"))
     reply = json.loads(outcome.reply)
     assert outcome.status_code == 404 and reply["error"]["status"] == "NOT_FOUND"
-    assert uow.events.recorded == []
+    assert uow.recorded == []
     # the refusal is remembered, so a retry of the same message gets the same answer
-    assert uow.inbox.records[(uuid.UUID(CUSTOMER), "m-2")].status_code == 404
+    assert uow.records[(uuid.UUID(CUSTOMER), "m-2")].status_code == 404
 
 
 async def test_update_bumps_the_version_and_records_an_update(service: Service, uow: FakeUnitOfWork) -> None:
@@ -147,7 +114,7 @@ async def test_update_bumps_the_version_and_records_an_update(service: Service, 
     body = {"customer_id": CUSTOMER, "id": created["id"], "name": "x", "detail": "y"}
     outcome = await service.execute(request("outplan.update_basic_info", body, "m-3"))
     assert json.loads(outcome.reply)["data"]["detail"] == "y"
-    assert uow.events.recorded[-1] == ("outplan_updated", 2, "m-3")
+    assert uow.recorded[-1] == ("outplan_updated", 2, "m-3")
 
 
 async def test_the_fault_hook_raises_only_for_its_marker(service: Service) -> None:
@@ -168,7 +135,7 @@ async def test_a_batch_applies_changes_in_order_with_one_commit(service: Service
     outcomes = await service.change(batch)
     assert [o.status_code for o in outcomes] == [200, 200, 200, 404, 200]
     assert outcomes[4].reply == outcomes[0].reply and outcomes[4].replayed
-    assert uow.events.recorded[1:] == [("outplan_updated", 2, "b-1"), ("outplan_updated", 3, "b-2"),
+    assert uow.recorded[1:] == [("outplan_updated", 2, "b-1"), ("outplan_updated", 3, "b-2"),
                                        ("outplan_deleted", 4, "b-3")]
     assert uow.commits == 2
     data = json.loads(outcomes[2].reply)["data"]
@@ -179,4 +146,4 @@ async def test_another_customer_cannot_change_an_outplan(service: Service, uow: 
     created = json.loads((await service.execute(request("outplan.create", CREATE))).reply)["data"]
     other = {"customer_id": str(uuid.uuid4()), "id": created["id"], "name": "x", "detail": "y"}
     outcome = await service.execute(request("outplan.update_basic_info", other, "o-1"))
-    assert outcome.status_code == 404 and len(uow.events.recorded) == 1
+    assert outcome.status_code == 404 and len(uow.recorded) == 1

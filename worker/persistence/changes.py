@@ -1,18 +1,31 @@
 """Write a whole batch of changes with one statement: new and changed outplans, their events,
-and the replies for the idempotency record. A round trip per step cost more than the work."""
+and the idempotency records with their replies. A round trip per step cost more than the work,
+and one statement is atomic without a transaction around it."""
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 import orjson
 
 from contracts.timefmt import NOT_DELETED
 
-from ..domain import Versioned
+from ..domain import ConcurrentChange, Versioned
 from .events import NOTIFY_CHANNEL
 from .inbox import Key
 from .outplans import COLUMNS, MUTABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """The idempotency record of an applied command: written with the change, in one statement."""
+
+    key: Key
+    command: str
+    body_hash: bytes
+    status_code: int
+    reply: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,24 +57,34 @@ def _statement() -> str:
     return (
         f"WITH inserted AS (INSERT INTO outplans ({COLUMNS})"
         f"  SELECT {COLUMNS} FROM json_populate_recordset(NULL::outplans, $1::json) RETURNING 1),"
+        # Only where the stored version is still the one the batch started from.
         f" replaced AS (UPDATE outplans o SET {assignments}"
-        "  FROM json_populate_recordset(NULL::outplans, $2::json) AS u WHERE o.id = u.id RETURNING 1),"
-        # occurred_at is now(), the transaction's time: the same as the rows' tm_update.
+        "  FROM json_populate_recordset(NULL::outplans, $2::json) AS u"
+        "  JOIN unnest($6::uuid[], $7::int[]) AS b(id, version) ON b.id = u.id"
+        "  WHERE o.id = u.id AND o.version = b.version RETURNING 1),"
+        # A concurrent writer of the same outplan version fails here on its unique key.
         " events AS (INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
         "   outplan_version, correlation_id, occurred_at, data)"
-        "  SELECT e.id, e.type, e.outplan, e.customer, e.version, e.correlation, now(), e.data"
+        "  SELECT e.id, e.type, e.outplan, e.customer, e.version, e.correlation, $5, e.data"
         "  FROM ROWS FROM (json_to_recordset($3::json)"
         "   AS (id uuid, type text, outplan uuid, customer uuid, version int, correlation text, data text))"
         "   WITH ORDINALITY AS e(id, type, outplan, customer, version, correlation, data, n)"
         "  ORDER BY e.n RETURNING position),"  # positions follow the order of the changes
-        " remembered AS (UPDATE processed_commands p SET status_code = r.status_code,"
-        "   reply = convert_to(r.reply, 'UTF8')"
-        "  FROM json_to_recordset($4::json) AS r(customer_id uuid, message_id text, status_code smallint, reply text)"
-        "  WHERE p.customer_id = r.customer_id AND p.message_id = r.message_id RETURNING 1),"
-        f" woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', count(*)::text) FROM events HAVING count(*) > 0)"
-        " SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM replaced) AS replaced,"
-        " (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM remembered) AS remembered,"
-        " (SELECT count(*) FROM woken) AS woken"
+        # A message id recorded by a concurrent writer fails here on the primary key.
+        " remembered AS (INSERT INTO processed_commands (customer_id, message_id, command, body_hash,"
+        "   status_code, reply, processed_at)"
+        "  SELECT r.customer_id, r.message_id, r.command, decode(r.body_hash, 'hex'), r.status_code,"
+        "   convert_to(r.reply, 'UTF8'), $5"
+        "  FROM json_to_recordset($4::json)"
+        "   AS r(customer_id uuid, message_id text, command text, body_hash text, status_code smallint, reply text)"
+        "  RETURNING 1),"
+        f" woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', count(*)::text) FROM events HAVING count(*) > 0),"
+        " counted AS (SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM replaced) AS replaced,"
+        "  (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM remembered) AS remembered,"
+        "  (SELECT count(*) FROM woken) AS woken)"
+        " SELECT c.*, CASE WHEN c.replaced <> cardinality($6::uuid[])"
+        "  THEN outplan_write_conflict('an outplan changed since the batch read it') END AS conflict"
+        " FROM counted c"
     )
 
 
@@ -70,9 +93,14 @@ _WRITE = _statement()
 
 async def write_changes(
     conn: asyncpg.Connection, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-    replies: list[tuple[Key, int, bytes]],
+    replies: list[Remembered], read_versions: dict[uuid.UUID, int], moment: datetime,
 ) -> list[uuid.UUID]:
-    """Returns the new events' ids, in order. The relay is woken when the transaction commits."""
+    """One statement, atomic on its own; returns the new events' ids, in order.
+
+    ``read_versions`` are the versions the replaced outplans had when the batch read them. If
+    another writer got there first, nothing is written and ``ConcurrentChange`` is raised. The
+    relay is woken when the statement (or the enclosing transaction) commits.
+    """
     event_ids = [uuid.uuid4() for _ in events]
     event_rows = [
         {"id": str(i), "type": e.event_type, "outplan": str(e.stored.outplan.id),
@@ -80,10 +108,16 @@ async def write_changes(
          "data": e.data}
         for i, e in zip(event_ids, events, strict=True)
     ]
-    reply_rows = [{"customer_id": str(k[0]), "message_id": k[1], "status_code": status, "reply": reply.decode()}
-                  for k, status, reply in replies]
-    row = await conn.fetchrow(_WRITE, _outplan_json(inserted), _outplan_json(replaced),
-                              orjson.dumps(event_rows).decode(), orjson.dumps(reply_rows).decode())
+    reply_rows = [{"customer_id": str(r.key[0]), "message_id": r.key[1], "command": r.command,
+                   "body_hash": r.body_hash.hex(), "status_code": r.status_code, "reply": r.reply.decode()}
+                  for r in replies]
+    base = [(stored.outplan.id, read_versions[stored.outplan.id]) for stored in replaced]
+    try:
+        row = await conn.fetchrow(_WRITE, _outplan_json(inserted), _outplan_json(replaced),
+                                  orjson.dumps(event_rows).decode(), orjson.dumps(reply_rows).decode(), moment,
+                                  [i for i, _ in base], [v for _, v in base])
+    except (asyncpg.UniqueViolationError, asyncpg.SerializationError) as exc:
+        raise ConcurrentChange(str(exc)) from exc
     expected = (len(inserted), len(replaced), len(events), len(replies))
     if (row["inserted"], row["replaced"], row["events"], row["remembered"]) != expected:
         raise RuntimeError(f"batch write touched {tuple(row.values())[:4]} rows, expected {expected}")

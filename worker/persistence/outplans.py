@@ -53,17 +53,6 @@ class OutplanRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def lock(self, ids: list[UUID]) -> dict[UUID, Versioned]:
-        """The stored outplans with these ids (any customer, deleted too), locked in id order.
-
-        One lock order for every transaction keeps concurrent batches from deadlocking.
-        """
-        if not ids:
-            return {}
-        rows = await self._conn.fetch(
-            f"SELECT {_COLUMNS} FROM outplans WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", sorted(ids))
-        return {row["id"]: to_versioned(row) for row in rows}
-
     async def get(self, customer_id: UUID, outplan_id: UUID, *, include_deleted: bool) -> Versioned | None:
         row = await self._conn.fetchrow(
             f"SELECT {_COLUMNS} FROM outplans WHERE id = $1 AND customer_id = $2"

@@ -1,68 +1,81 @@
-"""The unit of work: one connection and one transaction that roll back unless committed."""
+"""The unit of work: one pooled connection for a batch of changes or a query.
+
+A batch is read with one statement and written with one; the write is atomic on its own and
+checks that nothing it read has changed, so no transaction is held open across the handlers.
+``begin()`` wraps the unit in a transaction anyway (tests use it to hold a write uncommitted).
+"""
 
 import uuid
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
 import asyncpg
 
-from ..domain import Versioned
+from ..domain import ConcurrentChange, Versioned
 from ..transient import TRANSIENT_ERRORS
-from .changes import NewEvent, write_changes
-from .inbox import Key, ProcessedCommands
+from .changes import NewEvent, Remembered, write_changes
+from .inbox import Key
 from .outplans import OutplanRepository
+from .snapshot import Snapshot, read_snapshot
 
 
 class UnitOfWork(Protocol):
-    """What handlers see; several commands may later share one unit (one transaction)."""
+    """What the service sees; a batch of commands shares one unit."""
 
     outplans: OutplanRepository
-    inbox: ProcessedCommands
+
+    async def read(self, ids: list[uuid.UUID], keys: list[Key]) -> Snapshot: ...
 
     async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-                    replies: list[tuple[Key, int, bytes]]) -> list[uuid.UUID]: ...
+                    replies: list[Remembered], read_versions: dict[uuid.UUID, int],
+                    moment: datetime) -> list[uuid.UUID]: ...
 
     async def commit(self) -> None: ...
 
 
 class PgUnitOfWork:
-    """``async with PgUnitOfWork(pool) as uow: ...; await uow.commit()``."""
+    """``async with PgUnitOfWork(pool) as uow: ...``; an open ``begin()`` rolls back unless committed."""
 
     def __init__(self, pool: asyncpg.Pool, *, read_only: bool = False) -> None:
         self._pool = pool
-        self._read_only = read_only  # one query needs no transaction: spare BEGIN and ROLLBACK
+        self._read_only = read_only
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
         self._tx: asyncpg.transaction.Transaction | None = None
 
     async def __aenter__(self) -> Self:
         self._conn = conn = await self._pool.acquire()
-        try:
-            if not self._read_only:
-                self._tx = conn.transaction()
-                await self._tx.start()
-        except BaseException:
-            await self._pool.release(conn)
-            raise
         self.outplans = OutplanRepository(conn)
-        self.inbox = ProcessedCommands(conn)
         return self
 
-    async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-                    replies: list[tuple[Key, int, bytes]]) -> list[uuid.UUID]:
+    async def begin(self) -> None:
+        assert self._conn is not None and not self._read_only
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+
+    async def read(self, ids: list[uuid.UUID], keys: list[Key]) -> Snapshot:
         assert self._conn is not None
-        return await write_changes(self._conn, inserted=inserted, replaced=replaced, events=events, replies=replies)
+        return await read_snapshot(self._conn, ids, keys)
+
+    async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
+                    replies: list[Remembered], read_versions: dict[uuid.UUID, int],
+                    moment: datetime) -> list[uuid.UUID]:
+        assert self._conn is not None and not self._read_only
+        return await write_changes(self._conn, inserted=inserted, replaced=replaced, events=events,
+                                   replies=replies, read_versions=read_versions, moment=moment)
 
     async def commit(self) -> None:
-        assert self._tx is not None
-        await self._tx.commit()
-        self._tx = None
+        """Commit the transaction ``begin()`` opened; without one, every write is already committed."""
+        if self._tx is not None:
+            await self._tx.commit()
+            self._tx = None
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._conn is not None
         try:
-            if exc is not None and isinstance(exc, TRANSIENT_ERRORS):
+            if isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, ConcurrentChange):
                 self._conn.terminate()  # never hand a connection in an unknown state back to the pool
             elif self._tx is not None and not self._conn.is_closed():
                 await self._tx.rollback()

@@ -1,0 +1,50 @@
+"""What a batch of changes starts from, read in one statement without locks.
+
+The outplans the batch targets, the idempotency records of its message ids, and the database's
+clock. Nothing is locked: the batch's write statement checks that none of these outplans
+changed in between, and records its message ids only if nobody recorded them first.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from ..domain import StoredReply, Versioned
+from .inbox import Key
+from .outplans import to_versioned
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    states: dict[UUID, Versioned]  # any customer's, deleted ones too: the handlers decide
+    stored: dict[Key, StoredReply]
+    moment: datetime  # the time the batch's changes carry
+
+
+_READ = """
+SELECT 'o' AS kind, o.*, NULL::uuid AS p_customer_id, NULL::text AS p_message_id, NULL::text AS p_command,
+       NULL::bytea AS p_body_hash, NULL::smallint AS p_status_code, NULL::bytea AS p_reply, now() AS moment
+FROM outplans o WHERE o.id = ANY($1::uuid[])
+UNION ALL
+SELECT 'p', (NULL::outplans).*, p.customer_id, p.message_id, p.command, p.body_hash, p.status_code, p.reply, now()
+FROM processed_commands p JOIN unnest($2::uuid[], $3::text[]) AS k(customer_id, message_id) USING (customer_id, message_id)
+UNION ALL
+SELECT 't', (NULL::outplans).*, NULL, NULL, NULL, NULL, NULL, NULL, now()
+"""
+
+
+async def read_snapshot(conn: asyncpg.Connection, ids: list[UUID], keys: list[Key]) -> Snapshot:
+    rows = await conn.fetch(_READ, ids, [k[0] for k in keys], [k[1] for k in keys])
+    states: dict[UUID, Versioned] = {}
+    stored: dict[Key, StoredReply] = {}
+    moment = rows[0]["moment"]  # now() is the same in every row, and the last branch always gives one
+    for row in rows:
+        kind = row["kind"]
+        if kind == "o":
+            states[row["id"]] = to_versioned(row)
+        elif kind == "p":
+            stored[(row["p_customer_id"], row["p_message_id"])] = StoredReply(
+                row["p_command"], bytes(row["p_body_hash"]), row["p_status_code"], bytes(row["p_reply"]))
+    return Snapshot(states, stored, moment)
