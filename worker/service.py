@@ -3,8 +3,9 @@
 Changes are executed in batches: one statement reads the outplans involved, the idempotency
 records of the batch's message ids and the clock; the handlers apply the changes in arrival
 order; one statement writes rows, events and records, and fails as a whole if a concurrent
-writer got to one of those outplans or message ids first (then the batch runs again). A batch
-of one is the same code path.
+writer got to one of those outplans or message ids first. The batch then runs again, inside a
+transaction that locks its outplans first, so that under contention it is sure to go through.
+A batch of one is the same code path.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from contracts.timefmt import NOT_DELETED, format_time
 
 from .domain import ConcurrentChange, DomainError, IdempotencyKeyReused, Versioned
 from .handlers import CHANGES, QUERIES, Change, Context
+from .observability import metrics
 from .persistence.changes import NewEvent, Remembered
 from .persistence.inbox import Key
 from .persistence.snapshot import Snapshot
@@ -73,14 +75,16 @@ class Service:
         """
         for attempt in range(CONFLICT_RETRIES):
             try:
-                return await self._change(requests)
+                # Optimistic first; after a collision, lock the batch's outplans so it goes through.
+                return await self._change(requests, lock=attempt > 0)
             except ConcurrentChange:
+                metrics.WRITE_CONFLICTS.inc()
                 if attempt == CONFLICT_RETRIES - 1:
                     raise  # transient: the consumer holds the batch and tries again later
-                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other writer finish
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
         raise AssertionError("unreachable")
 
-    async def _change(self, requests: Sequence[Request]) -> list[Outcome]:
+    async def _change(self, requests: Sequence[Request], *, lock: bool) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(requests)
         first: dict[Key, int] = {}
         for i, request in enumerate(requests):
@@ -89,6 +93,9 @@ class Service:
 
         async with self._uow_factory() as uow:
             targets = [r.command.id for r in requests if hasattr(r.command, "id")]  # type: ignore[attr-defined]
+            if lock:
+                await uow.begin()
+                await uow.lock(targets)
             snapshot = await uow.read(targets, list(first))
             fresh = []
             for key, i in first.items():

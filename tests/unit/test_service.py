@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from worker.domain import StoredReply, Versioned
+from worker.domain import ConcurrentChange, StoredReply, Versioned
 from worker.persistence.changes import NewEvent, Remembered
 from worker.persistence.snapshot import Snapshot
 from worker.requests import Request, decode
@@ -28,6 +28,13 @@ class FakeUnitOfWork:
         self.records: dict[tuple[UUID, str], StoredReply] = {}
         self.recorded: list[tuple[str, int, str | None]] = []
         self.commits = 0
+        self.begun = 0
+
+    async def begin(self) -> None:
+        self.begun += 1
+
+    async def lock(self, ids: list[UUID]) -> None:
+        pass
 
     async def read(self, ids: list[UUID], keys: list[tuple[UUID, str]]) -> Snapshot:
         return Snapshot({i: self.rows[i] for i in ids if i in self.rows},
@@ -147,3 +154,23 @@ async def test_another_customer_cannot_change_an_outplan(service: Service, uow: 
     other = {"customer_id": str(uuid.uuid4()), "id": created["id"], "name": "x", "detail": "y"}
     outcome = await service.execute(request("outplan.update_basic_info", other, "o-1"))
     assert outcome.status_code == 404 and len(uow.recorded) == 1
+
+
+async def test_a_collision_runs_the_batch_again_with_its_outplans_locked(service: Service, uow: FakeUnitOfWork) -> None:
+    created = json.loads((await service.execute(request("outplan.create", CREATE, "c-1"))).reply)["data"]
+    write = uow.write
+    collisions = 0
+
+    async def collide_once(**kwargs: Any) -> list[UUID]:
+        nonlocal collisions
+        if collisions == 0:
+            collisions += 1
+            raise ConcurrentChange("another writer was first")
+        return await write(**kwargs)
+
+    uow.write = collide_once  # type: ignore[method-assign]
+    update = {"customer_id": CUSTOMER, "id": created["id"], "name": "again", "detail": ""}
+    outcome = await service.execute(request("outplan.update_basic_info", update, "u-1"))
+    assert outcome.status_code == 200 and collisions == 1
+    assert uow.begun == 1, "the second attempt runs in a transaction with the outplans locked"
+    assert uow.recorded[-1] == ("outplan_updated", 2, "u-1")

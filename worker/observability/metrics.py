@@ -16,6 +16,8 @@ OUTBOX_OLDEST_AGE = Gauge("outplan_outbox_oldest_age_seconds", "Age of the oldes
                           registry=REGISTRY)
 DEAD_LETTERED = Counter("outplan_dead_lettered", "Messages dead-lettered by the worker, by reason", ["reason"],
                         registry=REGISTRY)
+WRITE_CONFLICTS = Counter("outplan_write_conflicts", "Batches written again because another writer changed"
+                          " one of their outplans or message ids first", registry=REGISTRY)
 RECONNECTS = Counter("outplan_reconnects", "Connections re-established, by peer", ["peer"], registry=REGISTRY)
 CONSUMER_ATTACHED = Gauge("outplan_consumer_attached", "1 while the command consumer is attached",
                           registry=REGISTRY)

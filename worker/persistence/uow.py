@@ -25,6 +25,10 @@ class UnitOfWork(Protocol):
 
     outplans: OutplanRepository
 
+    async def begin(self) -> None: ...
+
+    async def lock(self, ids: list[uuid.UUID]) -> None: ...
+
     async def read(self, ids: list[uuid.UUID], keys: list[Key]) -> Snapshot: ...
 
     async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
@@ -52,6 +56,11 @@ class PgUnitOfWork:
         assert self._conn is not None and not self._read_only
         self._tx = self._conn.transaction()
         await self._tx.start()
+
+    async def lock(self, ids: list[uuid.UUID]) -> None:
+        """Lock these outplans until the transaction ends (in id order: no deadlocks)."""
+        assert self._conn is not None and self._tx is not None
+        await self.outplans.lock(ids)
 
     async def read(self, ids: list[uuid.UUID], keys: list[Key]) -> Snapshot:
         assert self._conn is not None
