@@ -11,7 +11,10 @@ def format_time(moment: datetime | None) -> str:
     """Render a moment (``None`` meaning "never") in the tutorial's format."""
     if moment is None:
         return NOT_DELETED
-    return moment.astimezone(UTC).strftime(FORMAT)
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # The same text as strftime(FORMAT), at a fraction of the cost (it runs for every row read).
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def parse_time(text: str) -> datetime:
