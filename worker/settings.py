@@ -21,7 +21,7 @@ class Settings(BaseSettings):
 
     prefetch: int = Field(300, ge=1, le=65535)
     batch_size: int = Field(100, ge=1, description="changes applied together in one transaction, at most")
-    batch_writers: int = Field(3, ge=1, description="batches in flight at once")
+    batch_writers: int = Field(1, ge=1, description="lanes: batches written side by side")
     retry_limit: int = Field(5, ge=1, description="deliveries of a failing command before it is dead-lettered")
     queue_delivery_limit: int = Field(20, ge=1, description="the command queue's x-delivery-limit backstop")
     db_pool_size: int = Field(10, ge=1)
