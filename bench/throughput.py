@@ -263,8 +263,10 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
             exchange = await send.get_exchange(rig.settings.command_exchange, ensure=False)
             await _rpc(connection, rig, "outplan.get", 20, 1.0)  # wait until the worker answers
 
+            deletable = list(rig.ids[: len(rig.ids) // 2])  # shared: each outplan is deleted once
+
             async def offered(rate: int, duration: float) -> list[float]:
-                commands = mixed(rig.customer, rig.ids, int(rate * duration), seed_value=rate)
+                commands = mixed(rig.customer, rig.ids, int(rate * duration), seed_value=rate, deletable=deletable)
                 scheduled: dict[str, float] = {}
                 confirms = []
                 start = time.perf_counter() + 0.2

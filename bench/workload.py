@@ -24,12 +24,18 @@ async def seed(url: str, customer: uuid.UUID, count: int) -> list[uuid.UUID]:
     return ids
 
 
-def mixed(customer: uuid.UUID, ids: list[uuid.UUID], count: int, seed_value: int = 1) -> list[tuple[str, bytes]]:
-    """Creates, both updates and deletes (about 40/25/25/10), each on its own outplan until it is deleted."""
+def mixed(customer: uuid.UUID, ids: list[uuid.UUID], count: int, seed_value: int = 1,
+          deletable: list[uuid.UUID] | None = None) -> list[tuple[str, bytes]]:
+    """Creates, both updates and deletes (about 40/25/25/10), each on its own outplan until it is deleted.
+
+    Deletes take outplans from ``deletable`` (by default the first half of ``ids``), removing
+    them from that list: pass the same list to later calls on the same outplans, or they would
+    delete outplans already deleted (a 404, and no event to wait for).
+    """
     rng = random.Random(seed_value)
     # Deletes take outplans no earlier command touched, so with commands running concurrently
     # no update can land after its outplan's delete: every command has exactly one event.
-    untouched = list(ids[: len(ids) // 2])
+    untouched = deletable if deletable is not None else list(ids[: len(ids) // 2])
     updatable = list(ids[len(ids) // 2:])
     commands: list[tuple[str, bytes]] = []
     for i in range(count):
