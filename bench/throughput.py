@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,13 +36,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-# ---- the ceiling: consume -> publish a confirmed persistent message -> ack, no database ----------
-
-async def ceiling(count: int, prefetch: int, body: bytes) -> float:
-    source, sink = f"bench-ceiling-in-{uuid.uuid4().hex[:6]}", f"bench-ceiling-out-{uuid.uuid4().hex[:6]}"
-    await durable_queue(source)
-    await durable_queue(sink)
-    await preload(AMQP_URL, source, [("x", body)] * count)
+async def relay_rate(source: str, sink: str, count: int, prefetch: int,
+                     work: Callable[[AbstractIncomingMessage], Awaitable[bytes]]) -> float:
+    """Consume ``count`` messages; for each, publish what ``work`` returns to ``sink`` (persistent,
+    confirm awaited), then ack. Messages per second from the first delivery to the last ack."""
     done = asyncio.Event()
     acked = 0
     first: list[float] = []
@@ -55,8 +53,9 @@ async def ceiling(count: int, prefetch: int, body: bytes) -> float:
             nonlocal acked
             if not first:
                 first.append(time.perf_counter())
+            body = await work(msg)
             await publish.default_exchange.publish(
-                aio_pika.Message(msg.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=sink)
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=sink)
             await msg.ack()
             acked += 1
             if acked == count:
@@ -64,10 +63,24 @@ async def ceiling(count: int, prefetch: int, body: bytes) -> float:
 
         await queue.consume(relay)
         await done.wait()
-        elapsed = time.perf_counter() - first[0]
+        return count / (time.perf_counter() - first[0])
+
+
+# ---- the ceiling: consume -> publish a confirmed persistent message -> ack, no database ----------
+
+async def ceiling(count: int, prefetch: int, body: bytes) -> float:
+    source, sink = f"bench-ceiling-in-{uuid.uuid4().hex[:6]}", f"bench-ceiling-out-{uuid.uuid4().hex[:6]}"
+    await durable_queue(source)
+    await durable_queue(sink)
+    await preload(AMQP_URL, source, [("x", body)] * count)
+
+    async def same_body(msg: AbstractIncomingMessage) -> bytes:
+        return msg.body
+
+    rate = await relay_rate(source, sink, count, prefetch, same_body)
     await delete_queue(source)
     await delete_queue(sink)
-    return count / elapsed
+    return rate
 
 
 # ---- the baseline: prefetch 1, one transaction per message, await each confirm ----------------
@@ -84,56 +97,37 @@ async def baseline(count: int) -> float:
         await durable_queue(events)
         await preload(AMQP_URL, source, commands)
         db = await asyncpg.connect(url)
-        done = asyncio.Event()
-        handled = 0
-        first: list[float] = []
-        async with await aio_pika.connect(AMQP_URL) as connection:
-            consume = await connection.channel()
-            await consume.set_qos(prefetch_count=1)
-            publish = await connection.channel(publisher_confirms=True)
-            queue = await consume.declare_queue(source, passive=True)
 
-            async def handle(msg: AbstractIncomingMessage) -> None:
-                nonlocal handled
-                if not first:
-                    first.append(time.perf_counter())
-                body = json.loads(msg.body)
-                async with db.transaction():
-                    if msg.type == "outplan.create":
-                        outplan_id = uuid.uuid4()
-                        await db.execute(
-                            "INSERT INTO outplans VALUES ($1, $2, $3, '', 'tel', '+15559876543', '', '', '',"
-                            " 30000, 60000, 3, 0, 0, 0, 0, 1, now(), now(), NULL)",
-                            outplan_id, uuid.UUID(body["customer_id"]), body["name"])
-                    elif msg.type == "outplan.delete":
-                        outplan_id = uuid.UUID(body["id"])
-                        await db.execute("UPDATE outplans SET tm_delete = now(), version = version + 1"
-                                         " WHERE id = $1", outplan_id)
-                    else:
-                        outplan_id = uuid.UUID(body["id"])
-                        await db.execute("UPDATE outplans SET name = 'x', version = version + 1, tm_update = now()"
-                                         " WHERE id = $1", outplan_id)
-                    row = await db.fetchrow("SELECT * FROM outplans WHERE id = $1", outplan_id)
-                    data = json.dumps({k: str(v) for k, v in dict(row).items()})
+        async def apply(msg: AbstractIncomingMessage) -> bytes:
+            body = json.loads(msg.body)
+            async with db.transaction():
+                if msg.type == "outplan.create":
+                    outplan_id = uuid.uuid4()
                     await db.execute(
-                        "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
-                        " outplan_version, occurred_at, data) VALUES ($1, 'outplan_updated', $2, $3, $4, now(), $5)",
-                        uuid.uuid4(), outplan_id, row["customer_id"], row["version"], data)
-                await publish.default_exchange.publish(
-                    aio_pika.Message(data.encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=events)
-                await msg.ack()
-                handled += 1
-                if handled == count:
-                    done.set()
+                        "INSERT INTO outplans VALUES ($1, $2, $3, '', 'tel', '+15559876543', '', '', '',"
+                        " 30000, 60000, 3, 0, 0, 0, 0, 1, now(), now(), NULL)",
+                        outplan_id, uuid.UUID(body["customer_id"]), body["name"])
+                elif msg.type == "outplan.delete":
+                    outplan_id = uuid.UUID(body["id"])
+                    await db.execute("UPDATE outplans SET tm_delete = now(), version = version + 1"
+                                     " WHERE id = $1", outplan_id)
+                else:
+                    outplan_id = uuid.UUID(body["id"])
+                    await db.execute("UPDATE outplans SET name = 'x', version = version + 1, tm_update = now()"
+                                     " WHERE id = $1", outplan_id)
+                row = await db.fetchrow("SELECT * FROM outplans WHERE id = $1", outplan_id)
+                data = json.dumps({k: str(v) for k, v in dict(row).items()})
+                await db.execute(
+                    "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
+                    " outplan_version, occurred_at, data) VALUES ($1, 'outplan_updated', $2, $3, $4, now(), $5)",
+                    uuid.uuid4(), outplan_id, row["customer_id"], row["version"], data)
+            return data.encode()
 
-            await queue.consume(handle)
-            await done.wait()
-            elapsed = time.perf_counter() - first[0]
+        rate = await relay_rate(source, events, count, 1, apply)
         await db.close()
         await delete_queue(source)
         await delete_queue(events)
-        return count / elapsed
+        return rate
     finally:
         await drop_database(url)
 
