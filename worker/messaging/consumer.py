@@ -6,8 +6,8 @@ How a message ends is decided here from what happened to it:
 - a handler bug: rejected for redelivery until ``retry_limit`` deliveries, then 500 reply
   and dead-lettered with the exception's class and message.
 
-Changes go through the batcher: a batch is one transaction, its replies are published
-together and its deliveries acked with one multiple ack. Queries and rejections run on their
+Changes go through the batcher: a batch is applied and written at once (``Service.change``),
+its replies are published together and its deliveries acked with one multiple ack. Queries and rejections run on their
 own, so a read never waits behind a batch of writes.
 """
 
@@ -169,17 +169,16 @@ class CommandConsumer:
             self._finished()
 
     async def _change(self, batch: list[Delivery]) -> None:
-        """A batch of changes: one transaction, replies published together, one multiple ack."""
+        """A batch of changes: applied at once, replies published together, one multiple ack."""
         try:
             results = await self._apply(batch)
-            sent = await asyncio.gather(
-                *(self._reply(d.message, r.status_code, r.reply) for d, r in zip(batch, results, strict=True)
-                  if isinstance(r, Outcome) and d.message.reply_to),
-                return_exceptions=True,
-            )
-            replied = iter(sent)
-            for delivery, result in zip(batch, results, strict=True):
-                failed = next(replied) if isinstance(result, Outcome) and delivery.message.reply_to else None
+            replying = [(i, d.message, r) for i, (d, r) in enumerate(zip(batch, results, strict=True))
+                        if isinstance(r, Outcome) and d.message.reply_to]
+            sent = await asyncio.gather(*(self._reply(m, r.status_code, r.reply) for _, m, r in replying),
+                                        return_exceptions=True)
+            reply_errors = {i: error for (i, _, _), error in zip(replying, sent, strict=True)}
+            for i, (delivery, result) in enumerate(zip(batch, results, strict=True)):
+                failed = reply_errors.get(i)
                 try:
                     if isinstance(result, Exception):
                         await self._on_failure(delivery, result)
@@ -218,12 +217,13 @@ class CommandConsumer:
     # ---- settling --------------------------------------------------------------------------
 
     def _handled(self, delivery: Delivery, outcome: Outcome) -> None:
-        command = delivery.request.command.command
+        message, cmd = delivery.message, delivery.request.command
         label = "replayed" if outcome.replayed else str(outcome.status_code)
-        metrics.COMMANDS.labels(command, label).inc()
-        metrics.HANDLING.labels(command).observe(time.perf_counter() - delivery.started)
-        _logger(delivery).info(
-            "command handled",
+        metrics.COMMANDS.labels(cmd.command, label).inc()
+        metrics.HANDLING.labels(cmd.command).observe(time.perf_counter() - delivery.started)
+        log.info(  # one call, no bound logger: this runs for every command
+            "command handled", message_id=message.message_id, correlation_id=message.correlation_id,
+            command=cmd.command, customer_id=str(cmd.customer_id),
             outplan_id=str(outcome.outplan_id) if outcome.outplan_id else None,
             outcome="replayed" if outcome.replayed else outcome.status_code,
             duration_ms=_ms(delivery.started),
