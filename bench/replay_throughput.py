@@ -21,13 +21,13 @@ import aio_pika
 import asyncpg
 
 from bench.common import AMQP_URL, delete_queue, drop_database, durable_queue, fresh_database, median, save
-from worker.persistence.outbox import OutboxStore
+from contracts import names
 
 WINDOW = 256
 
 
 async def fill_log(url: str, count: int) -> list[bytes]:
-    """``count`` published events in the log, sequenced and encoded by the relay's own statement."""
+    """``count`` published events in the log, numbered and encoded as the worker writes them."""
     conn = await asyncpg.connect(url)
     try:
         start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -41,16 +41,22 @@ async def fill_log(url: str, count: int) -> list[bytes]:
                 "dial_timeout": 30000, "try_interval": 60000, **{f"max_try_count_{k}": 5 for k in range(5)},
                 "tm_create": "2026-01-01 00:00:00.000000", "tm_update": "2026-01-01 00:00:00.000000",
                 "tm_delete": "9999-01-01 00:00:00.000000"}, separators=(",", ":"))
-            records.append((uuid.uuid4(), "outplan_created", outplan_id, customer, 1, start + timedelta(microseconds=i),
-                            data))
+            records.append((uuid.uuid4(), "outplan_created", outplan_id, customer, 1,
+                            start + timedelta(microseconds=i), data, i + 1))
+        await conn.execute("CREATE TEMP TABLE staged (LIKE outplan_events INCLUDING DEFAULTS)")
         await conn.copy_records_to_table(
-            "outplan_events", records=records,
-            columns=["event_id", "event_type", "outplan_id", "customer_id", "outplan_version", "occurred_at", "data"])
-        store = OutboxStore(conn, source="outplan-worker")
-        bodies: list[bytes] = []
-        while batch := await store.sequence_next(5000):
-            bodies += [event.body for event in batch]
-        await store.mark_published(len(bodies))
+            "staged", records=records, columns=["event_id", "event_type", "outplan_id", "customer_id",
+                                                "outplan_version", "occurred_at", "data", "eventsequence"])
+        rows = await conn.fetch(
+            "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version, occurred_at,"
+            " data, eventsequence, body)"
+            " SELECT event_id, event_type, outplan_id, customer_id, outplan_version, occurred_at, data, eventsequence,"
+            "  outplan_event_body(event_id, $1, event_type, outplan_id, occurred_at, customer_id, outplan_version,"
+            "   eventsequence, data)"
+            " FROM staged ORDER BY eventsequence RETURNING body", json.dumps(names.EVENT_SOURCE))
+        await conn.execute("UPDATE event_sequence SET last_value = $1", count)
+        await conn.execute("UPDATE outbox_state SET published_through = $1", count)
+        bodies = [row["body"] for row in rows]
         return bodies
     finally:
         await conn.close()

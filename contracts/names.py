@@ -26,3 +26,4 @@ EVENT_EXCHANGE: Final = "outplan.events"
 
 REQUEST_CONTENT_TYPE: Final = "application/json"
 EVENT_CONTENT_TYPE: Final = "application/cloudevents+json"
+EVENT_SOURCE: Final = "outplan-worker"  # the CloudEvents `source` unless configured otherwise

@@ -93,7 +93,8 @@ async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = T
             relay = Relay(settings, relay_channel)
             consumer = None
             if consume:
-                service = Service(lambda **kw: PgUnitOfWork(pool, **kw), fault_hook=settings.fault_hook)
+                service = Service(lambda **kw: PgUnitOfWork(pool, event_source=settings.event_source, **kw),
+                                  fault_hook=settings.fault_hook)
                 consumer = CommandConsumer(settings, service, publish_channel)
                 await consumer.start(topo.command_queue)
             yield Worker(settings, pool, connection, [consume_channel, publish_channel, relay_channel],

@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     dead_letter_exchange: str = names.DEAD_LETTER_EXCHANGE
     dead_letter_queue: str = names.DEAD_LETTER_QUEUE
     event_exchange: str = names.EVENT_EXCHANGE
-    event_source: str = "outplan-worker"
+    event_source: str = names.EVENT_SOURCE
 
     prefetch: int = Field(300, ge=1, le=65535)
     batch_size: int = Field(100, ge=1, description="changes applied together in one transaction, at most")

@@ -13,7 +13,8 @@ from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
-MIGRATIONS = ["0001_init.sql", "0002_published_watermark.sql", "0003_write_conflicts.sql"]
+MIGRATIONS = ["0001_init.sql", "0002_published_watermark.sql", "0003_write_conflicts.sql",
+              "0004_sequence_on_write.sql"]
 
 
 async def test_migrations_apply_once_and_are_idempotent(fresh_database: str) -> None:
@@ -39,7 +40,8 @@ async def test_migrate_creates_a_missing_database() -> None:
 
 
 async def test_an_existing_event_log_keeps_its_published_mark_across_the_upgrade() -> None:
-    """0002 replaces the per-event published_at with one watermark: the marked prefix."""
+    """0002 replaces the per-event published_at with one watermark: the marked prefix. 0004
+    numbers the events not numbered yet, after the others, with the configured source."""
     from tests.conftest import database_url, drop_database_async
 
     url = database_url(f"outplans_test_{uuid.uuid4().hex[:12]}")
@@ -58,12 +60,21 @@ async def test_an_existing_event_log_keeps_its_published_mark_across_the_upgrade
                     " occurred_at, data, eventsequence, body, published_at)"
                     " VALUES ($1, 'outplan_created', $2, $2, 1, now(), '{}', $3::bigint, '\\x00', CASE WHEN $3::bigint <= 3"
                     " THEN now() END)", uuid.uuid4(), uuid.uuid4(), seq)
+            late = uuid.uuid4()
             await conn.execute(
                 "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version,"
-                " occurred_at, data) VALUES ($1, 'outplan_created', $1, $1, 1, now(), '{}')", uuid.uuid4())
-            assert await migrate(url) == MIGRATIONS[1:]
+                " occurred_at, data) VALUES ($1, 'outplan_created', $1, $1, 1, '2026-11-27T05:06:07.089Z',"
+                " '{\"id\":1}')", late)
+            assert await migrate(url, event_source="upgrade-test") == MIGRATIONS[1:]
             assert await conn.fetchval("SELECT published_through FROM outbox_state") == 3
-            assert await conn.fetchval("SELECT n FROM (" + BACKLOG + ") AS b") == 3
+            assert await conn.fetchval("SELECT n FROM (" + BACKLOG + ") AS b") == 3  # 4 and 5, and the late one
+            row = await conn.fetchrow("SELECT eventsequence, body FROM outplan_events WHERE event_id = $1", late)
+            assert row["eventsequence"] == 6
+            assert json.loads(row["body"]) == {
+                "specversion": "1.0", "id": str(late), "source": "upgrade-test", "type": "outplan_created",
+                "subject": str(late), "time": "2026-11-27T05:06:07.089000Z", "datacontenttype": "application/json",
+                "customerid": str(late), "outplanversion": 1, "eventsequence": 6, "data": {"id": 1}}
+            assert await conn.fetchval("SELECT last_value FROM event_sequence") == 6
         finally:
             await conn.close()
     finally:

@@ -74,25 +74,46 @@ async def rig(fresh_database: str) -> AsyncIterator[Rig]:
     await pool.close()
 
 
-async def test_a_transaction_that_commits_late_is_not_skipped(rig: Rig, customer_id: uuid.UUID) -> None:
+async def test_a_transaction_that_commits_late_holds_later_writers_back(rig: Rig, customer_id: uuid.UUID) -> None:
+    """Numbers follow commit order: a later writer waits for the earlier one's commit, so the
+    relay can never publish a higher number while a lower one is still uncommitted."""
     await rig.bind_queue()
-    first, first_event = await begin_create(rig.pool, customer_id)  # inserted first: lower position
-    second, second_event = await begin_create(rig.pool, customer_id)
+    relay, task = await rig.relay()
+    first, first_event = await begin_create(rig.pool, customer_id)  # holds the counter until it commits
+    later = asyncio.create_task(begin_create(rig.pool, customer_id))
+    await asyncio.sleep(0.5)
+    assert not later.done() and rig.received == []
+    await first.commit()
+    await first.__aexit__(None, None, None)
+    second, second_event = await asyncio.wait_for(later, 5)
     await second.commit()
     await second.__aexit__(None, None, None)
-    relay, task = await rig.relay()
-    await rig.wait_for(1)
-    await first.commit()  # commits after a later-numbered row was already published
-    await first.__aexit__(None, None, None)
     await rig.wait_for(2)
     relay.stop()
     await task
 
     events = [parse_event(m.body) for m in rig.received]
-    assert [str(e.id) for e in events] == [str(second_event), str(first_event)]
+    assert [str(e.id) for e in events] == [str(first_event), str(second_event)]
     assert [e.eventsequence for e in events] == [1, 2]  # strictly increasing in publish order
-    assert [m.message_id for m in rig.received] == [str(second_event), str(first_event)]
+    assert [m.message_id for m in rig.received] == [str(first_event), str(second_event)]
     assert await rig.pool.fetchval("SELECT n FROM (" + BACKLOG + ") AS b") == 0
+
+
+async def test_a_rolled_back_write_leaves_no_gap_in_the_numbers(rig: Rig, customer_id: uuid.UUID) -> None:
+    await rig.bind_queue()
+    abandoned, _ = await begin_create(rig.pool, customer_id)
+    later = asyncio.create_task(begin_create(rig.pool, customer_id))
+    await asyncio.sleep(0.2)
+    await abandoned.__aexit__(None, None, None)  # rolls back
+    kept, kept_event = await asyncio.wait_for(later, 5)
+    await kept.commit()
+    await kept.__aexit__(None, None, None)
+    relay, task = await rig.relay()
+    await rig.wait_for(1)
+    relay.stop()
+    await task
+    [event] = [parse_event(m.body) for m in rig.received]
+    assert str(event.id) == str(kept_event) and event.eventsequence == 1
 
 
 async def test_unroutable_events_stay_unpublished_until_a_queue_is_bound(rig: Rig, customer_id: uuid.UUID) -> None:

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level)
     dsn = settings.database_url.get_secret_value()
     if args.command == "migrate":
-        applied = asyncio.run(migrate(dsn))
+        applied = asyncio.run(migrate(dsn, event_source=settings.event_source))
         print(f"{len(applied)} migration(s) applied" + (": " + ", ".join(applied) if applied else ""))
         return 0
     if args.command in ("run", "relay"):
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import demo_with_worker, run_demo
 
         if args.start_worker:
-            asyncio.run(migrate(dsn))
+            asyncio.run(migrate(dsn, event_source=settings.event_source))
             return demo_with_worker(settings)
         return asyncio.run(run_demo(settings))
     parser.error(f"unknown command {args.command}")

@@ -5,7 +5,7 @@ others wait as standbys. An event is marked published only after the broker conf
 and it was routed (``mandatory``); after a crash the unconfirmed tail is published again
 with the same ids and bodies.
 
-Rounds are pipelined: while the broker confirms one round, the next is already sequenced
+Rounds are pipelined: while the broker confirms one round, the next is already read
 and on the wire (all on one channel, so in order). Rounds are retired strictly in order, and
 the published mark never passes an event that was not confirmed.
 """
@@ -69,7 +69,6 @@ class Relay:
         self._stopping = asyncio.Event()
         self.published = 0
         self.is_leader = False
-        self._check_unpublished = True
 
     def stop(self) -> None:
         self._stopping.set()
@@ -111,10 +110,10 @@ class Relay:
     async def _drain_once(self) -> bool:
         conn = await asyncpg.connect(self._settings.database_url.get_secret_value())
         try:
-            store = OutboxStore(conn, source=self._settings.event_source)
+            store = OutboxStore(conn)
+            await store.relax_marks()
             while not await store.try_lock():
                 await asyncio.sleep(0.05)  # another relay holds it; wait for our turn
-            self._check_unpublished = True
             await self._pump(store, until_empty=True)
             return (await store.backlog())[0] == 0
         finally:
@@ -124,12 +123,12 @@ class Relay:
         conn = await asyncpg.connect(self._settings.database_url.get_secret_value())
         try:
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            store = OutboxStore(conn, source=self._settings.event_source)
+            store = OutboxStore(conn)
+            await store.relax_marks()
             while not await store.try_lock():
                 if await self._sleep():
                     return
             self.is_leader = True
-            self._check_unpublished = True  # whatever the last holder left unconfirmed goes first
             metrics.RELAY_LEADER.set(1)
             log.info("relay is publishing")
             await self._pump(store, until_empty=False)
@@ -145,9 +144,13 @@ class Relay:
         return self._stopping.is_set()
 
     async def _pump(self, store: OutboxStore, *, until_empty: bool) -> None:
-        """Sequence, publish and retire rounds until stopped (or, with ``until_empty``, drained)."""
+        """Publish and retire rounds until stopped (or, with ``until_empty``, drained).
+
+        It starts after the watermark: whatever the last publisher left unconfirmed goes first.
+        """
         limit = self._settings.relay_batch_size
         window: collections.deque[_Round] = collections.deque()
+        cursor = await store.published_through()  # the last event read, confirmed or not
         try:
             while True:
                 self._wake.clear()
@@ -158,17 +161,16 @@ class Relay:
                     raise RelayStalled(failure)
                 stopping = self._stopping.is_set() and not until_empty
                 fetched: list[LoggedEvent] = []
-                # Re-publishing an unconfirmed tail is done one round at a time: the query for it
-                # would return the round in flight again.
-                if len(window) < ROUNDS_IN_FLIGHT and not stopping and not (self._check_unpublished and window):
-                    fetched = await self._next_events(store, limit, mark)
+                if len(window) < ROUNDS_IN_FLIGHT and not stopping:
+                    fetched = await store.after(cursor, limit, mark_published=mark)
                     mark = None  # marked by the same statement
                     if fetched:
+                        cursor = fetched[-1].eventsequence
                         channel = await self._channel.get_underlay_channel()
                         window.append(self._publish(channel, fetched))
                 if mark is not None:
                     await store.mark_published(mark)
-                if fetched and len(fetched) == limit:
+                if len(fetched) == limit:
                     continue  # more are waiting: keep the pipeline full
                 if not window and (stopping or (until_empty and not fetched)):
                     return
@@ -178,18 +180,6 @@ class Relay:
                 for publish in round_.publishes:
                     publish.cancel()
             await asyncio.gather(*(r.finished for r in window), return_exceptions=True)
-
-    async def _next_events(self, store: OutboxStore, limit: int, mark: int | None) -> list[LoggedEvent]:
-        """Events sequenced earlier but never confirmed go first; then newly committed ones."""
-        if self._check_unpublished:
-            if mark is not None:
-                await store.mark_published(mark)
-            pending = await store.unpublished(limit)
-            if pending:
-                return pending
-            self._check_unpublished = False
-            return await store.sequence_next(limit)
-        return await store.sequence_next(limit, mark_published=mark)
 
     def _publish(self, channel: Underlay, events: list[LoggedEvent]) -> _Round:
         exchange = self._settings.event_exchange
@@ -214,7 +204,6 @@ class Relay:
                     eventsequence=failed.eventsequence, event_id=failed.event_id,
                     error=type(error).__name__, detail=str(error),
                 )
-                self._check_unpublished = True
                 return mark, f"{len(round_.events) - confirmed} of {len(round_.events)} events not confirmed"
         return mark, None
 

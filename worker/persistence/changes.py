@@ -2,6 +2,7 @@
 and the idempotency records with their replies. A round trip per step cost more than the work,
 and one statement is atomic without a transaction around it."""
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,14 +63,6 @@ def _statement() -> str:
         "  FROM json_populate_recordset(NULL::outplans, $2::json) AS u"
         "  JOIN unnest($6::uuid[], $7::int[]) AS b(id, version) ON b.id = u.id"
         "  WHERE o.id = u.id AND o.version = b.version RETURNING 1),"
-        # A concurrent writer of the same outplan version fails here on its unique key.
-        " events AS (INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
-        "   outplan_version, correlation_id, occurred_at, data)"
-        "  SELECT e.id, e.type, e.outplan, e.customer, e.version, e.correlation, $5, e.data"
-        "  FROM ROWS FROM (json_to_recordset($3::json)"
-        "   AS (id uuid, type text, outplan uuid, customer uuid, version int, correlation text, data text))"
-        "   WITH ORDINALITY AS e(id, type, outplan, customer, version, correlation, data, n)"
-        "  ORDER BY e.n RETURNING position),"  # positions follow the order of the changes
         # A message id recorded by a concurrent writer fails here on the primary key.
         " remembered AS (INSERT INTO processed_commands (customer_id, message_id, command, body_hash,"
         "   status_code, reply, processed_at)"
@@ -78,6 +71,21 @@ def _statement() -> str:
         "  FROM json_to_recordset($4::json)"
         "   AS r(customer_id uuid, message_id text, command text, body_hash text, status_code smallint, reply text)"
         "  RETURNING 1),"
+        # The event numbers, taken last: the counter stays locked until this statement commits, so
+        # it must not wait on another writer's row while holding it (the subqueries run first).
+        " numbered AS (UPDATE event_sequence SET last_value = last_value + $8"
+        "  WHERE $8 > 0 AND (SELECT count(*) FROM inserted) + (SELECT count(*) FROM replaced)"
+        "   + (SELECT count(*) FROM remembered) >= 0"
+        "  RETURNING last_value - $8 AS base),"
+        # A concurrent writer of the same outplan version fails here on its unique key.
+        " events AS (INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
+        "   outplan_version, correlation_id, occurred_at, data, eventsequence, body)"
+        "  SELECT e.id, e.type, e.outplan, e.customer, e.version, e.correlation, $5, e.data, s.base + e.n,"
+        "   outplan_event_body(e.id, $9, e.type, e.outplan, $5, e.customer, e.version, s.base + e.n, e.data)"
+        "  FROM ROWS FROM (json_to_recordset($3::json)"
+        "   AS (id uuid, type text, outplan uuid, customer uuid, version int, correlation text, data text))"
+        "   WITH ORDINALITY AS e(id, type, outplan, customer, version, correlation, data, n), numbered s"
+        "  ORDER BY e.n RETURNING position),"
         f" woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', count(*)::text) FROM events HAVING count(*) > 0),"
         " counted AS (SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM replaced) AS replaced,"
         "  (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM remembered) AS remembered,"
@@ -93,12 +101,13 @@ _WRITE = _statement()
 
 async def write_changes(
     conn: asyncpg.Connection, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-    replies: list[Remembered], read_versions: dict[uuid.UUID, int], moment: datetime,
+    replies: list[Remembered], read_versions: dict[uuid.UUID, int], moment: datetime, source: str,
 ) -> list[uuid.UUID]:
     """One statement, atomic on its own; returns the new events' ids, in order.
 
     ``read_versions`` are the versions the replaced outplans had when the batch read them. If
     another writer got there first, nothing is written and ``ConcurrentChange`` is raised. The
+    events are numbered and given their published bodies (CloudEvents with ``source``) here; the
     relay is woken when the statement (or the enclosing transaction) commits.
     """
     event_ids = [uuid.uuid4() for _ in events]
@@ -115,7 +124,8 @@ async def write_changes(
     try:
         row = await conn.fetchrow(_WRITE, _outplan_json(inserted), _outplan_json(replaced),
                                   orjson.dumps(event_rows).decode(), orjson.dumps(reply_rows).decode(), moment,
-                                  [i for i, _ in base], [v for _, v in base])
+                                  [i for i, _ in base], [v for _, v in base], len(events),
+                                  json.dumps(source))
     except (asyncpg.UniqueViolationError, asyncpg.SerializationError) as exc:
         raise ConcurrentChange(str(exc)) from exc
     expected = (len(inserted), len(replaced), len(events), len(replies))

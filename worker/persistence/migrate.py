@@ -6,6 +6,8 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import structlog
 
+from contracts import names
+
 log = structlog.get_logger(__name__)
 
 _LOCK_KEY = 7_402_911_001  # serialises concurrent `migrate` runs
@@ -42,12 +44,17 @@ async def ensure_database(dsn: str) -> None:
         await admin.close()
 
 
-async def migrate(dsn: str) -> list[str]:
-    """Apply pending migrations in order; returns the names applied (empty when up to date)."""
+async def migrate(dsn: str, *, event_source: str = names.EVENT_SOURCE) -> list[str]:
+    """Apply pending migrations in order; returns the names applied (empty when up to date).
+
+    ``event_source`` is the worker's configured event source: a migration that writes event
+    bodies (0004, for events not yet numbered) writes it into them.
+    """
     await ensure_database(dsn)
     conn = await asyncpg.connect(dsn)
     applied: list[str] = []
     try:
+        await conn.execute("SELECT set_config('outplan.event_source', $1, false)", event_source)
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -1,12 +1,11 @@
-"""SQL the relay runs on its own connection: sequencing, reading and marking the outbox.
+"""SQL the relay runs on its own connection: reading the outbox in order and marking progress.
 
-Sequence numbers are given here, under the relay's advisory lock, to committed rows only
-and in insertion order. A transaction that commits late is therefore sequenced when it
-becomes visible, never skipped; and an outplan's next change can only be inserted after
-its previous one committed, so per-outplan version order is kept.
+Events arrive here numbered: the statement that writes them takes the numbers from a counter
+it holds until it commits (``changes``, migration 0004). So numbers follow commit order with
+no gaps, a transaction that commits late is never skipped, and an outplan's next change,
+which can only be written after its previous one committed, is numbered after it.
 """
 
-import json
 from dataclasses import dataclass
 
 import asyncpg
@@ -25,79 +24,52 @@ class LoggedEvent:
     body: bytes
 
 
-_SEQUENCE_NEXT = """
+_AFTER = """
 WITH marked AS (
-    UPDATE outbox_state SET published_through = greatest(published_through, $4) WHERE $4::bigint IS NOT NULL
-), picked AS (
-    SELECT position, row_number() OVER (ORDER BY position) AS n
-    FROM outplan_events WHERE eventsequence IS NULL ORDER BY position LIMIT $1
-), numbered AS (
-    UPDATE outplan_events e SET
-        eventsequence = $2 + p.n,
-        body = convert_to(format(
-            '{"specversion":"1.0","id":"%s","source":%s,"type":"%s","subject":"%s","time":"%s",'
-            '"datacontenttype":"application/json","customerid":"%s","outplanversion":%s,'
-            '"eventsequence":%s,"data":%s}',
-            e.event_id, $3::text, e.event_type, e.outplan_id,
-            to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-            e.customer_id, e.outplan_version, $2 + p.n, e.data), 'UTF8')
-    FROM picked p WHERE e.position = p.position
-    RETURNING e.eventsequence, e.event_id::text, e.event_type, e.correlation_id, e.body
+    UPDATE outbox_state SET published_through = greatest(published_through, $3) WHERE $3::bigint IS NOT NULL
 )
-SELECT * FROM numbered ORDER BY eventsequence
+SELECT eventsequence, event_id::text, event_type, correlation_id, body
+FROM outplan_events WHERE eventsequence > $1 ORDER BY eventsequence LIMIT $2
 """
 
 
-# Not yet confirmed: never sequenced, or sequenced past the published watermark.
+# Not yet confirmed: numbered past the published watermark.
 BACKLOG = """
-SELECT count(*) AS n, extract(epoch FROM now() - min(occurred_at))::float8 AS age FROM (
-    SELECT occurred_at FROM outplan_events WHERE eventsequence IS NULL
-    UNION ALL
-    SELECT occurred_at FROM outplan_events WHERE eventsequence > (SELECT published_through FROM outbox_state)
-) AS waiting
+SELECT count(*) AS n, extract(epoch FROM now() - min(occurred_at))::float8 AS age
+FROM outplan_events WHERE eventsequence > (SELECT published_through FROM outbox_state)
 """
 
 
 class OutboxStore:
-    def __init__(self, conn: asyncpg.Connection, *, source: str) -> None:
+    def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
-        self._source = source
-        self._last_sequence: int | None = None  # only the lock holder gives numbers, so caching is safe
 
     async def try_lock(self) -> bool:
         """Become the one relay that publishes; held as long as this connection lives."""
         return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
 
-    async def sequence_next(self, limit: int, *, mark_published: int | None = None) -> list[LoggedEvent]:
-        """Give the next sequence numbers and final bodies to committed, unsequenced events.
+    async def relax_marks(self) -> None:
+        """Let this connection's marks commit without waiting for the disk.
 
-        One statement: it picks committed rows in insertion order, numbers them after the last
-        sequence given, writes the CloudEvents body they will be published with (and re-published
-        with, byte for byte), and returns them in sequence order. With ``mark_published`` it also
-        marks the events up to that sequence as published (they are disjoint from those it picks).
+        A mark lost in a database crash only makes the next relay publish some confirmed
+        events again, with the same ids and bodies: at least once, as always.
         """
-        if self._last_sequence is None:
-            self._last_sequence = int(await self._conn.fetchval(
-                "SELECT coalesce(max(eventsequence), 0) FROM outplan_events"))
-        rows = await self._conn.fetch(_SEQUENCE_NEXT, limit, self._last_sequence, json.dumps(self._source),
-                                      mark_published)
-        if rows:
-            self._last_sequence = rows[-1]["eventsequence"]
+        await self._conn.execute("SET synchronous_commit TO off")
+
+    async def published_through(self) -> int:
+        """The watermark: every event up to this sequence was confirmed."""
+        return int(await self._conn.fetchval("SELECT published_through FROM outbox_state"))
+
+    async def after(self, sequence: int, limit: int, *, mark_published: int | None = None) -> list[LoggedEvent]:
+        """The events numbered after ``sequence``, in order, at most ``limit``.
+
+        Numbers follow commit order without gaps (see migration 0004), so what this returns
+        always continues what was read before. With ``mark_published`` the same statement
+        moves the watermark.
+        """
+        rows = await self._conn.fetch(_AFTER, sequence, limit, mark_published)
         return [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"])
                 for r in rows]
-
-    async def unpublished(self, limit: int) -> list[LoggedEvent]:
-        """Sequenced but not known to be confirmed: published again with their numbers and bodies."""
-        rows = await self._conn.fetch(
-            "SELECT e.eventsequence, e.event_id, e.event_type, e.correlation_id, e.body FROM outplan_events e"
-            " WHERE e.eventsequence > (SELECT published_through FROM outbox_state)"
-            " ORDER BY e.eventsequence LIMIT $1",
-            limit,
-        )
-        return [
-            LoggedEvent(r["eventsequence"], str(r["event_id"]), r["event_type"], r["correlation_id"], r["body"])
-            for r in rows
-        ]
 
     async def mark_published(self, up_to: int) -> None:
         """Every event up to this sequence was confirmed."""

@@ -12,6 +12,8 @@ from typing import Protocol, Self
 
 import asyncpg
 
+from contracts import names
+
 from ..domain import ConcurrentChange, Versioned
 from ..transient import TRANSIENT_ERRORS
 from .changes import NewEvent, Remembered, write_changes
@@ -41,8 +43,10 @@ class UnitOfWork(Protocol):
 class PgUnitOfWork:
     """``async with PgUnitOfWork(pool) as uow: ...``; an open ``begin()`` rolls back unless committed."""
 
-    def __init__(self, pool: asyncpg.Pool, *, read_only: bool = False) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, read_only: bool = False,
+                 event_source: str = names.EVENT_SOURCE) -> None:
         self._pool = pool
+        self._event_source = event_source
         self._read_only = read_only
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
         self._tx: asyncpg.transaction.Transaction | None = None
@@ -71,7 +75,8 @@ class PgUnitOfWork:
                     moment: datetime) -> list[uuid.UUID]:
         assert self._conn is not None and not self._read_only
         return await write_changes(self._conn, inserted=inserted, replaced=replaced, events=events,
-                                   replies=replies, read_versions=read_versions, moment=moment)
+                                   replies=replies, read_versions=read_versions, moment=moment,
+                                   source=self._event_source)
 
     async def commit(self) -> None:
         """Commit the transaction ``begin()`` opened; without one, every write is already committed."""
