@@ -131,11 +131,13 @@ async def baseline(count: int) -> float:
                 data = json.dumps({k: str(v) for k, v in dict(row).items()})
                 # Numbered and encoded in the same transaction, as the worker does.
                 return bytes(await db.fetchval(
-                    "WITH n AS (UPDATE event_sequence SET last_value = last_value + 1 RETURNING last_value)"
+                    "WITH n AS (UPDATE event_sequence SET last_value = last_value + 1"
+                    "  RETURNING last_value)"
                     " INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version,"
                     "  occurred_at, data, eventsequence, body)"
                     " SELECT e, 'outplan_updated', $2, $3, $4, now(), $5, n.last_value,"
-                    "  outplan_event_body(e, '\"baseline\"', 'outplan_updated', $2, now(), $3, $4, n.last_value, $5)"
+                    "  outplan_event_body(e, '\"baseline\"', 'outplan_updated', $2, now(), $3, $4,"
+                    "   n.last_value, $5)"
                     " FROM n, (SELECT $1::uuid AS e) AS i RETURNING body",
                     uuid.uuid4(), outplan_id, row["customer_id"], row["version"], data))
 
@@ -331,7 +333,7 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
             results["rss_mb_after_latency_runs"] = rig.rss_mb()
             if soak:
                 warm = rig.rss_mb()
-                gc.freeze()  # collections go on (ten minutes of garbage), but skip what is already here
+                gc.freeze()  # collections go on (ten minutes of garbage) but skip what is here now
                 soak_latencies = await offered(1000, soak)
                 results["soak"] = {"seconds": soak, "rate": 1000, "rss_mb_start": warm, "rss_mb_end": rig.rss_mb(),
                                    "latency": _summary(soak_latencies)}
