@@ -94,7 +94,8 @@ async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = T
             relay = Relay(settings, relay_channel)
             consumer = None
             if consume:
-                service = Service(lambda **kw: PgUnitOfWork(pool, event_source=settings.event_source, **kw),
+                service = Service(lambda **kw: PgUnitOfWork(pool, event_source=settings.event_source,
+                                                            on_commit=relay.offer, **kw),
                                   fault_hook=settings.fault_hook)
                 consumer = CommandConsumer(settings, service, publish_channel)
                 await consumer.start(topo.command_queue)

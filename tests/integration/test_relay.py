@@ -13,9 +13,11 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 
 from contracts import parse_event
 from tests.conftest import AMQP_URL
-from tests.support.outplans import begin_create
+from tests.support.outplans import SOURCE, begin_create, request
 from worker.messaging.relay import Relay
 from worker.persistence.outbox import BACKLOG
+from worker.persistence.uow import PgUnitOfWork
+from worker.service import Service
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -174,3 +176,50 @@ async def test_only_one_relay_publishes_at_a_time(rig: Rig, customer_id: uuid.UU
     standby.stop()
     await asyncio.gather(task_a, task_b)
     assert [parse_event(m.body).eventsequence for m in rig.received] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_handed_over_and_read_events_go_out_in_one_order(rig: Rig, customer_id: uuid.UUID) -> None:
+    """Half the writers hand their events to the relay, half are "another process" it must read:
+    whatever the interleaving, events go out in number order, each once, as stored."""
+    await rig.bind_queue()
+    relay, task = await rig.relay()
+    async with asyncio.timeout(10):
+        while not relay.is_leader:
+            await asyncio.sleep(0.02)
+    here = Service(lambda **kw: PgUnitOfWork(rig.pool, on_commit=relay.offer, **kw))
+    elsewhere = Service(lambda **kw: PgUnitOfWork(rig.pool, **kw))
+
+    async def writes(service: Service, n: int) -> None:
+        for _ in range(n):
+            create = request("outplan.create", {"customer_id": customer_id, "source": SOURCE})
+            [outcome] = await service.change([create])
+            assert outcome.status_code == 201
+
+    await asyncio.gather(*(writes(here if i % 2 else elsewhere, 15) for i in range(6)))
+    await rig.wait_for(90)
+    relay.stop()
+    await task
+
+    sequences = [parse_event(m.body).eventsequence for m in rig.received]
+    assert sequences == list(range(1, 91))
+    stored = {r["eventsequence"]: bytes(r["body"]) for r in await rig.pool.fetch(
+        "SELECT eventsequence, body FROM outplan_events")}
+    assert [m.body for m in rig.received] == [stored[n] for n in sequences]
+    assert await rig.pool.fetchval("SELECT n FROM (" + BACKLOG + ") AS b") == 0
+
+
+async def test_a_standby_ignores_what_it_is_handed(rig: Rig, customer_id: uuid.UUID) -> None:
+    await rig.bind_queue()
+    (a, task_a), (b, task_b) = await rig.relay(), await rig.relay()
+    async with asyncio.timeout(10):
+        while not (a.is_leader or b.is_leader):
+            await asyncio.sleep(0.02)
+    standby = b if a.is_leader else a
+    [outcome] = await Service(lambda **kw: PgUnitOfWork(rig.pool, on_commit=standby.offer, **kw)).change(
+        [request("outplan.create", {"customer_id": customer_id, "source": SOURCE})])
+    await rig.wait_for(1)  # published by the leader, which read it from the log
+    await asyncio.sleep(0.3)
+    a.stop()
+    b.stop()
+    await asyncio.gather(task_a, task_b)
+    assert len(rig.received) == 1 and standby.published == 0

@@ -46,6 +46,6 @@ async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUn
     now = (await uow.read([], [])).moment
     stored = create_outplan(cmd, None, Context(format_time(now))).stored
     event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())
-    [event_id] = await uow.write(inserted=[stored], replaced=[], events=[event], replies=[], read_versions={},
-                                 moment=now)
-    return uow, event_id
+    [written] = await uow.write(inserted=[stored], replaced=[], events=[event], replies=[], read_versions={},
+                                moment=now)
+    return uow, uuid.UUID(written.event_id)

@@ -12,6 +12,7 @@ import pytest
 
 from worker.domain import ConcurrentChange, StoredReply, Versioned
 from worker.persistence.changes import NewEvent, Remembered
+from worker.persistence.outbox import LoggedEvent
 from worker.persistence.snapshot import Snapshot
 from worker.requests import Request, decode
 from worker.service import InjectedFault, Service
@@ -42,7 +43,8 @@ class FakeUnitOfWork:
                         datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC))
 
     async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-                    replies: list[Remembered], read_versions: dict[UUID, int], moment: datetime) -> list[UUID]:
+                    replies: list[Remembered], read_versions: dict[UUID, int],
+                    moment: datetime) -> list[LoggedEvent]:
         for stored in inserted:
             assert stored.outplan.id not in self.rows
             self.rows[stored.outplan.id] = stored
@@ -53,7 +55,8 @@ class FakeUnitOfWork:
             assert r.key not in self.records
             self.records[r.key] = StoredReply(r.command, r.body_hash, r.status_code, r.reply)
         self.recorded += [(e.event_type, e.stored.version, e.correlation_id) for e in events]
-        return [uuid.uuid4() for _ in events]
+        return [LoggedEvent(len(self.recorded) - len(events) + n + 1, str(uuid.uuid4()), e.event_type,
+                            e.correlation_id, b"") for n, e in enumerate(events)]
 
     async def commit(self) -> None:
         self.commits += 1

@@ -8,6 +8,11 @@ with the same ids and bodies.
 Rounds are pipelined: while the broker confirms one round, the next is already read
 and on the wire (all on one channel, so in order). Rounds are retired strictly in order, and
 the published mark never passes an event that was not confirmed.
+
+Events committed by this process are handed over by its writer (``offer``) and published
+without being read back, when they continue exactly where publishing stands. Anything else
+(another process's commits, a gap, a lost hand-over) is read from the log: commits notify
+with the highest number they wrote, so the relay knows when the log holds more than it has.
 """
 
 import asyncio
@@ -31,6 +36,7 @@ from .republish import publish_event
 log = structlog.get_logger(__name__)
 
 ROUNDS_IN_FLIGHT = 4
+OFFERED_AT_MOST = 10_000
 
 
 class RelayStalled(Exception):
@@ -69,6 +75,29 @@ class Relay:
         self._stopping = asyncio.Event()
         self.published = 0
         self.is_leader = False
+        # Events this process committed, handed over by the writer: published without reading
+        # them back. The highest number known to be committed tells when reading is needed.
+        self._offered: collections.deque[LoggedEvent] = collections.deque()
+        self._committed_through = 0
+        self._look = True  # read the log on the next turn, whatever is known
+
+    def offer(self, events: list[LoggedEvent]) -> None:
+        """Events just committed by this process, in number order."""
+        if not self.is_leader or not events:
+            return
+        if len(self._offered) > OFFERED_AT_MOST:
+            self._offered.clear()  # far behind: reading the log catches up just as well
+        self._offered.extend(events)
+        self._committed_through = max(self._committed_through, events[-1].eventsequence)
+        self._wake.set()
+
+    def _notified(self, payload: str) -> None:
+        """A commit anywhere: its payload is the highest number it wrote."""
+        try:
+            self._committed_through = max(self._committed_through, int(payload))
+        except ValueError:
+            self._look = True
+        self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -122,18 +151,21 @@ class Relay:
     async def _serve(self) -> None:
         conn = await asyncpg.connect(self._settings.database_url.get_secret_value())
         try:
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *args: self._notified(args[-1]))
             store = OutboxStore(conn)
             await store.relax_marks()
             while not await store.try_lock():
                 if await self._sleep():
                     return
+            self._offered.clear()
+            self._committed_through, self._look = 0, True
             self.is_leader = True
             metrics.RELAY_LEADER.set(1)
             log.info("relay is publishing")
             await self._pump(store, until_empty=False)
         finally:
             self.is_leader = False
+            self._offered.clear()
             metrics.RELAY_LEADER.set(0)
             conn.terminate()  # closes at once; a graceful close could wait on a broken link
 
@@ -162,8 +194,11 @@ class Relay:
                 stopping = self._stopping.is_set() and not until_empty
                 fetched: list[LoggedEvent] = []
                 if len(window) < ROUNDS_IN_FLIGHT and not stopping:
-                    fetched = await store.after(cursor, limit, mark_published=mark)
-                    mark = None  # marked by the same statement
+                    fetched = self._take_offered(cursor, limit)
+                    if not fetched and (until_empty or self._look or self._committed_through > cursor):
+                        self._look = False
+                        fetched = await store.after(cursor, limit, mark_published=mark)
+                        mark = None  # marked by the same statement
                     if fetched:
                         cursor = fetched[-1].eventsequence
                         channel = await self._channel.get_underlay_channel()
@@ -174,12 +209,23 @@ class Relay:
                     continue  # more are waiting: keep the pipeline full
                 if not window and (stopping or (until_empty and not fetched)):
                     return
-                await self._wait(window, until_empty or stopping)
+                if not await self._wait(window, until_empty or stopping):
+                    self._look = True  # nothing for a poll interval: read, in case a notification was lost
         finally:
             for round_ in window:  # published, not known to be confirmed: the next leader repeats them
                 for publish in round_.publishes:
                     publish.cancel()
             await asyncio.gather(*(r.finished for r in window), return_exceptions=True)
+
+    def _take_offered(self, cursor: int, limit: int) -> list[LoggedEvent]:
+        """Offered events that continue right after ``cursor``; none if one is missing between."""
+        offered = self._offered
+        while offered and offered[0].eventsequence <= cursor:
+            offered.popleft()  # read from the log already
+        taken: list[LoggedEvent] = []
+        while offered and len(taken) < limit and offered[0].eventsequence == cursor + len(taken) + 1:
+            taken.append(offered.popleft())
+        return taken
 
     def _publish(self, channel: Underlay, events: list[LoggedEvent]) -> _Round:
         exchange = self._settings.event_exchange
@@ -207,15 +253,16 @@ class Relay:
                 return mark, f"{len(round_.events) - confirmed} of {len(round_.events)} events not confirmed"
         return mark, None
 
-    async def _wait(self, window: "collections.deque[_Round]", confirms_only: bool) -> None:
-        """Until something changes: a notification, the oldest round confirmed, or the poll interval."""
+    async def _wait(self, window: "collections.deque[_Round]", confirms_only: bool) -> bool:
+        """Until something changes (a commit, the oldest round confirmed); False after the poll interval."""
         waits: list[asyncio.Future[Any]] = [window[0].finished] if window else []
         wake = None if confirms_only else asyncio.ensure_future(self._wake.wait())
         if wake is not None:
             waits.append(wake)
         try:
-            await asyncio.wait(waits, timeout=self._settings.relay_poll_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, timeout=self._settings.relay_poll_seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            return bool(done)
         finally:
             if wake is not None:
                 wake.cancel()

@@ -15,6 +15,7 @@ from contracts.timefmt import NOT_DELETED
 from ..domain import ConcurrentChange, Versioned
 from .events import NOTIFY_CHANNEL
 from .inbox import Key
+from .outbox import LoggedEvent
 from .outplans import COLUMNS, MUTABLE
 
 
@@ -85,12 +86,16 @@ def _statement() -> str:
         "  FROM ROWS FROM (json_to_recordset($3::json)"
         "   AS (id uuid, type text, outplan uuid, customer uuid, version int, correlation text, data text))"
         "   WITH ORDINALITY AS e(id, type, outplan, customer, version, correlation, data, n), numbered s"
-        "  ORDER BY e.n RETURNING position),"
-        f" woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', count(*)::text) FROM events HAVING count(*) > 0),"
+        "  ORDER BY e.n RETURNING eventsequence, body),"
+        # The payload is the highest number written: a relay that has read that far need not look.
+        f" woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', max(eventsequence)::text) FROM events"
+        "  HAVING count(*) > 0),"
         " counted AS (SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM replaced) AS replaced,"
         "  (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM remembered) AS remembered,"
         "  (SELECT count(*) FROM woken) AS woken)"
-        " SELECT c.*, CASE WHEN c.replaced <> cardinality($6::uuid[])"
+        " SELECT c.*, (SELECT min(eventsequence) FROM events) AS first_sequence,"
+        "  (SELECT array_agg(body ORDER BY eventsequence) FROM events) AS bodies,"
+        "  CASE WHEN c.replaced <> cardinality($6::uuid[])"
         "  THEN outplan_write_conflict('an outplan changed since the batch read it') END AS conflict"
         " FROM counted c"
     )
@@ -102,8 +107,8 @@ _WRITE = _statement()
 async def write_changes(
     conn: asyncpg.Connection, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
     replies: list[Remembered], read_versions: dict[uuid.UUID, int], moment: datetime, source: str,
-) -> list[uuid.UUID]:
-    """One statement, atomic on its own; returns the new events' ids, in order.
+) -> list[LoggedEvent]:
+    """One statement, atomic on its own; returns the new events as they will be published, in order.
 
     ``read_versions`` are the versions the replaced outplans had when the batch read them. If
     another writer got there first, nothing is written and ``ConcurrentChange`` is raised. The
@@ -131,4 +136,8 @@ async def write_changes(
     expected = (len(inserted), len(replaced), len(events), len(replies))
     if (row["inserted"], row["replaced"], row["events"], row["remembered"]) != expected:
         raise RuntimeError(f"batch write touched {tuple(row.values())[:4]} rows, expected {expected}")
-    return event_ids
+    if not events:
+        return []
+    first = row["first_sequence"]
+    return [LoggedEvent(first + n, str(i), e.event_type, e.correlation_id, body)
+            for n, (i, e, body) in enumerate(zip(event_ids, events, row["bodies"], strict=True))]

@@ -6,6 +6,7 @@ checks that nothing it read has changed, so no transaction is held open across t
 """
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -18,6 +19,7 @@ from ..domain import ConcurrentChange, Versioned
 from ..transient import TRANSIENT_ERRORS
 from .changes import NewEvent, Remembered, write_changes
 from .inbox import Key
+from .outbox import LoggedEvent
 from .outplans import OutplanRepository
 from .snapshot import Snapshot, read_snapshot
 
@@ -35,7 +37,7 @@ class UnitOfWork(Protocol):
 
     async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
                     replies: list[Remembered], read_versions: dict[uuid.UUID, int],
-                    moment: datetime) -> list[uuid.UUID]: ...
+                    moment: datetime) -> list[LoggedEvent]: ...
 
     async def commit(self) -> None: ...
 
@@ -43,10 +45,12 @@ class UnitOfWork(Protocol):
 class PgUnitOfWork:
     """``async with PgUnitOfWork(pool) as uow: ...``; an open ``begin()`` rolls back unless committed."""
 
-    def __init__(self, pool: asyncpg.Pool, *, read_only: bool = False,
-                 event_source: str = names.EVENT_SOURCE) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, read_only: bool = False, event_source: str = names.EVENT_SOURCE,
+                 on_commit: Callable[[list[LoggedEvent]], None] | None = None) -> None:
         self._pool = pool
         self._event_source = event_source
+        self._on_commit = on_commit  # told of the events each commit made durable (the relay)
+        self._uncommitted: list[LoggedEvent] = []
         self._read_only = read_only
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
         self._tx: asyncpg.transaction.Transaction | None = None
@@ -72,17 +76,27 @@ class PgUnitOfWork:
 
     async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
                     replies: list[Remembered], read_versions: dict[uuid.UUID, int],
-                    moment: datetime) -> list[uuid.UUID]:
+                    moment: datetime) -> list[LoggedEvent]:
         assert self._conn is not None and not self._read_only
-        return await write_changes(self._conn, inserted=inserted, replaced=replaced, events=events,
-                                   replies=replies, read_versions=read_versions, moment=moment,
-                                   source=self._event_source)
+        written = await write_changes(self._conn, inserted=inserted, replaced=replaced, events=events,
+                                      replies=replies, read_versions=read_versions, moment=moment,
+                                      source=self._event_source)
+        self._uncommitted += written
+        if self._tx is None:
+            self._committed()  # the statement committed on its own
+        return written
+
+    def _committed(self) -> None:
+        events, self._uncommitted = self._uncommitted, []
+        if events and self._on_commit is not None:
+            self._on_commit(events)
 
     async def commit(self) -> None:
         """Commit the transaction ``begin()`` opened; without one, every write is already committed."""
         if self._tx is not None:
             await self._tx.commit()
             self._tx = None
+            self._committed()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -97,5 +111,6 @@ class PgUnitOfWork:
             pass  # the connection is broken; the server rolls back on its own
         finally:
             self._tx = None
+            self._uncommitted = []
             await self._pool.release(self._conn)
             self._conn = None
