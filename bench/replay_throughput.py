@@ -43,7 +43,9 @@ async def fill_log(url: str, count: int) -> list[bytes]:
                 "tm_delete": "9999-01-01 00:00:00.000000"}, separators=(",", ":"))
             records.append((uuid.uuid4(), "outplan_created", outplan_id, customer, 1,
                             start + timedelta(microseconds=i), data, i + 1))
-        await conn.execute("CREATE TEMP TABLE staged (LIKE outplan_events INCLUDING DEFAULTS)")
+        await conn.execute(
+            "CREATE TEMP TABLE staged (event_id uuid, event_type text, outplan_id uuid, customer_id uuid,"
+            " outplan_version int, occurred_at timestamptz, data text, eventsequence bigint)")
         await conn.copy_records_to_table(
             "staged", records=records, columns=["event_id", "event_type", "outplan_id", "customer_id",
                                                 "outplan_version", "occurred_at", "data", "eventsequence"])
