@@ -55,6 +55,13 @@ class Rig:
         relay._keep_channel = channel  # type: ignore[attr-defined]
         return relay, asyncio.create_task(relay.run())
 
+    async def leading(self, *relays: Relay) -> Relay:
+        """The relay among these that took the lock, once one has."""
+        async with asyncio.timeout(10):
+            while not any(r.is_leader for r in relays):
+                await asyncio.sleep(0.02)
+        return next(r for r in relays if r.is_leader)
+
     async def wait_for(self, count: int, seconds: float = 10.0) -> None:
         async with asyncio.timeout(seconds):
             while len(self.received) < count:
@@ -178,24 +185,26 @@ async def test_only_one_relay_publishes_at_a_time(rig: Rig, customer_id: uuid.UU
     assert [parse_event(m.body).eventsequence for m in rig.received] == [1, 2, 3, 4, 5, 6]
 
 
+async def creates(service: Service, customer_id: uuid.UUID, n: int) -> None:
+    for _ in range(n):
+        [outcome] = await service.change([request("outplan.create", {"customer_id": customer_id, "source": SOURCE})])
+        assert outcome.status_code == 201
+
+
+def handing_to(rig: Rig, relay: Relay | None) -> Service:
+    """The service path a worker process runs, handing its commits to ``relay`` (or to none)."""
+    on_commit = relay.offer if relay is not None else None
+    return Service(lambda **kw: PgUnitOfWork(rig.pool, on_commit=on_commit, **kw))
+
+
 async def test_handed_over_and_read_events_go_out_in_one_order(rig: Rig, customer_id: uuid.UUID) -> None:
     """Half the writers hand their events to the relay, half are "another process" it must read:
     whatever the interleaving, events go out in number order, each once, as stored."""
     await rig.bind_queue()
     relay, task = await rig.relay()
-    async with asyncio.timeout(10):
-        while not relay.is_leader:
-            await asyncio.sleep(0.02)
-    here = Service(lambda **kw: PgUnitOfWork(rig.pool, on_commit=relay.offer, **kw))
-    elsewhere = Service(lambda **kw: PgUnitOfWork(rig.pool, **kw))
-
-    async def writes(service: Service, n: int) -> None:
-        for _ in range(n):
-            create = request("outplan.create", {"customer_id": customer_id, "source": SOURCE})
-            [outcome] = await service.change([create])
-            assert outcome.status_code == 201
-
-    await asyncio.gather(*(writes(here if i % 2 else elsewhere, 15) for i in range(6)))
+    await rig.leading(relay)
+    here, elsewhere = handing_to(rig, relay), handing_to(rig, None)
+    await asyncio.gather(*(creates(here if i % 2 else elsewhere, customer_id, 15) for i in range(6)))
     await rig.wait_for(90)
     relay.stop()
     await task
@@ -208,18 +217,22 @@ async def test_handed_over_and_read_events_go_out_in_one_order(rig: Rig, custome
     assert await rig.pool.fetchval("SELECT n FROM (" + BACKLOG + ") AS b") == 0
 
 
-async def test_a_standby_ignores_what_it_is_handed(rig: Rig, customer_id: uuid.UUID) -> None:
+async def test_hand_over_follows_the_leadership(rig: Rig, customer_id: uuid.UUID) -> None:
+    """A process whose relay stands by has its events published by the leader; once its own relay
+    leads, what it hands over goes out after what the old leader published, each event once."""
     await rig.bind_queue()
     (a, task_a), (b, task_b) = await rig.relay(), await rig.relay()
-    async with asyncio.timeout(10):
-        while not (a.is_leader or b.is_leader):
-            await asyncio.sleep(0.02)
-    standby = b if a.is_leader else a
-    [outcome] = await Service(lambda **kw: PgUnitOfWork(rig.pool, on_commit=standby.offer, **kw)).change(
-        [request("outplan.create", {"customer_id": customer_id, "source": SOURCE})])
-    await rig.wait_for(1)  # published by the leader, which read it from the log
-    await asyncio.sleep(0.3)
-    a.stop()
-    b.stop()
+    leader = await rig.leading(a, b)
+    standby = b if leader is a else a
+    writer = handing_to(rig, standby)
+    await creates(writer, customer_id, 3)
+    await rig.wait_for(3)
+    assert (leader.published, standby.published) == (3, 0)
+    leader.stop()
+    await rig.leading(standby)
+    await creates(writer, customer_id, 3)
+    await rig.wait_for(6)
+    standby.stop()
     await asyncio.gather(task_a, task_b)
-    assert len(rig.received) == 1 and standby.published == 0
+    assert [parse_event(m.body).eventsequence for m in rig.received] == [1, 2, 3, 4, 5, 6]
+    assert standby.published == 3
