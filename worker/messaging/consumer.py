@@ -7,8 +7,8 @@ How a message ends is decided here from what happened to it:
   and dead-lettered with the exception's class and message.
 
 Changes go through the batcher: a batch is applied and written at once (``Service.change``),
-its replies are published together and its deliveries acked with one multiple ack. Queries and rejections run on their
-own, so a read never waits behind a batch of writes.
+its replies are published together and its deliveries acked with one multiple ack. Queries and
+rejections run on their own, so a read never waits behind a batch of writes.
 """
 
 import asyncio

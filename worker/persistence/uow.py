@@ -2,7 +2,8 @@
 
 A batch is read with one statement and written with one; the write is atomic on its own and
 checks that nothing it read has changed, so no transaction is held open across the handlers.
-``begin()`` wraps the unit in a transaction anyway (tests use it to hold a write uncommitted).
+``begin()`` opens a transaction for the units that need one: a batch run again after a collision
+locks its outplans first (``lock``), and tests hold a write uncommitted with it.
 """
 
 import uuid
