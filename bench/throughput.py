@@ -4,7 +4,9 @@
     .venv/bin/python -m bench.throughput --soak 600 # plus the 10-minute soak at 1,000/s
 
 All figures come from one run, so the ratios hold on a noisy machine. Prints a table and writes
-bench/results/throughput-*.json.
+bench/results/throughput-*.json. Latency has its own floor: the same open-loop measure through
+a bare relay process (``bench.bare_relay``) instead of the worker, with no database, shows how
+much of the worker's latency the broker and the machine take on their own.
 """
 
 import argparse
@@ -25,8 +27,10 @@ from typing import Any
 
 import aio_pika
 import asyncpg
+import uvloop
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq import spec
+from aiormq.abc import AbstractChannel as Underlay
 from aiormq.abc import DeliveredMessage
 
 from bench.common import AMQP_URL, delete_queue, drop_database, durable_queue, fresh_database, save
@@ -300,27 +304,7 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
 
             async def offered(rate: int, duration: float) -> list[float]:
                 commands = mixed(rig.customer, rig.ids, int(rate * duration), seed_value=rate, deletable=deletable)
-                scheduled: dict[str, float] = {}
-                unconfirmed: set[asyncio.Future[Any]] = set()
-                start = time.perf_counter() + 0.2
-                for i, (name, body) in enumerate(commands):
-                    at = start + i / rate
-                    delay = at - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    message_id = str(uuid.uuid4())
-                    scheduled[message_id] = at
-                    confirm = asyncio.ensure_future(send.basic_publish(
-                        body, exchange=rig.settings.command_exchange, routing_key=name,
-                        properties=spec.Basic.Properties(content_type="application/json", message_type=name,
-                                                         message_id=message_id, delivery_mode=2)))
-                    unconfirmed.add(confirm)
-                    confirm.add_done_callback(unconfirmed.discard)
-                await asyncio.gather(*unconfirmed)
-                deadline = time.perf_counter() + 30
-                while not all(mid in clock.arrived for mid in scheduled) and time.perf_counter() < deadline:
-                    await asyncio.sleep(0.05)
-                return [(clock.arrived.get(mid, float("inf")) - at) * 1000 for mid, at in scheduled.items()]
+                return await _offer(send, clock, commands, rate, rig.settings.command_exchange)
 
             for rate in rates:
                 with no_collector_pauses():
@@ -339,6 +323,70 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
                                    "latency": _summary(soak_latencies)}
     finally:
         await rig.close()
+    return results
+
+
+async def _offer(send: Underlay, clock: EventClock, commands: list[tuple[str, bytes]], rate: int,
+                 exchange: str, queue: str | None = None) -> list[float]:
+    """Send ``commands`` open loop at ``rate``; ms from each one's scheduled send to its event.
+
+    Routed by command name on ``exchange``, or straight into ``queue`` through the default
+    exchange. Waits up to 30 s after the last send; what has not arrived by then counts as inf.
+    """
+    scheduled: dict[str, float] = {}
+    unconfirmed: set[asyncio.Future[Any]] = set()
+    start = time.perf_counter() + 0.2
+    for i, (name, body) in enumerate(commands):
+        at = start + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        message_id = str(uuid.uuid4())
+        scheduled[message_id] = at
+        confirm = asyncio.ensure_future(send.basic_publish(
+            body, exchange=exchange if queue is None else "", routing_key=name if queue is None else queue,
+            properties=spec.Basic.Properties(content_type="application/json", message_type=name,
+                                             message_id=message_id, delivery_mode=2)))
+        unconfirmed.add(confirm)
+        confirm.add_done_callback(unconfirmed.discard)
+    await asyncio.gather(*unconfirmed)
+    deadline = time.perf_counter() + 30
+    while not all(mid in clock.arrived for mid in scheduled) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    return [(clock.arrived.get(mid, float("inf")) - at) * 1000 for mid, at in scheduled.items()]
+
+
+async def floor(rates: list[int], seconds: float, prefetch: int) -> dict[str, Any]:
+    """The same open-loop measure through a bare relay process instead of the worker.
+
+    Send -> quorum queue -> consume, publish a confirmed persistent copy to a quorum queue, ack
+    -> subscriber: the broker's share of the worker's latency on this machine, in this run.
+    """
+    source, sink = f"bench-floor-in-{uuid.uuid4().hex[:6]}", f"bench-floor-out-{uuid.uuid4().hex[:6]}"
+    await durable_queue(source)
+    await durable_queue(sink)
+    relay = subprocess.Popen([sys.executable, "-m", "bench.bare_relay", source, sink, str(prefetch)],
+                             stdout=subprocess.PIPE)
+    results: dict[str, Any] = {}
+    try:
+        assert relay.stdout is not None
+        await asyncio.to_thread(relay.stdout.readline)  # "ready"
+        clock = EventClock()
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            events = await (await connection.channel()).get_underlay_channel()
+            await events.basic_qos(prefetch_count=2000)
+            await events.basic_consume(sink, clock.on_event, no_ack=True)
+            send = await (await connection.channel(publisher_confirms=True)).get_underlay_channel()
+            command = mixed(uuid.uuid4(), [uuid.uuid4() for _ in range(20)], 1)[0]  # a worker-sized body
+            for rate in rates:
+                with no_collector_pauses():
+                    latencies = await _offer(send, clock, [command] * int(rate * seconds), rate, "", queue=source)
+                results[f"floor_at_{rate}"] = _summary(latencies)
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(30)
+        await delete_queue(source)
+        await delete_queue(sink)
     return results
 
 
@@ -384,6 +432,12 @@ def _summary(latencies_ms: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(latencies_ms), 2)}
 
 
+def run(main: Awaitable[Any]) -> Any:
+    """Each part of the run on its own event loop: uvloop, as the worker's, so that the
+    instrument's own cycles (taken from the same two cores) are as few as they can be."""
+    return uvloop.run(main)  # type: ignore[arg-type]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=50_000, help="saturation backlog for the worker")
@@ -396,19 +450,23 @@ def main() -> None:
 
     body = mixed(uuid.uuid4(), [uuid.uuid4() for _ in range(20)], 1)[0][1]
     results: dict[str, Any] = {"prefetch": args.prefetch}
-    results["ceiling_per_second"] = asyncio.run(ceiling(args.ceiling_messages, args.prefetch, body))
+    results["ceiling_per_second"] = run(ceiling(args.ceiling_messages, args.prefetch, body))
     print(f"ceiling   {results['ceiling_per_second']:>9,.0f}/s", flush=True)
-    results["baseline_per_second"] = asyncio.run(baseline(args.baseline_commands))
+    results["baseline_per_second"] = run(baseline(args.baseline_commands))
     print(f"baseline  {results['baseline_per_second']:>9,.0f}/s", flush=True)
-    one = asyncio.run(saturation(args.commands, 1))
+    one = run(saturation(args.commands, 1))
     print(f"worker x1 {one['per_second']:>9,.0f}/s  peak RSS {one['peak_rss_mb'][0]:.0f} MB", flush=True)
-    two = asyncio.run(saturation(args.commands, 2))
+    two = run(saturation(args.commands, 2))
     print(f"worker x2 {two['per_second']:>9,.0f}/s", flush=True)
     results.update(worker_one=one, worker_two=two)
-    results.update(asyncio.run(open_loop([500, 1000], args.latency_seconds, 500, args.soak)))
+    results.update(run(floor([500, 1000], args.latency_seconds, args.prefetch)))
+    results.update(run(open_loop([500, 1000], args.latency_seconds, 500, args.soak)))
     results["ratio_worker_to_ceiling"] = one["per_second"] / results["ceiling_per_second"]
     results["ratio_worker_to_baseline"] = one["per_second"] / results["baseline_per_second"]
     results["ratio_two_to_one"] = two["per_second"] / one["per_second"]
+    for rate in (500, 1000):
+        results[f"ratio_p99_to_floor_at_{rate}"] = (results[f"events_at_{rate}"]["p99_ms"]
+                                                    / results[f"floor_at_{rate}"]["p99_ms"])
 
     rows = [
         ("ceiling: consume -> confirmed publish -> ack", f"{results['ceiling_per_second']:,.0f}/s"),
@@ -424,6 +482,8 @@ def main() -> None:
         if isinstance(value, dict) and "p99_ms" in value:
             rows.append((f"{key.replace('_', ' ')} p50/p99/max",
                          f"{value['p50_ms']}/{value['p99_ms']}/{value['max_ms']} ms"))
+    for rate in (500, 1000):
+        rows.append((f"events p99 / floor p99 at {rate}", f"{results[f'ratio_p99_to_floor_at_{rate}']:.2f}"))
     if "soak" in results:
         soak = results["soak"]
         rows.append((f"soak {soak['seconds']:.0f}s RSS start -> end",
