@@ -318,8 +318,21 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
             if soak:
                 warm = rig.rss_mb()
                 gc.freeze()  # collections go on (ten minutes of garbage) but skip what is here now
+                series: list[tuple[float, float]] = []  # (seconds into the soak, worker RSS in MB)
+
+                async def sample(started: float) -> None:
+                    while True:
+                        series.append((round(time.perf_counter() - started, 1), rig.rss_mb()[0]))
+                        await asyncio.sleep(10)
+
+                sampler = asyncio.ensure_future(sample(time.perf_counter()))
                 soak_latencies = await offered(1000, soak)
+                sampler.cancel()
+                half = [mb for at, mb in series if at >= soak / 2]
                 results["soak"] = {"seconds": soak, "rate": 1000, "rss_mb_start": warm, "rss_mb_end": rig.rss_mb(),
+                                   "rss_mb_series": series, "rss_mb_max_first_half": max(
+                                       (mb for at, mb in series if at < soak / 2), default=float("nan")),
+                                   "rss_mb_max_second_half": max(half, default=float("nan")),
                                    "latency": _summary(soak_latencies)}
     finally:
         await rig.close()
@@ -500,6 +513,10 @@ def main() -> None:
         soak = results["soak"]
         rows.append((f"soak {soak['seconds']:.0f}s RSS start -> end",
                      f"{soak['rss_mb_start'][0]:.0f} -> {soak['rss_mb_end'][0]:.0f} MB"))
+        rows.append(("soak RSS max, first half / second half",
+                     f"{soak['rss_mb_max_first_half']:.0f} / {soak['rss_mb_max_second_half']:.0f} MB"))
+        rows.append(("soak events p50/p99/max", f"{soak['latency']['p50_ms']}/{soak['latency']['p99_ms']}"
+                                                 f"/{soak['latency']['max_ms']} ms"))
     print()
     for name, value in rows:
         print(f"{name:<58}{value:>22}")
