@@ -383,7 +383,8 @@ async def floor(rates: list[int], seconds: float, prefetch: int) -> dict[str, An
     results: dict[str, Any] = {}
     try:
         assert relay.stdout is not None
-        await asyncio.to_thread(relay.stdout.readline)  # "ready"
+        if (await asyncio.to_thread(relay.stdout.readline)).strip() != b"ready":
+            raise RuntimeError(f"the bare relay did not start (exit code {relay.wait(10)})")
         clock = EventClock()
         async with await aio_pika.connect(AMQP_URL) as connection:
             events = await (await connection.channel()).get_underlay_channel()
