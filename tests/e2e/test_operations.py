@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+from aiormq.exceptions import PublishError
 
 from tests.conftest import AMQP_URL
 from tests.support.workers import WorkerProcess, start_worker, worker_command
@@ -121,5 +122,40 @@ def test_alive_but_not_ready_while_the_database_is_unreachable(tmp_path: Path) -
         status, body = get(worker, "/readyz")
         assert status == 503 and json.loads(body) == {"started_ok": False}
         assert check(worker, "--live") == 0 and check(worker) == 1
+    finally:
+        assert worker.stop() == 0
+
+
+def test_the_command_queue_deleted_under_a_running_worker_is_declared_again(
+    tmp_path: Path, session_database: str,
+) -> None:
+    """An operator deletes the queue by mistake: the broker cancels the consumer, the worker
+    declares the queue (and its bindings) again, subscribes again, and answers as before."""
+    worker = start_worker(session_database, tmp_path)
+    customer = str(uuid.uuid4())
+
+    async def scenario() -> None:
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            client = OutplanClient(connection, exchange=worker.names.command_exchange, timeout=2.0)
+            await client.start()
+            created = await client.create(customer, source=SOURCE)
+            await (await connection.channel()).queue_delete(worker.names.command_queue)
+            deadline = time.monotonic() + 15
+            while True:  # until the queue is back, a command is returned unroutable (or lost with it)
+                try:
+                    reply = await client.get(customer, created.data["id"])
+                    break
+                except (PublishError, TimeoutError):
+                    await asyncio.sleep(0.1)
+                    assert time.monotonic() < deadline, worker.log()
+            assert reply.status_code == 200 and reply.data["id"] == created.data["id"]
+            again = await client.create(customer, source=SOURCE)
+            assert again.status_code == 201
+
+    try:
+        asyncio.run(scenario())
+        assert worker.log_events("the broker cancelled the consumer; subscribing again")
+        status, body = get(worker, "/readyz")
+        assert status == 200 and json.loads(body)["consumer_ok"] is True, body
     finally:
         assert worker.stop() == 0

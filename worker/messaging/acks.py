@@ -14,10 +14,10 @@ acked any more: the broker has already put them back on the queue.
 
 import asyncio
 
-from aio_pika.abc import AbstractIncomingMessage
 from aiormq.abc import AbstractChannel
 
 from ..transient import TRANSIENT_ERRORS
+from .incoming import Incoming
 
 
 class AckTracker:
@@ -29,14 +29,14 @@ class AckTracker:
         self._settled: dict[int, bool] = {}  # settled above the floor: tag -> to be acked
         self._lock = asyncio.Lock()
 
-    def received(self, message: AbstractIncomingMessage) -> None:
+    def received(self, message: Incoming) -> None:
         """Note a delivery as it arrives; deliveries arrive in tag order."""
         if message.channel is not self._channel:
             self._channel = message.channel
             self._floor = self._ack_to = self._acked = (message.delivery_tag or 1) - 1
             self._settled.clear()
 
-    def settled(self, message: AbstractIncomingMessage, *, ack: bool = True) -> None:
+    def settled(self, message: Incoming, *, ack: bool = True) -> None:
         """The message is done: to be acked, or (``ack=False``) already rejected on its own."""
         tag = message.delivery_tag
         if message.channel is not self._channel or tag is None or tag <= self._floor:
@@ -47,7 +47,7 @@ class AckTracker:
             if self._settled.pop(self._floor):
                 self._ack_to = self._floor
 
-    def pending(self, message: AbstractIncomingMessage) -> bool:
+    def pending(self, message: Incoming) -> bool:
         """Delivered on the current channel and not settled yet."""
         tag = message.delivery_tag
         return (message.channel is self._channel and tag is not None and tag > self._floor

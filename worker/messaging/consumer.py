@@ -9,6 +9,9 @@ How a message ends is decided here from what happened to it:
 Changes go through the batcher: a batch is applied and written at once (``Service.change``),
 its replies are published together and its deliveries acked with one multiple ack. Queries and
 rejections run on their own, so a read never waits behind a batch of writes.
+
+Deliveries are taken on the channel beneath aio-pika's (``Incoming``). The robust channel still
+reconnects and declares the queue again; the consumer subscribes again when it has.
 """
 
 import asyncio
@@ -19,7 +22,10 @@ from dataclasses import dataclass
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustChannel
+from aiormq import spec
+from aiormq.abc import AbstractChannel as Underlay
+from aiormq.abc import DeliveredMessage
 
 from contracts import ErrorInfo, Reply, replies
 
@@ -30,13 +36,14 @@ from ..service import Outcome, Service
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
 from .acks import AckTracker
+from .incoming import Incoming
 
 log = structlog.get_logger("outplan_worker.consumer")
 
 
 @dataclass(slots=True)
 class Delivery:
-    message: AbstractIncomingMessage
+    message: Incoming
     request: Request
     started: float
 
@@ -50,7 +57,9 @@ class CommandConsumer:
         self._publisher = publisher  # confirm-mode channel for replies and dead letters
         self._acks = AckTracker()
         self._queue: AbstractQueue | None = None
+        self._underlay: Underlay | None = None  # the channel the consumer is subscribed on
         self._tag: str | None = None
+        self._stopped = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -59,21 +68,52 @@ class CommandConsumer:
 
     @property
     def attached(self) -> bool:
-        """Consuming now: a consumer tag on a channel that is open (robust channels restore it)."""
-        channel = self._queue.channel if self._queue is not None else None
-        return self._tag is not None and channel is not None and not channel.is_closed
+        """Consuming now: subscribed on a channel that is open."""
+        return self._tag is not None and self._underlay is not None and not self._underlay.is_closed
 
     async def start(self, queue: AbstractQueue) -> None:
         self._batcher.start()
         self._queue = queue
-        self._tag = await queue.consume(self.on_message)
+        if isinstance(queue.channel, AbstractRobustChannel):
+            queue.channel.reopen_callbacks.add(self._resubscribe)  # after it declared the queue again
+        await self._subscribe()
+
+    async def _subscribe(self) -> None:
+        assert self._queue is not None
+        underlay = await self._queue.channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
+        ok = await underlay.basic_consume(self._queue.name, self._on_delivered, consumer_tag=self._tag)
+        self._tag, self._underlay = ok.consumer_tag, underlay
+
+    async def _resubscribe(self, *_: object) -> None:
+        if not self._stopped:
+            await self._subscribe()
+            log.info("consuming again after the channel was restored", queue=self._queue.name if self._queue else None)
+
+    def _on_cancel(self, frame: spec.Basic.Cancel) -> None:
+        """The broker cancelled the subscription (the queue was deleted, say): subscribe again.
+
+        Called from the channel's reader, which must go on to read the answer: the subscribing
+        runs in a task. If the queue is gone, that closes the channel, and the robust channel
+        declares the queue again and calls ``_resubscribe``.
+        """
+        if frame.consumer_tag == self._tag and not self._stopped:
+            log.warning("the broker cancelled the consumer; subscribing again", consumer_tag=frame.consumer_tag)
+            self._spawn(self._subscribe_again())
+
+    async def _subscribe_again(self) -> None:
+        try:
+            await self._subscribe()
+        except TRANSIENT_ERRORS as exc:
+            log.warning("subscribing again failed; waiting for the channel to recover", error=type(exc).__name__)
 
     async def stop(self) -> None:
         """Stop taking new messages; those in flight carry on."""
-        if self._queue is not None and self._tag is not None:
+        self._stopped = True
+        if self._underlay is not None and self._tag is not None:
             tag, self._tag = self._tag, None
             try:
-                await self._queue.cancel(tag)
+                await self._underlay.basic_cancel(tag)
             except TRANSIENT_ERRORS:
                 pass  # the channel is gone: nothing more will be delivered on it
 
@@ -88,7 +128,10 @@ class CommandConsumer:
         finally:
             await self._batcher.stop()
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_delivered(self, delivered: DeliveredMessage) -> None:
+        self.on_message(Incoming(delivered))
+
+    def on_message(self, message: Incoming) -> None:
         """Take a delivery: decode it and hand it on. Quick, so deliveries keep flowing."""
         started = time.perf_counter()
         self._acks.received(message)
@@ -126,7 +169,7 @@ class CommandConsumer:
 
     # ---- the three paths ---------------------------------------------------------------------
 
-    async def _reject(self, message: AbstractIncomingMessage, rejection: Rejection, started: float) -> None:
+    async def _reject(self, message: Incoming, rejection: Rejection, started: float) -> None:
         try:
             await self._reply(message, rejection.status_code, rejection.reply().to_json())
             await self._dead_letter(message, rejection.status, rejection.reason, rejection.message)
@@ -229,13 +272,13 @@ class CommandConsumer:
             duration_ms=_ms(delivery.started),
         )
 
-    async def _give_back_one(self, message: AbstractIncomingMessage, exc: BaseException) -> None:
+    async def _give_back_one(self, message: Incoming, exc: BaseException) -> None:
         try:
             await self._give_back(message, exc)
         finally:
             self._finished()
 
-    async def _give_back(self, message: AbstractIncomingMessage, exc: BaseException) -> None:
+    async def _give_back(self, message: Incoming, exc: BaseException) -> None:
         """Settling failed: return the message to the queue; its redelivery repeats the same reply."""
         if not self._acks.pending(message):
             return  # settled already, or from a channel that is gone
@@ -279,7 +322,7 @@ class CommandConsumer:
         bound.error("command dead-lettered after repeated failures", outcome=replies.INTERNAL_ERROR,
                     delivery=deliveries, exc_info=exc, duration_ms=_ms(delivery.started))
 
-    async def _reply(self, message: AbstractIncomingMessage, status_code: int, body: bytes) -> None:
+    async def _reply(self, message: Incoming, status_code: int, body: bytes) -> None:
         if not message.reply_to:
             return
         reply = aio_pika.Message(
@@ -291,7 +334,7 @@ class CommandConsumer:
         await self._publisher.default_exchange.publish(reply, routing_key=message.reply_to, mandatory=False)
 
     async def _dead_letter(
-        self, message: AbstractIncomingMessage, status: str, reason: str, text: str,
+        self, message: Incoming, status: str, reason: str, text: str,
         extra: dict[str, object] | None = None,
     ) -> None:
         headers = dict(message.headers or {})
@@ -305,7 +348,7 @@ class CommandConsumer:
         headers.update(extra or {})
         copy = aio_pika.Message(
             message.body,
-            headers=headers,  # type: ignore[arg-type]
+            headers=headers,
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             message_id=message.message_id,
@@ -327,7 +370,7 @@ def _logger(delivery: Delivery) -> structlog.typing.FilteringBoundLogger:
                     command=cmd.command, customer_id=str(cmd.customer_id))
 
 
-def _delivery_count(message: AbstractIncomingMessage) -> int:
+def _delivery_count(message: Incoming) -> int:
     value = (message.headers or {}).get("x-delivery-count", 0)
     return value if isinstance(value, int) else 0
 
