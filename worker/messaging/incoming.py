@@ -1,9 +1,9 @@
 """A command delivery as the consumer reads it, straight from the frames aiormq parsed.
 
-aio-pika's ``IncomingMessage`` copies and converts every property on arrival, and aio-pika runs
-each consumer callback in a task of its own on top of aiormq's; together about 40 µs per
-delivery on the development machine, a tenth of the worker's CPU per command at saturation.
-The consumer needs a dozen fields, read where they lie, and one way to give a message back.
+aio-pika's ``IncomingMessage`` copies and converts every property on arrival (37 µs on the
+development machine), and aio-pika runs each consumer callback in a task of its own on top of
+aiormq's. Without them the worker's CPU per command at saturation fell by a sixth. The consumer
+needs a dozen fields, read where they lie, and one way to give a message back.
 """
 
 from datetime import datetime
