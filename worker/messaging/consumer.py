@@ -60,6 +60,7 @@ class CommandConsumer:
         self._underlay: Underlay | None = None  # the channel the consumer is subscribed on
         self._tag: str | None = None
         self._stopped = False
+        self._resubscribing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -75,7 +76,7 @@ class CommandConsumer:
         self._batcher.start()
         self._queue = queue
         if isinstance(queue.channel, AbstractRobustChannel):
-            queue.channel.reopen_callbacks.add(self._resubscribe)  # after it declared the queue again
+            queue.channel.reopen_callbacks.add(self._reopened)
         await self._subscribe()
 
     async def _subscribe(self) -> None:
@@ -83,37 +84,65 @@ class CommandConsumer:
         underlay = await self._queue.channel.get_underlay_channel()
         underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
         ok = await underlay.basic_consume(self._queue.name, self._on_delivered, consumer_tag=self._tag)
+        if self._stopped:  # stop() came while this was on its way: take nothing more
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await underlay.basic_cancel(ok.consumer_tag or "", timeout=5)
+            return
         self._tag, self._underlay = ok.consumer_tag, underlay
 
-    async def _resubscribe(self, *_: object) -> None:
-        if not self._stopped:
-            await self._subscribe()
-            log.info("consuming again after the channel was restored", queue=self._queue.name if self._queue else None)
+    def _reopened(self, *_: object) -> None:
+        """The robust channel is back after a reconnect (it restores qos and the queue first).
+
+        Only a task is started here: the channel's restore holds a lock while its callbacks
+        run, and a network call made under it could be cut off by the next disconnect.
+        """
+        self._underlay = None
+        self._keep_subscribed("consuming again after the channel was restored")
 
     def _on_cancel(self, frame: spec.Basic.Cancel) -> None:
         """The broker cancelled the subscription (the queue was deleted, say): subscribe again.
 
-        Called from the channel's reader, which must go on to read the answer: the subscribing
-        runs in a task. If the queue is gone, that closes the channel, and the robust channel
-        declares the queue again and calls ``_resubscribe``.
+        Called from the channel's reader, which must go on reading: the subscribing runs in a
+        task. If the queue is gone, that closes the channel; the robust channel declares the
+        queue again, and the task subscribes once it has.
         """
         if frame.consumer_tag == self._tag and not self._stopped:
             log.warning("the broker cancelled the consumer; subscribing again", consumer_tag=frame.consumer_tag)
-            self._spawn(self._subscribe_again())
+            self._underlay = None  # not attached until subscribed again
+            self._keep_subscribed("consuming again after the broker cancelled the consumer")
 
-    async def _subscribe_again(self) -> None:
-        try:
-            await self._subscribe()
-        except TRANSIENT_ERRORS as exc:
-            log.warning("subscribing again failed; waiting for the channel to recover", error=type(exc).__name__)
+    def _keep_subscribed(self, done: str) -> None:
+        if self._resubscribing is None or self._resubscribing.done():
+            self._resubscribing = asyncio.create_task(self._subscribe_until_attached(done))
+
+    async def _subscribe_until_attached(self, done: str) -> None:
+        """Subscribe on the channel once it is ready; retry with backoff until attached or stopped."""
+        assert self._queue is not None
+        delay = 0.1
+        while not self._stopped and not self.attached:
+            try:
+                channel = self._queue.channel
+                if isinstance(channel, AbstractRobustChannel):
+                    await channel.ready()  # restored: qos set and the queue declared
+                await self._subscribe()
+                if self.attached:
+                    log.info(done, queue=self._queue.name)
+                return
+            except Exception as exc:  # transient or not, the consumer must not stay detached silently
+                log.warning("subscribing failed; retrying", error=type(exc).__name__, detail=str(exc),
+                            retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
         """Stop taking new messages; those in flight carry on."""
         self._stopped = True
+        if self._resubscribing is not None:
+            self._resubscribing.cancel()
         if self._underlay is not None and self._tag is not None:
             tag, self._tag = self._tag, None
             try:
-                await self._underlay.basic_cancel(tag)
+                await self._underlay.basic_cancel(tag, timeout=5)
             except TRANSIENT_ERRORS:
                 pass  # the channel is gone: nothing more will be delivered on it
 

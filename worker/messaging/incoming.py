@@ -40,19 +40,19 @@ class Incoming:
 
     @property
     def type(self) -> str | None:
-        return self._properties.message_type
+        return self._properties.message_type or None  # an empty string means none, as aio-pika read it
 
     @property
     def message_id(self) -> str | None:
-        return self._properties.message_id
+        return self._properties.message_id or None  # an empty string means none, as aio-pika read it
 
     @property
     def correlation_id(self) -> str | None:
-        return self._properties.correlation_id
+        return self._properties.correlation_id or None  # an empty string means none, as aio-pika read it
 
     @property
     def reply_to(self) -> str | None:
-        return self._properties.reply_to
+        return self._properties.reply_to or None  # an empty string means none, as aio-pika read it
 
     @property
     def timestamp(self) -> datetime | None:
