@@ -292,12 +292,7 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
         rig.start(1)
         clock = EventClock()
         async with await aio_pika.connect(AMQP_URL) as connection:
-            # The instrument works beneath aio-pika, as the relay does: it shares the two cores
-            # with the worker, and every cycle it spends is taken from what it measures.
-            events = await (await connection.channel()).get_underlay_channel()
-            await events.basic_qos(prefetch_count=2000)
-            await events.basic_consume(rig.events_queue, clock.on_event, no_ack=True)
-            send = await (await connection.channel(publisher_confirms=True)).get_underlay_channel()
+            send = await _instrument(connection, rig.events_queue, clock)
             await _rpc(connection, rig, "outplan.get", 20, 1.0)  # wait until the worker answers
 
             deletable = list(rig.ids[: len(rig.ids) // 2])  # shared: each outplan is deleted once
@@ -328,15 +323,28 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
                 sampler = asyncio.ensure_future(sample(time.perf_counter()))
                 soak_latencies = await offered(1000, soak)
                 sampler.cancel()
-                half = [mb for at, mb in series if at >= soak / 2]
+                first_half = [mb for at, mb in series if at < soak / 2]
+                second_half = [mb for at, mb in series if at >= soak / 2]
                 results["soak"] = {"seconds": soak, "rate": 1000, "rss_mb_start": warm, "rss_mb_end": rig.rss_mb(),
-                                   "rss_mb_series": series, "rss_mb_max_first_half": max(
-                                       (mb for at, mb in series if at < soak / 2), default=float("nan")),
-                                   "rss_mb_max_second_half": max(half, default=float("nan")),
+                                   "rss_mb_series": series,
+                                   "rss_mb_max_first_half": max(first_half, default=float("nan")),
+                                   "rss_mb_max_second_half": max(second_half, default=float("nan")),
                                    "latency": _summary(soak_latencies)}
     finally:
         await rig.close()
     return results
+
+
+async def _instrument(connection: aio_pika.abc.AbstractConnection, events_queue: str, clock: EventClock) -> Underlay:
+    """Subscribe ``clock`` to the events queue; return a confirming channel to send commands on.
+
+    Both beneath aio-pika, as the relay works: the instrument shares the two cores with what it
+    measures, and every cycle it spends is taken from that.
+    """
+    events = await (await connection.channel()).get_underlay_channel()
+    await events.basic_qos(prefetch_count=2000)
+    await events.basic_consume(events_queue, clock.on_event, no_ack=True)
+    return await (await connection.channel(publisher_confirms=True)).get_underlay_channel()
 
 
 async def _offer(send: Underlay, clock: EventClock, commands: list[tuple[str, bytes]], rate: int,
@@ -387,10 +395,7 @@ async def floor(rates: list[int], seconds: float, prefetch: int) -> dict[str, An
             raise RuntimeError(f"the bare relay did not start (exit code {relay.wait(10)})")
         clock = EventClock()
         async with await aio_pika.connect(AMQP_URL) as connection:
-            events = await (await connection.channel()).get_underlay_channel()
-            await events.basic_qos(prefetch_count=2000)
-            await events.basic_consume(sink, clock.on_event, no_ack=True)
-            send = await (await connection.channel(publisher_confirms=True)).get_underlay_channel()
+            send = await _instrument(connection, sink, clock)
             command = mixed(uuid.uuid4(), [uuid.uuid4() for _ in range(20)], 1)[0]  # a worker-sized body
             for rate in rates:
                 with no_collector_pauses():

@@ -13,6 +13,8 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 
 
 class Incoming:
+    """Reads as aio-pika's message did, an empty string property included: it means none."""
+
     __slots__ = ("_delivered", "_properties", "body", "channel", "delivery_tag")
 
     def __init__(self, delivered: DeliveredMessage) -> None:
@@ -40,19 +42,19 @@ class Incoming:
 
     @property
     def type(self) -> str | None:
-        return self._properties.message_type or None  # an empty string means none, as aio-pika read it
+        return self._properties.message_type or None
 
     @property
     def message_id(self) -> str | None:
-        return self._properties.message_id or None  # an empty string means none, as aio-pika read it
+        return self._properties.message_id or None
 
     @property
     def correlation_id(self) -> str | None:
-        return self._properties.correlation_id or None  # an empty string means none, as aio-pika read it
+        return self._properties.correlation_id or None
 
     @property
     def reply_to(self) -> str | None:
-        return self._properties.reply_to or None  # an empty string means none, as aio-pika read it
+        return self._properties.reply_to or None
 
     @property
     def timestamp(self) -> datetime | None:
