@@ -14,6 +14,7 @@ Schema = dict[str, Any]
 _INVALID_INPUT_REASONS = (
     replies.VALIDATION_FAILED, replies.MALFORMED_JSON, replies.NOT_AN_OBJECT, replies.BODY_TOO_LARGE,
     replies.UNSUPPORTED_CONTENT_TYPE, replies.UNKNOWN_COMMAND, replies.MESSAGE_ID_REQUIRED,
+    replies.INVALID_PROPERTIES,
 )
 
 
@@ -79,6 +80,12 @@ def dead_letter_headers() -> Schema:
         "x-exception-class": _text("For INTERNAL_ERROR: the class of the handler's exception."),
         "x-exception-message": _text("For INTERNAL_ERROR: its message, at most 1000 characters."),
         "x-deliveries": {"type": "integer", "description": "For INTERNAL_ERROR: deliveries attempted."},
+        "x-error-unreadable-properties": _text("For INVALID_PROPERTIES: the properties and headers that "
+                                               "could not be decoded (left out of this copy), comma-separated."),
+        "x-error-dropped-headers": _text("Original headers left out of this copy because they could not be "
+                                         "encoded again or did not fit in 64 KiB, comma-separated."),
+        "x-original-body-size": {"type": "integer", "description": "Present when the body was longer than "
+                                 "64 KiB: its size in bytes; the copy keeps the first 64 KiB."},
         "message_id": _text("The original message_id."),
         "correlation_id": _text("The original correlation_id."),
         "reply_to": _text("The original reply_to."),

@@ -12,8 +12,9 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
-from .messaging import topology
+from .messaging import lenient_frames, topology
 from .messaging.consumer import CommandConsumer
+from .messaging.outgoing import Outgoing
 from .messaging.relay import Relay
 from .observability import metrics
 from .observability.http import HealthServer
@@ -64,16 +65,38 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def open_broker(settings: Settings, stop: asyncio.Event) -> AbstractRobustConnection:
+async def open_broker(settings: Settings, stop: asyncio.Event, role: str = "worker") -> AbstractRobustConnection:
+    """A robust connection named ``outplan-worker <role>`` (as the broker's management UI shows it).
+
+    A lost connection is logged once as a warning and counted in
+    ``outplan_reconnects_total{peer="broker:<role>"}`` once it is back.
+    """
     url = settings.amqp_url.get_secret_value()
-    return await _keep_trying("broker", lambda: aio_pika.connect_robust(url), stop)
+    name = f"outplan-worker {role}"
+    connection = await _keep_trying(
+        "broker", lambda: aio_pika.connect_robust(url, client_properties={"connection_name": name}), stop)
+    connection.close_callbacks.add(lambda _, exc=None: _lost(role, connection, exc))
+    connection.reconnect_callbacks.add(lambda *_: _restored(role))
+    return connection
+
+
+def _lost(role: str, connection: AbstractRobustConnection, exc: BaseException | None) -> None:
+    if exc is None or getattr(connection, "_close_called", False):
+        return  # closed by this process: nothing went wrong
+    log.warning("broker connection lost; reconnecting", connection=role, error=type(exc).__name__,
+                detail=str(exc)[:200])
+
+
+def _restored(role: str) -> None:
+    metrics.RECONNECTS.labels(f"broker:{role}").inc()
+    log.info("broker connection restored", connection=role)
 
 
 @dataclass
 class Worker:
     settings: Settings
     pool: asyncpg.Pool
-    connection: AbstractRobustConnection
+    connections: list[AbstractRobustConnection]  # consuming, replies and dead letters, the relay
     channels: list[AbstractRobustChannel]  # strong references: robust channels are weakly held
     consumer: CommandConsumer | None
     relay: Relay
@@ -81,30 +104,36 @@ class Worker:
 
 @contextlib.asynccontextmanager
 async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = True) -> AsyncIterator[Worker]:
-    pool = await open_pool(settings, stop)
-    try:
-        connection = await open_broker(settings, stop)
-        try:
-            consume_channel = await connection.channel()
-            await consume_channel.set_qos(prefetch_count=settings.prefetch)
-            publish_channel = await connection.channel(publisher_confirms=True)
-            relay_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            connection.reconnect_callbacks.add(lambda *_: metrics.RECONNECTS.labels("broker").inc())
-            topo = await topology.declare(consume_channel, settings)
-            relay = Relay(settings, relay_channel)
-            consumer = None
-            if consume:
-                service = Service(lambda **kw: PgUnitOfWork(pool, event_source=settings.event_source,
-                                                            on_commit=relay.offer, **kw),
-                                  fault_hook=settings.fault_hook)
-                consumer = CommandConsumer(settings, service, publish_channel)
-                await consumer.start(topo.command_queue)
-            yield Worker(settings, pool, connection, [consume_channel, publish_channel, relay_channel],
-                         consumer, relay)
-        finally:
-            await connection.close()
-    finally:
-        await pool.close()
+    """Open the pool and three broker connections, declare the topology, start the consumer.
+
+    Consuming, replying (with dead-lettering) and the relay each have a connection of their own,
+    so that the loss of one does not pause the others: the relay keeps publishing events while
+    the consumer's connection is restored, and the other way round.
+    """
+    lenient_frames.install()  # a property that cannot be decoded must not close a connection
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await open_pool(settings, stop)
+        stack.push_async_callback(pool.close)
+        connections = []
+        for role in ("consumer", "publisher", "relay"):
+            connection = await open_broker(settings, stop, role)
+            stack.push_async_callback(connection.close)
+            connections.append(connection)
+        consuming, publishing, relaying = connections
+        consume_channel = await consuming.channel()
+        await consume_channel.set_qos(prefetch_count=settings.prefetch)
+        publish_channel = await publishing.channel(publisher_confirms=True)
+        relay_channel = await relaying.channel(publisher_confirms=True, on_return_raises=True)
+        topo = await topology.declare(consume_channel, settings)
+        relay = Relay(settings, relay_channel)
+        consumer = None
+        if consume:
+            service = Service(lambda **kw: PgUnitOfWork(pool, event_source=settings.event_source,
+                                                        on_commit=relay.offer, **kw),
+                              fault_hook=settings.fault_hook)
+            consumer = CommandConsumer(settings, service, Outgoing(publish_channel, settings.dead_letter_exchange))
+            await consumer.start(topo.command_queue)
+        yield Worker(settings, pool, connections, [consume_channel, publish_channel, relay_channel], consumer, relay)
 
 
 async def purge_idempotency_records(pool: asyncpg.Pool, hours: float, stop: asyncio.Event) -> None:

@@ -4,6 +4,7 @@ Pure: no I/O, so every rule is unit-tested without a broker.
 """
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -78,8 +79,24 @@ def decode(
     type_: str | None,
     message_id: str | None,
     correlation_id: str | None,
+    unreadable: Mapping[str, str] | None = None,
 ) -> Request | Rejection:
+    """The request a delivery carries, or the 400 that says why there is none. Total: never raises.
+
+    :param body: the message body (bytes).
+    :param unreadable: properties and headers the frame decoder could not read, with the reason
+        for each (``worker.messaging.lenient_frames``): refused ``INVALID_PROPERTIES``, naming them.
+    The other parameters are the AMQP properties and the routing key as delivered.
+    """
     name = command_name(routing_key, type_)
+    if unreadable:
+        details = [ErrorDetail(field=prop, message=why) for prop, why in unreadable.items()]
+        return Rejection(
+            replies.INVALID_PROPERTIES,
+            "the message's " + "; ".join(f"{d.field} is {d.message}" for d in details)[:900]
+            + "; send AMQP properties and headers as the AMQP 0-9-1 spec defines them (short strings in UTF-8)",
+            details, command=name,
+        )
     if len(body) > BODY_MAX_BYTES:
         return Rejection(
             replies.BODY_TOO_LARGE,

@@ -1,10 +1,8 @@
-"""The command consumer: decode, execute, reply, then settle each message in one place.
+"""The command consumer: decode, execute, then settle each delivery as the policy decides.
 
-How a message ends is decided here from what happened to it:
-- invalid input: 400 reply, dead-lettered with ``x-error-*`` headers, acked (never requeued);
-- infrastructure trouble: held and retried until it goes through (never dead-lettered);
-- a handler bug: rejected for redelivery until ``retry_limit`` deliveries, then 500 reply
-  and dead-lettered with the exception's class and message.
+How a delivery ends is decided by one pure function, ``settlement.decide``, from what happened
+to it, this delivery's number as the broker counts it, and ``OUTPLAN_RETRY_LIMIT``; this module
+reports what happened and carries the decision out (reply, dead-letter copy, ack or requeue).
 
 Changes go through the batcher: a batch is applied and written at once (``Service.change``),
 its replies are published together and its deliveries acked with one multiple ack. Queries and
@@ -20,9 +18,8 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 
-import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustChannel
+from aio_pika.abc import AbstractQueue, AbstractRobustChannel
 from aiormq import spec
 from aiormq.abc import AbstractChannel as Underlay
 from aiormq.abc import DeliveredMessage
@@ -37,6 +34,8 @@ from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
 from .acks import AckTracker
 from .incoming import Incoming
+from .outgoing import Outgoing, PublishRefused
+from .settlement import Disposition, Happened, Settle, decide, delivery_number
 
 log = structlog.get_logger("outplan_worker.consumer")
 
@@ -49,12 +48,12 @@ class Delivery:
 
 
 class CommandConsumer:
-    def __init__(self, settings: Settings, service: Service, publisher: AbstractChannel) -> None:
+    def __init__(self, settings: Settings, service: Service, outgoing: Outgoing) -> None:
         self._settings = settings
         self._service = service
         self._batcher: Batcher[Delivery] = Batcher(self._change, size=settings.batch_size,
                                                    writers=settings.batch_writers)
-        self._publisher = publisher  # confirm-mode channel for replies and dead letters
+        self._outgoing = outgoing  # replies and dead-letter copies, on a connection of their own
         self._acks = AckTracker()
         self._queue: AbstractQueue | None = None
         self._underlay: Underlay | None = None  # the channel the consumer is subscribed on
@@ -174,6 +173,7 @@ class CommandConsumer:
                 type_=message.type,
                 message_id=message.message_id,
                 correlation_id=message.correlation_id,
+                unreadable=message.unreadable,
             )
         except Exception as exc:  # decode is pure and total; this would be a bug in it
             self._spawn(self._give_back_one(message, exc))
@@ -199,10 +199,14 @@ class CommandConsumer:
     # ---- the three paths ---------------------------------------------------------------------
 
     async def _reject(self, message: Incoming, rejection: Rejection, started: float) -> None:
+        """Invalid input: answered 400 and dead-lettered with the reason, on its first delivery."""
         try:
-            await self._reply(message, rejection.status_code, rejection.reply().to_json())
-            await self._dead_letter(message, rejection.status, rejection.reason, rejection.message)
-            self._acks.settled(message)
+            number = delivery_number(message.headers, message.redelivered)
+            await self._carry_out(
+                message, decide(Happened.INVALID, number, self._settings.retry_limit), number,
+                reply=(rejection.status_code, rejection.reply().to_json()),
+                dead_letter=_DeadLetter(rejection.status, rejection.reason, rejection.message),
+            )
             await self._acks.flush()
             metrics.COMMANDS.labels(rejection.command or "unknown", rejection.reason).inc()
             metrics.DEAD_LETTERED.labels(rejection.reason).inc()
@@ -221,19 +225,17 @@ class CommandConsumer:
         try:
             while True:
                 try:
-                    outcome = await self._service.query(delivery.request)
+                    result: Outcome | Exception = await self._service.query(delivery.request)
                     break
-                except TRANSIENT_ERRORS as exc:
+                except TRANSIENT_ERRORS as exc:  # Happened.UNAVAILABLE: held and retried here
                     _logger(delivery).warning("database unavailable; holding the message",
                                               error=type(exc).__name__, retry_in=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                 except Exception as exc:  # a bug: bounded redelivery, then dead-lettered
-                    await self._on_failure(delivery, exc)
-                    return
-            await self._reply(delivery.message, outcome.status_code, outcome.reply)
-            self._handled(delivery, outcome)
-            self._acks.settled(delivery.message)
+                    result = exc
+                    break
+            await self._conclude(delivery, result)
             await self._acks.flush()
         except Exception as exc:
             await self._give_back(delivery.message, exc)
@@ -244,23 +246,11 @@ class CommandConsumer:
         """A batch of changes: applied at once, replies published together, one multiple ack."""
         try:
             results = await self._apply(batch)
-            replying = [(i, d.message, r) for i, (d, r) in enumerate(zip(batch, results, strict=True))
-                        if isinstance(r, Outcome) and d.message.reply_to]
-            sent = await asyncio.gather(*(self._reply(m, r.status_code, r.reply) for _, m, r in replying),
-                                        return_exceptions=True)
-            reply_errors = {i: error for (i, _, _), error in zip(replying, sent, strict=True)}
-            for i, (delivery, result) in enumerate(zip(batch, results, strict=True)):
-                failed = reply_errors.get(i)
-                try:
-                    if isinstance(result, Exception):
-                        await self._on_failure(delivery, result)
-                    elif isinstance(failed, BaseException):
-                        await self._give_back(delivery.message, failed)
-                    else:
-                        self._handled(delivery, result)
-                        self._acks.settled(delivery.message)
-                except Exception as exc:
-                    await self._give_back(delivery.message, exc)
+            concluded = await asyncio.gather(*(self._conclude(d, r) for d, r in zip(batch, results, strict=True)),
+                                             return_exceptions=True)
+            for delivery, error in zip(batch, concluded, strict=True):
+                if isinstance(error, BaseException):
+                    await self._give_back(delivery.message, error)
             await self._acks.flush()
         except Exception as exc:
             for delivery in batch:
@@ -275,7 +265,7 @@ class CommandConsumer:
             try:
                 return list(await self._service.change([d.request for d in batch]))
             except TRANSIENT_ERRORS as exc:
-                # Database trouble: hold the whole batch and try again; never give up on it.
+                # Happened.UNAVAILABLE: hold the whole batch and try again; never give up on it.
                 log.warning("database unavailable; holding the messages", error=type(exc).__name__,
                             messages=len(batch), retry_in=delay)
                 await asyncio.sleep(delay)
@@ -286,7 +276,79 @@ class CommandConsumer:
                 # One command is broken: apply the others one by one so only it fails.
                 return [result for delivery in batch for result in await self._apply([delivery])]
 
-    # ---- settling --------------------------------------------------------------------------
+    # ---- settling: the policy decides (settlement.decide), this carries it out -----------------
+
+    async def _conclude(self, delivery: Delivery, result: Outcome | Exception) -> None:
+        """Settle a command that ran: its outcome, or the exception its handler raised."""
+        message = delivery.message
+        number = delivery_number(message.headers, message.redelivered)
+        if isinstance(result, Outcome):
+            await self._carry_out(message, decide(Happened.HANDLED, number, self._settings.retry_limit), number,
+                                  reply=(result.status_code, result.reply))
+            self._handled(delivery, result)
+            return
+        disposition = decide(Happened.FAILED, number, self._settings.retry_limit)
+        bound = _logger(delivery)
+        if disposition.settle is Settle.REQUEUE:
+            bound.error("handler failed; redelivering", delivery=number, exc_info=result,
+                        duration_ms=_ms(delivery.started))
+            await self._carry_out(message, disposition, number)
+            return
+        await self._carry_out(
+            message, disposition, number, reply=(500, _INTERNAL_REPLY),
+            dead_letter=_DeadLetter(
+                replies.INTERNAL, replies.INTERNAL_ERROR, f"{type(result).__name__}: {result}",
+                {"x-exception-class": type(result).__name__, "x-exception-message": str(result)[:1000],
+                 "x-deliveries": number},
+            ),
+        )
+        metrics.COMMANDS.labels(delivery.request.command.command, "500").inc()
+        metrics.DEAD_LETTERED.labels(replies.INTERNAL_ERROR).inc()
+        bound.error("command dead-lettered after repeated failures", outcome=replies.INTERNAL_ERROR,
+                    delivery=number, exc_info=result, duration_ms=_ms(delivery.started))
+
+    async def _carry_out(self, message: Incoming, disposition: Disposition, number: int, *,
+                         reply: tuple[int, bytes] | None = None, dead_letter: "_DeadLetter | None" = None) -> None:
+        """Reply, dead-letter and settle as ``disposition`` says; a failed publish is decided on again."""
+        failed: list[Happened] = []
+        if disposition.reply and reply is not None:
+            failed += await self._publishing("reply", message, self._outgoing.reply(message, *reply))
+        if disposition.dead_letter and dead_letter is not None:
+            failed += await self._publishing("dead letter", message, self._outgoing.dead_letter(
+                message, status=dead_letter.status, reason=dead_letter.reason, text=dead_letter.text,
+                extra=dead_letter.extra))
+        if failed:  # an interrupted publish is worth another delivery; a refused one is not
+            worst = Happened.PUBLISH_INTERRUPTED if Happened.PUBLISH_INTERRUPTED in failed else Happened.PUBLISH_REFUSED
+            disposition = decide(worst, number, self._settings.retry_limit)
+        if disposition.settle is Settle.REQUEUE:
+            await self._requeue(message)
+        else:
+            self._acks.settled(message)
+
+    async def _publishing(self, what: str, message: Incoming, publish: Coroutine[None, None, None]) -> list[Happened]:
+        """Await one reply or dead-letter publish; what went wrong, logged once and counted, if anything."""
+        try:
+            await publish
+            return []
+        except PublishRefused as exc:
+            happened, reason, error = Happened.PUBLISH_REFUSED, exc.reason, exc
+        except TRANSIENT_ERRORS as exc:
+            happened, reason, error = Happened.PUBLISH_INTERRUPTED, "interrupted", exc
+        (metrics.REPLIES_FAILED if what == "reply" else metrics.DEAD_LETTERS_FAILED).labels(reason).inc()
+        log.warning(f"{what} not published", message_id=message.message_id, correlation_id=message.correlation_id,
+                    reply_to=message.reply_to if what == "reply" else None, reason=reason,
+                    error=type(error).__name__, detail=str(error))
+        return [happened]
+
+    async def _requeue(self, message: Incoming) -> None:
+        """Return the message to the queue; the broker counts the redelivery."""
+        if not self._acks.pending(message):
+            return  # settled already, or from a channel that is gone: the broker redelivers it
+        try:
+            await message.reject(requeue=True)
+        except TRANSIENT_ERRORS:
+            return  # the channel is gone: the broker redelivers it all the same
+        self._acks.settled(message, ack=False)  # only once the reject is on its way
 
     def _handled(self, delivery: Delivery, outcome: Outcome) -> None:
         message, cmd = delivery.message, delivery.request.command
@@ -308,100 +370,33 @@ class CommandConsumer:
             self._finished()
 
     async def _give_back(self, message: Incoming, exc: BaseException) -> None:
-        """Settling failed: return the message to the queue; its redelivery repeats the same reply."""
+        """Settling itself failed (a bug here): return the message; its redelivery repeats the same reply."""
         if not self._acks.pending(message):
-            return  # settled already, or from a channel that is gone
-        if isinstance(exc, TRANSIENT_ERRORS):
-            log.warning("message left for redelivery", message_id=message.message_id,
-                        error=type(exc).__name__, detail=str(exc))
-        else:
-            log.error("could not settle the message; returning it to the queue",
-                      message_id=message.message_id, exc_info=exc)
-        with contextlib.suppress(Exception):
-            await message.reject(requeue=True)
-            self._acks.settled(message, ack=False)  # only once the reject is on its way
-
-    async def _on_failure(self, delivery: Delivery, exc: Exception) -> None:
-        message, bound = delivery.message, _logger(delivery)
-        deliveries = _delivery_count(message) + 1
-        if deliveries < self._settings.retry_limit:
-            bound.error("handler failed; redelivering", delivery=deliveries, exc_info=exc,
-                        duration_ms=_ms(delivery.started))
-            await message.reject(requeue=True)
-            self._acks.settled(message, ack=False)
             return
-        text = f"{type(exc).__name__}: {exc}"
-        reply = Reply(
-            status_code=500,
-            error=ErrorInfo(
-                status=replies.INTERNAL, reason=replies.INTERNAL_ERROR,
-                message="the command failed inside the worker and was set aside for inspection",
-            ),
-        )
-        await self._reply(message, 500, reply.to_json())
-        await self._dead_letter(
-            message, replies.INTERNAL, replies.INTERNAL_ERROR, text,
-            extra={"x-exception-class": type(exc).__name__, "x-exception-message": str(exc)[:1000],
-                   "x-deliveries": deliveries},
-        )
-        self._acks.settled(message)
-        await self._acks.flush()
-        metrics.COMMANDS.labels(delivery.request.command.command, "500").inc()
-        metrics.DEAD_LETTERED.labels(replies.INTERNAL_ERROR).inc()
-        bound.error("command dead-lettered after repeated failures", outcome=replies.INTERNAL_ERROR,
-                    delivery=deliveries, exc_info=exc, duration_ms=_ms(delivery.started))
+        log.error("could not settle the message; returning it to the queue",
+                  message_id=message.message_id, exc_info=exc)
+        await self._requeue(message)
 
-    async def _reply(self, message: Incoming, status_code: int, body: bytes) -> None:
-        if not message.reply_to:
-            return
-        reply = aio_pika.Message(
-            body,
-            content_type="application/json",
-            correlation_id=message.correlation_id or message.message_id,
-            headers={"status_code": status_code},
-        )
-        await self._publisher.default_exchange.publish(reply, routing_key=message.reply_to, mandatory=False)
 
-    async def _dead_letter(
-        self, message: Incoming, status: str, reason: str, text: str,
-        extra: dict[str, object] | None = None,
-    ) -> None:
-        headers = dict(message.headers or {})
-        headers.update({
-            "x-error-status": status,
-            "x-error-reason": reason,
-            "x-error-message": text[:1000],
-            "x-original-exchange": message.exchange or "",
-            "x-original-routing-key": message.routing_key or "",
-        })
-        headers.update(extra or {})
-        copy = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            reply_to=message.reply_to,
-            timestamp=message.timestamp,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        exchange: AbstractExchange = await self._publisher.get_exchange(
-            self._settings.dead_letter_exchange, ensure=False
-        )
-        await exchange.publish(copy, routing_key=message.routing_key or "", mandatory=False)
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    status: str
+    reason: str
+    text: str
+    extra: dict[str, object] | None = None
+
+
+_INTERNAL_REPLY = Reply(
+    status_code=500,
+    error=ErrorInfo(status=replies.INTERNAL, reason=replies.INTERNAL_ERROR,
+                    message="the command failed inside the worker and was set aside for inspection"),
+).to_json()
 
 
 def _logger(delivery: Delivery) -> structlog.typing.FilteringBoundLogger:
     message, cmd = delivery.message, delivery.request.command
     return log.bind(message_id=message.message_id, correlation_id=message.correlation_id,  # type: ignore[no-any-return]
                     command=cmd.command, customer_id=str(cmd.customer_id))
-
-
-def _delivery_count(message: Incoming) -> int:
-    value = (message.headers or {}).get("x-delivery-count", 0)
-    return value if isinstance(value, int) else 0
 
 
 def _ms(started: float) -> float:

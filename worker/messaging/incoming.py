@@ -4,12 +4,17 @@ aio-pika's ``IncomingMessage`` copies and converts every property on arrival (37
 development machine), and aio-pika runs each consumer callback in a task of its own on top of
 aiormq's. Without them the worker's CPU per command at saturation fell by a sixth. The consumer
 needs a dozen fields, read where they lie, and one way to give a message back.
+
+Properties that could not be decoded (``lenient_frames``) read as ``None`` and are listed in
+``unreadable`` with the reason for each.
 """
 
 from datetime import datetime
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
+
+from .lenient_frames import LenientContentHeader
 
 
 class Incoming:
@@ -23,6 +28,17 @@ class Incoming:
         self.body: bytes = delivered.body
         self.channel: AbstractChannel = delivered.channel  # acks go back on the channel it came on
         self.delivery_tag: int | None = delivered.delivery_tag
+
+    @property
+    def unreadable(self) -> dict[str, str]:
+        """Properties that could not be decoded (``message_id``, ``headers[x-key]``, ...) and why."""
+        header = self._delivered.header
+        return header.unreadable if isinstance(header, LenientContentHeader) else {}
+
+    @property
+    def redelivered(self) -> bool:
+        """The broker delivered this message before (to this consumer or another)."""
+        return bool(self._delivered.redelivered)
 
     @property
     def routing_key(self) -> str | None:

@@ -23,3 +23,7 @@ CONSUMER_ATTACHED = Gauge("outplan_consumer_attached", "1 while the command cons
                           registry=REGISTRY)
 RELAY_LEADER = Gauge("outplan_relay_leader", "1 while this process's relay holds the publishing lock",
                      registry=REGISTRY)
+REPLIES_FAILED = Counter("outplan_replies_failed", "Replies not published (nacked, unencodable, interrupted);"
+                         " the command's outcome stands", ["reason"], registry=REGISTRY)
+DEAD_LETTERS_FAILED = Counter("outplan_dead_letters_failed", "Dead-letter copies not published (nacked,"
+                              " unencodable, interrupted)", ["reason"], registry=REGISTRY)

@@ -1,0 +1,140 @@
+"""Replies and dead-letter copies: what the consumer publishes about a command delivery.
+
+Both go out on a confirm-mode channel of a connection of their own (not the consumer's, not
+the relay's), beneath aio-pika like the consumer and the relay. A publish the broker refuses
+(``basic.nack``) or that cannot be encoded raises :class:`PublishRefused`; a broken link raises
+one of ``TRANSIENT_ERRORS``. The consumer's settlement policy decides what follows
+(``settlement.decide``).
+
+A dead-letter copy keeps the original body up to :data:`DEAD_LETTER_BODY_MAX` bytes (its full
+size in ``x-original-body-size``), the original properties that could be read, the original
+headers that can be encoded again within :data:`DEAD_LETTER_HEADERS_MAX` bytes (the names of
+those left out in ``x-error-dropped-headers``), and the reason in ``x-error-*`` headers.
+"""
+
+from collections.abc import Mapping
+
+from aio_pika.abc import AbstractChannel
+from aiormq import spec
+from aiormq.exceptions import DeliveryError
+from pamqp import encode
+
+from .incoming import Incoming
+
+PERSISTENT = 2
+DEAD_LETTER_BODY_MAX = 64 * 1024  # bytes of the original body kept in a dead-letter copy
+DEAD_LETTER_HEADERS_MAX = 64 * 1024  # bytes of original headers kept; a header frame must fit frame_max (128 KiB)
+REPLY_CONTENT_TYPE = "application/json"
+
+
+class PublishRefused(Exception):
+    """The broker refused a reply or dead-letter copy, or it could not be encoded.
+
+    ``reason`` is ``nacked`` or ``unencodable`` (the label of ``outplan_replies_failed_total``).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class Outgoing:
+    """Publishes replies to ``reply_to`` and dead-letter copies to the dead-letter exchange."""
+
+    def __init__(self, channel: AbstractChannel, dead_letter_exchange: str) -> None:
+        self._channel = channel  # confirm mode
+        self._dead_letter_exchange = dead_letter_exchange
+
+    async def reply(self, message: Incoming, status_code: int, body: bytes) -> None:
+        """Send ``body`` to the message's ``reply_to`` (nothing when it has none); wait for the confirm.
+
+        :raises PublishRefused: nacked or unencodable. :raises TRANSIENT_ERRORS: the link broke.
+        """
+        if not message.reply_to:
+            return
+        properties = spec.Basic.Properties(
+            content_type=REPLY_CONTENT_TYPE,
+            correlation_id=message.correlation_id or message.message_id,
+            headers={"status_code": status_code},
+        )
+        await self._publish(body, "", message.reply_to, properties)
+
+    async def dead_letter(self, message: Incoming, *, status: str, reason: str, text: str,
+                          extra: Mapping[str, object] | None = None) -> None:
+        """Publish a copy of the message with the reason to the dead-letter exchange; wait for the confirm.
+
+        :raises PublishRefused: nacked or unencodable. :raises TRANSIENT_ERRORS: the link broke.
+        """
+        headers, dropped = encodable_headers(message.headers, DEAD_LETTER_HEADERS_MAX)
+        headers.update({
+            "x-error-status": status,
+            "x-error-reason": reason,
+            "x-error-message": text[:1000],
+            "x-original-exchange": message.exchange or "",
+            "x-original-routing-key": message.routing_key or "",
+        })
+        if dropped:
+            headers["x-error-dropped-headers"] = ",".join(dropped)[:1000]
+        if message.unreadable:
+            headers["x-error-unreadable-properties"] = ",".join(message.unreadable)[:1000]
+        body = message.body
+        if len(body) > DEAD_LETTER_BODY_MAX:
+            headers["x-original-body-size"] = len(body)
+            body = body[:DEAD_LETTER_BODY_MAX]
+        headers.update(extra or {})
+        properties = spec.Basic.Properties(
+            headers=headers,  # type: ignore[arg-type]
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            message_type=message.type,
+            reply_to=message.reply_to,
+            timestamp=message.timestamp,
+            delivery_mode=PERSISTENT,
+        )
+        await self._publish(body, self._dead_letter_exchange, message.routing_key or "", properties)
+
+    async def _publish(self, body: bytes, exchange: str, routing_key: str, properties: spec.Basic.Properties) -> None:
+        channel = await self._channel.get_underlay_channel()
+        try:
+            await channel.basic_publish(body, exchange=exchange, routing_key=routing_key, properties=properties)
+        except DeliveryError as exc:
+            raise PublishRefused("nacked", f"the broker refused the publish to {exchange or routing_key!r}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:  # pamqp could not encode a property
+            raise PublishRefused("unencodable", f"{type(exc).__name__}: {exc}") from exc
+
+
+def encodable_headers(headers: Mapping[str, object], budget: int) -> tuple[dict[str, object], list[str]]:
+    """The headers that can be encoded again, within ``budget`` bytes, and the names of the rest.
+
+    Byte strings that were not UTF-8 (pamqp reads them as ``bytes``) go out as byte arrays;
+    a value pamqp cannot encode (a double beyond a float's range: pamqp writes floats as 32-bit)
+    is left out.
+    """
+    kept: dict[str, object] = {}
+    dropped: list[str] = []
+    used = 0
+    for key, value in headers.items():
+        value = _as_encodable(value)
+        try:
+            size = len(key.encode()) + 1 + len(encode.encode_table_value(value))  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - any encoding failure: the header cannot be carried
+            dropped.append(key)
+            continue
+        if used + size > budget:
+            dropped.append(key)
+            continue
+        used += size
+        kept[key] = value
+    return kept, dropped
+
+
+def _as_encodable(value: object) -> object:
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {k: _as_encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_encodable(v) for v in value]
+    return value
