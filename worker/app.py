@@ -3,6 +3,8 @@
 import asyncio
 import contextlib
 import gc
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -66,13 +68,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def open_broker(settings: Settings, stop: asyncio.Event, role: str = "worker") -> AbstractRobustConnection:
-    """A robust connection named ``outplan-worker <role>`` (as the broker's management UI shows it).
+    """A robust connection named ``outplan-worker <role> on <host> pid <pid>`` (as the broker lists it).
 
     A lost connection is logged once as a warning and counted in
     ``outplan_reconnects_total{peer="broker:<role>"}`` once it is back.
     """
     url = settings.amqp_url.get_secret_value()
-    name = f"outplan-worker {role}"
+    name = f"outplan-worker {role} on {socket.gethostname()} pid {os.getpid()}"
     connection = await _keep_trying(
         "broker", lambda: aio_pika.connect_robust(url, client_properties={"connection_name": name}), stop)
     connection.close_callbacks.add(lambda _, exc=None: _lost(role, connection, exc))

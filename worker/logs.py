@@ -8,6 +8,7 @@ stream, one line per write.
 import logging
 import sys
 
+import aiormq.exceptions
 import orjson
 import structlog
 
@@ -37,6 +38,29 @@ def _named(*args: object) -> _NamedBytesLogger:
 
 def _dump_bytes(_: object, __: str, event_dict: structlog.typing.EventDict) -> bytes:
     return orjson.dumps(event_dict, default=str)
+
+
+class ReconnectNoise(logging.Filter):
+    """Drops what aiormq and aio-pika log about an ordinary lost connection, as errors and tracebacks.
+
+    A connection closed by the broker (a restart, a forced close, a network blip) makes them log
+    an ERROR ("Unexpected connection close"), a WARNING with the reader's traceback, and an
+    ERROR for each robust channel's close callback. The worker says it once instead, as one
+    warning naming the connection ("broker connection lost; reconnecting", ``worker.app``), and
+    counts the reconnect. Records of any other kind pass, and at DEBUG everything passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            return True
+        message = record.msg if isinstance(record.msg, str) else ""
+        if message.startswith("Unexpected connection close from remote"):
+            return False
+        if message == "Cancelling cause reader exited abnormally" and record.exc_info:
+            return not isinstance(record.exc_info[1], aiormq.exceptions.AMQPConnectionError)
+        if message.startswith("Callback %r error") and record.args:
+            return "RobustChannel._on_close" not in repr(record.args[0])  # type: ignore[index]
+        return True
 
 
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
@@ -75,3 +99,4 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     # The AMQP libraries are chatty at INFO about every reconnect attempt detail.
     for name in ("aio_pika", "aiormq"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    handler.addFilter(ReconnectNoise())
