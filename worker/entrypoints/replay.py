@@ -108,7 +108,7 @@ def _read_file(path: Path, selection: EventFilter) -> list[LoggedEvent]:
             if not selection.matches(event):
                 continue
             events.append(LoggedEvent(int(event["eventsequence"]), str(event["id"]), str(event["type"]),
-                                      event.get("correlationid"), line))
+                                      event.get("correlationid"), line, str(event["subject"])))
         except (ValueError, KeyError, TypeError) as exc:
             raise BadArguments(f"{path}:{number} is not an exported event: {exc}") from None
     return events

@@ -15,20 +15,21 @@ RELAY_LOCK_KEY = 7_402_911_002
 
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
-    """A sequenced event as it is (or was) published: its number, id, type and exact body."""
+    """A sequenced event as it is (or was) published: its number, id, type, exact body and outplan."""
 
     eventsequence: int
     event_id: str
     event_type: str
     correlation_id: str | None
     body: bytes
+    outplan_id: str  # the relay keeps one outplan's events in order by it
 
 
 _AFTER = """
 WITH marked AS (
     UPDATE outbox_state SET published_through = greatest(published_through, $3) WHERE $3::bigint IS NOT NULL
 )
-SELECT eventsequence, event_id::text, event_type, correlation_id, body
+SELECT eventsequence, event_id::text, event_type, correlation_id, body, outplan_id::text
 FROM outplan_events WHERE eventsequence > $1 ORDER BY eventsequence LIMIT $2
 """
 
@@ -68,8 +69,8 @@ class OutboxStore:
         moves the watermark.
         """
         rows = await self._conn.fetch(_AFTER, sequence, limit, mark_published)
-        return [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"])
-                for r in rows]
+        return [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"],
+                            r["outplan_id"]) for r in rows]
 
     async def mark_published(self, up_to: int) -> None:
         """Every event up to this sequence was confirmed."""
