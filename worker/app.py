@@ -88,7 +88,7 @@ async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = T
             consume_channel = await connection.channel()
             await consume_channel.set_qos(prefetch_count=settings.prefetch)
             publish_channel = await connection.channel(publisher_confirms=True)
-            relay_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            relay_channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
             connection.reconnect_callbacks.add(lambda *_: metrics.RECONNECTS.labels("broker").inc())
             topo = await topology.declare(consume_channel, settings)
             relay = Relay(settings, relay_channel)

@@ -1,6 +1,7 @@
 """Publishing logged events: the message every event becomes, and the engine behind ``replay``."""
 
 import asyncio
+import enum
 import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
 from aiormq.abc import AbstractChannel as Underlay
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import DeliveryError, PublishError
 
 from contracts import names
 
@@ -28,15 +31,32 @@ def event_properties(event: LoggedEvent, headers: dict[str, bool | str] | None =
     )
 
 
-async def publish_event(channel: Underlay, exchange: str, routing_key: str, event: LoggedEvent,
-                        headers: dict[str, bool | str] | None = None) -> None:
-    """Publish the stored body, ``mandatory``; returns once confirmed, raises if returned or nacked.
+class Outcome(enum.Enum):
+    """What the broker made of one published event."""
 
+    CONFIRMED = "confirmed"  # routed to at least one queue, and every such queue took it
+    UNROUTED = "unrouted"  # no binding matched: returned (``basic.return``), then confirmed
+    REFUSED = "refused"  # ``basic.nack``: a queue refused it (e.g. full with ``reject-publish``)
+
+
+async def publish_event(channel: Underlay, exchange: str, routing_key: str, event: LoggedEvent,
+                        headers: dict[str, bool | str] | None = None) -> Outcome:
+    """Publish the stored body, ``mandatory``, on a confirm channel; returns once the broker answered.
+
+    A broken link raises (``ChannelInvalidStateError``, ``ConnectionError``, ...). Returns are
+    matched to publishes by ``message_id`` (the event id); they come back as ``UNROUTED`` whether
+    the channel was opened with ``on_return_raises`` or not.
     Straight on the channel beneath aio-pika's: it is the relay's hot path, and building an
     aio-pika message per event cost more than the publish itself.
     """
-    await channel.basic_publish(event.body, exchange=exchange, routing_key=routing_key,
-                                properties=event_properties(event, headers), mandatory=True)
+    try:
+        answer = await channel.basic_publish(event.body, exchange=exchange, routing_key=routing_key,
+                                             properties=event_properties(event, headers), mandatory=True)
+    except PublishError:
+        return Outcome.UNROUTED
+    except DeliveryError:
+        return Outcome.REFUSED
+    return Outcome.UNROUTED if isinstance(answer, DeliveredMessage) else Outcome.CONFIRMED
 
 
 @dataclass(frozen=True)
