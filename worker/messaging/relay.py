@@ -51,6 +51,7 @@ class Relay:
         self._stopping = asyncio.Event()
         self.tally = Tally()
         self.is_leader = False
+        self._lock_pid: int | None = None  # the server process that held the lock for this relay
         # Events this process committed, handed over by the writer: published without reading
         # them back. The highest number known to be committed tells when reading is needed.
         self._offered: collections.deque[LoggedEvent] = collections.deque()
@@ -126,9 +127,12 @@ class Relay:
         try:
             store = OutboxStore(conn)
             await store.relax_marks()
-            if not await store.try_lock():
-                log.info("another process's relay holds the lock; it publishes the outbox")
-                return True
+            while not await store.try_lock():
+                holder = await store.lock_holder()
+                if holder is not None and holder != self._lock_pid:
+                    log.info("another process's relay holds the lock; it publishes the outbox")
+                    return True
+                await asyncio.sleep(0.02)  # our own relay's connection is still letting go of it
             await self._pump(store, until_empty=True)
             return (await store.backlog())[0] == 0
         finally:
@@ -145,6 +149,7 @@ class Relay:
                     return
             self._offered.clear()
             self._committed_through, self._look = 0, True
+            self._lock_pid = conn.get_server_pid()
             self.is_leader = True
             metrics.RELAY_LEADER.set(1)
             log.info("relay is publishing")

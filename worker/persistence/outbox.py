@@ -49,6 +49,14 @@ class OutboxStore:
         """Become the one relay that publishes; held as long as this connection lives."""
         return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
 
+    async def lock_holder(self) -> int | None:
+        """The server process id of the connection holding the relay lock in this database, if any."""
+        pid = await self._conn.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2"
+            " AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            RELAY_LOCK_KEY >> 32, RELAY_LOCK_KEY & 0xFFFF_FFFF)
+        return None if pid is None else int(pid)
+
     async def relax_marks(self) -> None:
         """Let this connection's marks commit without waiting for the disk.
 
