@@ -125,7 +125,7 @@ async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = T
         consume_channel = await consuming.channel()
         await consume_channel.set_qos(prefetch_count=settings.prefetch)
         publish_channel = await publishing.channel(publisher_confirms=True)
-        relay_channel = await relaying.channel(publisher_confirms=True, on_return_raises=True)
+        relay_channel = await relaying.channel(publisher_confirms=True, on_return_raises=False)
         topo = await topology.declare(consume_channel, settings)
         relay = Relay(settings, relay_channel)
         consumer = None

@@ -14,7 +14,7 @@ import pytest
 from aiormq.exceptions import PublishError
 
 from tests.conftest import AMQP_URL
-from tests.support.workers import WorkerProcess, start_worker, worker_command
+from tests.support.workers import WorkerProcess, bind_full_subscriber, start_worker, worker_command
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
@@ -77,10 +77,11 @@ def test_metrics_count_commands_events_and_dead_letters(worker: WorkerProcess) -
     assert missing == []
 
 
-def test_readiness_fails_while_the_outbox_cannot_drain(tmp_path: Path, session_database: str) -> None:
-    worker = start_worker(session_database, tmp_path, ready_max_outbox_age_seconds="0.5")
+def test_readiness_fails_while_the_outbox_cannot_drain(tmp_path: Path, fresh_database: str) -> None:
+    worker = start_worker(fresh_database, tmp_path, ready_max_outbox_age_seconds="0.5")
     try:
-        # nothing is bound to this worker's events exchange: its events cannot be published
+        # a full subscriber queue refuses this worker's events: they are retried for ~15 s
+        asyncio.run(bind_full_subscriber(worker.names))
         asyncio.run(traffic(worker, str(uuid.uuid4())))
         time.sleep(1.5)
         status, body = get(worker, "/readyz")

@@ -222,14 +222,34 @@ def test_targets_exchange_with_routing_key_and_the_events_exchange(history: Hist
     result = history.replay("--type", "outplan_deleted", "--exchange", exchange, "--routing-key", "backfill")
     assert result.returncode == 0, result.stderr
     unroutable = history.replay("--type", "outplan_deleted", "--exchange", exchange, "--routing-key", "nobody")
-    assert unroutable.returncode == 1  # unroutable is an error, not a silent success
+    assert unroutable.returncode == 1  # one routing key for every event, and it reaches no queue: an error
     summary = json.loads(unroutable.stderr.strip().splitlines()[-1])
-    assert summary["confirmed"] == 0 and "PublishError" in summary["error"]
+    assert summary["confirmed"] == 0 and "NO_ROUTE" in summary["error"]
     assert len(asyncio.run(collect(routed, deleted))) == deleted
     result = history.replay("--type", "outplan_deleted")  # default: the events exchange, key = type
     assert result.returncode == 0, result.stderr
     received = asyncio.run(collect(events, deleted))
     assert {m.routing_key for m in received} == {"outplan_deleted"}
+
+
+def test_replay_to_the_events_exchange_counts_what_no_subscriber_binds(history: History) -> None:
+    """A subscriber binding only the types it wants is ordinary: the rest are counted, not failures."""
+    async def bind() -> str:
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            queue = await (await connection.channel()).declare_queue(f"test-replay-{uuid.uuid4().hex[:8]}",
+                                                                       durable=True)
+            await queue.bind(history.worker.names.event_exchange, routing_key="outplan_created")
+            return queue.name
+
+    queue = asyncio.run(bind())
+    created = len(dry_run(history, "--type", "outplan_created"))
+    deleted = len(dry_run(history, "--type", "outplan_deleted"))
+    result = history.replay("--type", "outplan_created", "--type", "outplan_deleted")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stderr.strip().splitlines()[-1])
+    assert (summary["confirmed"], summary["unrouted"], summary["failed"]) == (created, deleted, 0)
+    assert f"{deleted} event(s) matched no binding" in result.stderr
+    assert {json.loads(m.body)["type"] for m in asyncio.run(collect(queue, created))} == {"outplan_created"}
 
 
 def test_export_then_import_round_trips_byte_for_byte(history: History, tmp_path: Path) -> None:

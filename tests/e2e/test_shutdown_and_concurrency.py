@@ -12,15 +12,16 @@ import pytest
 
 from tests.conftest import AMQP_URL
 from tests.e2e.conftest import Collector
-from tests.support.workers import WorkerNames, start_worker
+from tests.support.workers import WorkerNames, bind_full_subscriber, start_worker
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
 SOURCE = {"type": "tel", "target": "+15559876543"}
 
 
-async def create_unroutable_event(names: WorkerNames) -> None:
-    """A create whose event no queue is bound for: the outbox cannot empty."""
+async def create_refused_event(names: WorkerNames) -> None:
+    """A create whose event a full subscriber queue refuses: the outbox cannot empty for ~15 s."""
+    await bind_full_subscriber(names)
     async with await aio_pika.connect(AMQP_URL) as connection:
         client = OutplanClient(connection, exchange=names.command_exchange)
         await client.start()
@@ -28,18 +29,18 @@ async def create_unroutable_event(names: WorkerNames) -> None:
         assert reply.status_code == 201
 
 
-def test_sigterm_waits_for_the_outbox_no_longer_than_the_drain_timeout(tmp_path: Path, session_database: str) -> None:
-    worker = start_worker(session_database, tmp_path, drain_seconds="2")
-    asyncio.run(create_unroutable_event(worker.names))
+def test_sigterm_waits_for_the_outbox_no_longer_than_the_drain_timeout(tmp_path: Path, fresh_database: str) -> None:
+    worker = start_worker(fresh_database, tmp_path, drain_seconds="2")
+    asyncio.run(create_refused_event(worker.names))
     started = time.monotonic()
     assert worker.stop() == 0
     assert 1.5 < time.monotonic() - started < 8
     assert [e["outbox_empty"] for e in worker.log_events("worker stopped")] == [False]
 
 
-def test_a_second_sigterm_exits_at_once(tmp_path: Path, session_database: str) -> None:
-    worker = start_worker(session_database, tmp_path, drain_seconds="60")
-    asyncio.run(create_unroutable_event(worker.names))
+def test_a_second_sigterm_exits_at_once(tmp_path: Path, fresh_database: str) -> None:
+    worker = start_worker(fresh_database, tmp_path, drain_seconds="60")
+    asyncio.run(create_refused_event(worker.names))
     worker.process.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     assert worker.process.poll() is None  # still draining

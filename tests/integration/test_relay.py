@@ -3,16 +3,13 @@
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aio_pika
 import asyncpg
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from contracts import parse_event
-from tests.conftest import AMQP_URL
+from tests.integration.relay_rig import Rig, rig
 from tests.support.outplans import SOURCE, begin_create, request
 from worker.messaging.relay import Relay
 from worker.persistence.outbox import BACKLOG
@@ -21,6 +18,7 @@ from worker.service import Service
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
+__all__ = ["rig"]  # the fixture
 
 
 async def published(pool: asyncpg.Pool, event_id: uuid.UUID) -> bool:
@@ -28,59 +26,6 @@ async def published(pool: asyncpg.Pool, event_id: uuid.UUID) -> bool:
     return bool(await pool.fetchval(
         "SELECT e.eventsequence <= s.published_through FROM outplan_events e, outbox_state s WHERE e.event_id = $1",
         event_id))
-
-
-@dataclass
-class Rig:
-    settings: Settings
-    pool: asyncpg.Pool
-    connection: AbstractRobustConnection
-    received: list[AbstractIncomingMessage]
-    exchange_name: str
-
-    async def bind_queue(self) -> AbstractQueue:
-        channel = await self.connection.channel()
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(self.exchange_name, routing_key="#")
-
-        async def keep(message: AbstractIncomingMessage) -> None:
-            self.received.append(message)
-
-        await queue.consume(keep, no_ack=True)
-        return queue
-
-    async def relay(self) -> tuple[Relay, asyncio.Task[None]]:
-        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        relay = Relay(self.settings, channel)
-        relay._keep_channel = channel  # type: ignore[attr-defined]
-        return relay, asyncio.create_task(relay.run())
-
-    async def leading(self, *relays: Relay) -> Relay:
-        """The relay among these that took the lock, once one has."""
-        async with asyncio.timeout(10):
-            while not any(r.is_leader for r in relays):
-                await asyncio.sleep(0.02)
-        return next(r for r in relays if r.is_leader)
-
-    async def wait_for(self, count: int, seconds: float = 10.0) -> None:
-        async with asyncio.timeout(seconds):
-            while len(self.received) < count:
-                await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def rig(fresh_database: str) -> AsyncIterator[Rig]:
-    exchange_name = f"test.events.{uuid.uuid4().hex[:8]}"
-    settings = Settings(database_url=fresh_database, event_exchange=exchange_name,  # type: ignore[arg-type]
-                        relay_poll_seconds=0.2)
-    pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=4)
-    connection = await aio_pika.connect_robust(AMQP_URL)
-    channel = await connection.channel()
-    exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
-    yield Rig(settings, pool, connection, [], exchange_name)
-    await exchange.delete()
-    await connection.close()
-    await pool.close()
 
 
 async def test_a_transaction_that_commits_late_holds_later_writers_back(rig: Rig, customer_id: uuid.UUID) -> None:
@@ -125,22 +70,27 @@ async def test_a_rolled_back_write_leaves_no_gap_in_the_numbers(rig: Rig, custom
     assert str(event.id) == str(kept_event) and event.eventsequence == 1
 
 
-async def test_unroutable_events_stay_unpublished_until_a_queue_is_bound(rig: Rig, customer_id: uuid.UUID) -> None:
+async def test_an_event_nobody_binds_is_settled_and_the_next_ones_follow(rig: Rig, customer_id: uuid.UUID) -> None:
+    """Unrouted is an outcome, not a failure: the checkpoint moves past it and a queue bound later
+    receives only what comes after (the event log still has the rest, for replay)."""
     uow, event_id = await begin_create(rig.pool, customer_id)
     await uow.commit()
     await uow.__aexit__(None, None, None)
     relay, task = await rig.relay()
-    await asyncio.sleep(0.6)  # returned as unroutable: must not count as published
-    assert not await published(rig.pool, event_id)
+    await rig.settled(seconds=5)
+    assert await published(rig.pool, event_id)
     await rig.bind_queue()
-    await rig.wait_for(1, seconds=15)
+    uow, later_id = await begin_create(rig.pool, customer_id)
+    await uow.commit()
+    await uow.__aexit__(None, None, None)
+    await rig.wait_for(1)
     relay.stop()
     await task
-    message = rig.received[0]
-    assert message.message_id == str(event_id) and message.type == "outplan_created"
+    [message] = rig.received
+    assert message.message_id == str(later_id) and message.type == "outplan_created"
     assert message.content_type == "application/cloudevents+json"
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert await published(rig.pool, event_id)
+    assert relay.tally.unrouted == 1 and relay.tally.confirmed == 1
 
 
 async def test_an_unconfirmed_event_is_published_again_byte_for_byte(rig: Rig, customer_id: uuid.UUID) -> None:

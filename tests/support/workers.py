@@ -119,6 +119,22 @@ def start_worker(database_url: str, log_dir: Path, names: WorkerNames | None = N
     return worker
 
 
+async def bind_full_subscriber(names: WorkerNames) -> str:
+    """A subscriber queue bound with ``#`` that is full and refuses every event (``reject-publish``).
+
+    The relay re-publishes each refused event with backoff for about 15 s before giving up on it,
+    so meanwhile the outbox cannot empty. The queue expires a minute after its last use.
+    """
+    name = f"test-full-{uuid.uuid4().hex[:8]}"
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, arguments={"x-max-length": 1, "x-overflow": "reject-publish",
+                                                              "x-expires": 60_000})
+        await channel.default_exchange.publish(aio_pika.Message(b"filler"), routing_key=name)
+        await queue.bind(names.event_exchange, routing_key="#")
+    return name
+
+
 async def delete_names(names: WorkerNames) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:

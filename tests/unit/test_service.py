@@ -56,7 +56,7 @@ class FakeUnitOfWork:
             self.records[r.key] = StoredReply(r.command, r.body_hash, r.status_code, r.reply)
         self.recorded += [(e.event_type, e.stored.version, e.correlation_id) for e in events]
         return [LoggedEvent(len(self.recorded) - len(events) + n + 1, str(uuid.uuid4()), e.event_type,
-                            e.correlation_id, b"") for n, e in enumerate(events)]
+                            e.correlation_id, b"", str(e.stored.outplan.id)) for n, e in enumerate(events)]
 
     async def commit(self) -> None:
         self.commits += 1

@@ -108,7 +108,7 @@ def _read_file(path: Path, selection: EventFilter) -> list[LoggedEvent]:
             if not selection.matches(event):
                 continue
             events.append(LoggedEvent(int(event["eventsequence"]), str(event["id"]), str(event["type"]),
-                                      event.get("correlationid"), line))
+                                      event.get("correlationid"), line, str(event["subject"])))
         except (ValueError, KeyError, TypeError) as exc:
             raise BadArguments(f"{path}:{number} is not an exported event: {exc}") from None
     return events
@@ -128,12 +128,12 @@ class Reporter:
             return
         self._last = now
         if self._tty:
-            done = progress.confirmed / self._total if self._total else 1.0
+            done = progress.settled / self._total if self._total else 1.0
             bar = "#" * int(done * 30)
-            self._stream.write(f"\r[{bar:<30}] {progress.confirmed}/{self._total} confirmed, "
+            self._stream.write(f"\r[{bar:<30}] {progress.settled}/{self._total} sent, "
                                f"{progress.rate:,.0f} events/s" + ("\n" if final else ""))
         elif not final:
-            self._stream.write(f"replay: {progress.confirmed}/{self._total} confirmed, {progress.rate:,.0f} events/s\n")
+            self._stream.write(f"replay: {progress.settled}/{self._total} sent, {progress.rate:,.0f} events/s\n")
         self._stream.flush()
 
 
@@ -198,7 +198,7 @@ async def _publish(args: argparse.Namespace, settings: Settings, selection: Even
         raise BadArguments(f"cannot reach the broker: {type(exc).__name__}") from None
     async with connection:
         await _check_target(await connection.channel(), target)
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
         run_id = str(uuid.uuid4())
         republisher = Republisher(channel, target, run_id=run_id, rate=args.rate)
         loop = asyncio.get_running_loop()
@@ -216,8 +216,12 @@ async def _publish(args: argparse.Namespace, settings: Settings, selection: Even
         await republisher.run(batches(), progress)
         reporter.update(progress, final=True)
     interrupted = republisher.stop_requested.is_set()
+    if progress.unrouted:
+        print(f"replay: {progress.unrouted} event(s) matched no binding of exchange {target.exchange!r} "
+              "(no subscriber wants their type)", file=sys.stderr)
     summary = {
-        "run_id": run_id, "selected": total, "confirmed": progress.confirmed, "failed": progress.failed,
+        "run_id": run_id, "selected": total, "confirmed": progress.confirmed, "unrouted": progress.unrouted,
+        "failed": progress.failed,
         "last_confirmed_seq": progress.last_confirmed_seq, "seconds": round(time.monotonic() - progress.started, 3),
         "events_per_second": round(progress.rate, 1), "interrupted": interrupted, "error": progress.error,
     }
@@ -227,7 +231,7 @@ async def _publish(args: argparse.Namespace, settings: Settings, selection: Even
         print(f"replay: interrupted; last confirmed eventsequence {progress.last_confirmed_seq}; "
               f"resume with --from-seq {resume}", file=sys.stderr)
         return 130
-    return 0 if progress.confirmed == total and not progress.failed else 1
+    return 0 if progress.settled == total and not progress.failed else 1
 
 
 async def _listed(events: list[LoggedEvent], size: int = 1000) -> AsyncIterator[list[LoggedEvent]]:

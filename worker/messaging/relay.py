@@ -1,13 +1,13 @@
-"""The outbox relay: publishes the event log in ``eventsequence`` order, at least once.
+"""The outbox relay: publishes the event log, each outplan's events in order, at least once.
 
 Only one relay publishes at a time (a PostgreSQL advisory lock held by its connection);
-others wait as standbys. An event is marked published only after the broker confirmed it
-and it was routed (``mandatory``); after a crash the unconfirmed tail is published again
-with the same ids and bodies.
-
-Rounds are pipelined: while the broker confirms one round, the next is already read
-and on the wire (all on one channel, so in order). Rounds are retired strictly in order, and
-the published mark never passes an event that was not confirmed.
+others wait as standbys. Events go out ``mandatory`` on a confirm channel, pipelined: up to
+``relay_batch_size`` x 4 publishes await their confirms at once, one per outplan (``window``).
+What the broker makes of each is an outcome of that event alone: confirmed, unrouted (no
+binding matched: counted, not retried) or refused (``basic.nack``: re-published with backoff,
+then given up and left to ``replay``). The checkpoint (``outbox_state.published_through``) is
+the end of the settled prefix; after a crash or a change of leader the next relay publishes
+again from there, with the same ids and bodies. A broken link restarts the relay likewise.
 
 Events committed by this process are handed over by its writer (``offer``) and published
 without being read back, when they continue exactly where publishing stands. Anything else
@@ -18,63 +18,40 @@ with the highest number they wrote, so the relay knows when the log holds more t
 import asyncio
 import collections
 import contextlib
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from typing import Any
 
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel
-from aiormq.abc import AbstractChannel as Underlay
 
 from ..observability import metrics
 from ..persistence.events import NOTIFY_CHANNEL
 from ..persistence.outbox import LoggedEvent, OutboxStore
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
-from .republish import publish_event
+from .republish import Outcome, publish_event
+from .window import PublishWindow, RetryPolicy, Tally
 
 log = structlog.get_logger(__name__)
 
 ROUNDS_IN_FLIGHT = 4
 OFFERED_AT_MOST = 10_000
-
-
-class RelayStalled(Exception):
-    """A round was not wholly confirmed; the next start goes back to the first unconfirmed event."""
-
-
-@dataclass
-class _Round:
-    events: list[LoggedEvent]
-    publishes: list["asyncio.Future[object]"]
-    finished: "asyncio.Future[list[object]]" = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.finished = asyncio.gather(*self.publishes, return_exceptions=True)
-
-    def confirmed(self) -> int:
-        """How many events, from the first, the broker confirmed."""
-        for i, publish in enumerate(self.publishes):
-            if publish.cancelled() or publish.exception() is not None:
-                return i
-        return len(self.publishes)
-
-    def failure(self) -> BaseException | None:
-        n = self.confirmed()
-        if n == len(self.publishes):
-            return None
-        publish = self.publishes[n]
-        return asyncio.CancelledError() if publish.cancelled() else publish.exception()
+HELD_AT_MOST = 10_000  # events read past the checkpoint and kept in memory: on the wire, waiting, settled
 
 
 class Relay:
-    def __init__(self, settings: Settings, channel: AbstractChannel) -> None:
+    """Publishes the outbox on ``channel`` (opened with publisher confirms) while it holds the lock."""
+
+    def __init__(self, settings: Settings, channel: AbstractChannel, *, retry: RetryPolicy | None = None) -> None:
         self._settings = settings
         self._channel = channel
-        self._wake = asyncio.Event()
+        self._retry = retry or RetryPolicy()
+        self._wake = asyncio.Event()  # a commit, or the window asks for attention
         self._stopping = asyncio.Event()
-        self.published = 0
+        self.tally = Tally()
         self.is_leader = False
+        self._lock_pid: int | None = None  # the server process that held the lock for this relay
         # Events this process committed, handed over by the writer: published without reading
         # them back. The highest number known to be committed tells when reading is needed.
         self._offered: collections.deque[LoggedEvent] = collections.deque()
@@ -99,6 +76,11 @@ class Relay:
             self._look = True
         self._wake.set()
 
+    @property
+    def published(self) -> int:
+        """Events the broker took from this relay (confirmed, routed or not)."""
+        return self.tally.confirmed + self.tally.unrouted
+
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
@@ -111,7 +93,7 @@ class Relay:
                 await self._serve()
                 delay = 0.1
                 continue
-            except (RelayStalled, *TRANSIENT_ERRORS) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("relay interrupted; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay)
             except Exception as exc:  # the relay must outlive surprises, or the outbox silently fills up
                 log.error("relay failed unexpectedly; restarting it", error=type(exc).__name__, retry_in=delay,
@@ -122,14 +104,18 @@ class Relay:
             delay = min(delay * 2, 5.0)
 
     async def drain(self, timeout: float) -> bool:
-        """Publish everything already committed (used at shutdown); False if time ran out."""
+        """Publish everything already committed (used at shutdown, after ``stop()``).
+
+        True when nothing is left for this process to publish: the outbox is settled, or another
+        process's relay holds the lock and publishes it. False if ``timeout`` (s) ran out first.
+        """
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     try:
                         if await self._drain_once():
                             return True
-                    except (RelayStalled, *TRANSIENT_ERRORS) as exc:
+                    except TRANSIENT_ERRORS as exc:
                         log.warning("outbox not yet published; retrying", error=type(exc).__name__)
                     await asyncio.sleep(0.2)
         except TimeoutError:
@@ -142,7 +128,11 @@ class Relay:
             store = OutboxStore(conn)
             await store.relax_marks()
             while not await store.try_lock():
-                await asyncio.sleep(0.05)  # another relay holds it; wait for our turn
+                holder = await store.lock_holder()
+                if holder is not None and holder != self._lock_pid:
+                    log.info("another process's relay holds the lock; it publishes the outbox")
+                    return True
+                await asyncio.sleep(0.02)  # our own relay's connection is still letting go of it
             await self._pump(store, until_empty=True)
             return (await store.backlog())[0] == 0
         finally:
@@ -159,6 +149,7 @@ class Relay:
                     return
             self._offered.clear()
             self._committed_through, self._look = 0, True
+            self._lock_pid = conn.get_server_pid()
             self.is_leader = True
             metrics.RELAY_LEADER.set(1)
             log.info("relay is publishing")
@@ -176,46 +167,59 @@ class Relay:
         return self._stopping.is_set()
 
     async def _pump(self, store: OutboxStore, *, until_empty: bool) -> None:
-        """Publish and retire rounds until stopped (or, with ``until_empty``, drained).
+        """Publish and settle until stopped (or, with ``until_empty``, until the outbox is settled).
 
-        It starts after the watermark: whatever the last publisher left unconfirmed goes first.
+        It starts after the checkpoint: whatever the last publisher left unsettled goes first.
+        Raises what broke the link (a publish's error, or the database's).
         """
         limit = self._settings.relay_batch_size
-        window: collections.deque[_Round] = collections.deque()
-        cursor = await store.published_through()  # the last event read, confirmed or not
+        budget = limit * ROUNDS_IN_FLIGHT
+        channel = await self._channel.get_underlay_channel()
+        exchange = self._settings.event_exchange
+
+        def publish(event: LoggedEvent) -> Coroutine[Any, Any, Outcome]:
+            return publish_event(channel, exchange, event.event_type, event)  # on the latest channel read
+
+        window = PublishWindow(publish, self._wake.set, self.tally, retry=self._retry,
+                               low_water=budget - limit, high_water=HELD_AT_MOST - limit)
+        cursor = await store.published_through()  # the last event read, settled or not
         try:
             while True:
                 self._wake.clear()
-                mark, failure = self._retire(window)
-                if failure is not None:
-                    if mark is not None:
-                        await store.mark_published(mark)
-                    raise RelayStalled(failure)
+                if window.failure is not None:
+                    await self._mark(store, window.retire())
+                    raise window.failure
+                mark = window.retire()
                 stopping = self._stopping.is_set() and not until_empty
                 fetched: list[LoggedEvent] = []
-                if len(window) < ROUNDS_IN_FLIGHT and not stopping:
-                    fetched = self._take_offered(cursor, limit)
+                room = min(limit, HELD_AT_MOST - len(window))
+                if stopping:
+                    window.stop_sending()
+                elif window.in_flight + limit <= budget and room > 0:
+                    fetched = self._take_offered(cursor, room)
                     if not fetched and (until_empty or self._look or self._committed_through > cursor):
                         self._look = False
-                        fetched = await store.after(cursor, limit, mark_published=mark)
+                        fetched = await store.after(cursor, room, mark_published=mark)
                         mark = None  # marked by the same statement
                     if fetched:
                         cursor = fetched[-1].eventsequence
                         channel = await self._channel.get_underlay_channel()
-                        window.append(self._publish(channel, fetched))
-                if mark is not None:
-                    await store.mark_published(mark)
+                        window.add(fetched)
+                await self._mark(store, mark)
                 if len(fetched) == limit:
                     continue  # more are waiting: keep the pipeline full
-                if not window and (stopping or (until_empty and not fetched)):
+                if (stopping and window.in_flight == 0) or (until_empty and not fetched and not len(window)):
                     return
-                if not await self._wait(window, until_empty or stopping):
+                if not await self._wait():
                     self._look = True  # nothing for a poll interval: read, in case a notification was lost
         finally:
-            for round_ in window:  # published, not known to be confirmed: the next leader repeats them
-                for publish in round_.publishes:
-                    publish.cancel()
-            await asyncio.gather(*(r.finished for r in window), return_exceptions=True)
+            # Published, not known to be settled: the next leader publishes them again.
+            await window.closed()
+
+    @staticmethod
+    async def _mark(store: OutboxStore, mark: int | None) -> None:
+        if mark is not None:
+            await store.mark_published(mark)
 
     def _take_offered(self, cursor: int, limit: int) -> list[LoggedEvent]:
         """Offered events that continue right after ``cursor``; none if one is missing between."""
@@ -227,42 +231,10 @@ class Relay:
             taken.append(offered.popleft())
         return taken
 
-    def _publish(self, channel: Underlay, events: list[LoggedEvent]) -> _Round:
-        exchange = self._settings.event_exchange
-        return _Round(events, [asyncio.ensure_future(publish_event(channel, exchange, e.event_type, e))
-                               for e in events])
-
-    def _retire(self, window: "collections.deque[_Round]") -> tuple[int | None, str | None]:
-        """Take finished rounds off the head: the last sequence confirmed without a gap, and a failure."""
-        mark = None
-        while window and window[0].finished.done():
-            round_ = window.popleft()
-            confirmed = round_.confirmed()
-            if confirmed:
-                mark = round_.events[confirmed - 1].eventsequence
-                self.published += confirmed
-                for event in round_.events[:confirmed]:
-                    metrics.EVENTS_PUBLISHED.labels(event.event_type).inc()
-            if confirmed < len(round_.events):
-                failed, error = round_.events[confirmed], round_.failure()
-                log.error(
-                    "event not confirmed; publishing again from here",
-                    eventsequence=failed.eventsequence, event_id=failed.event_id,
-                    error=type(error).__name__, detail=str(error),
-                )
-                return mark, f"{len(round_.events) - confirmed} of {len(round_.events)} events not confirmed"
-        return mark, None
-
-    async def _wait(self, window: "collections.deque[_Round]", confirms_only: bool) -> bool:
-        """Until something changes (a commit, the oldest round confirmed); False after the poll interval."""
-        waits: list[asyncio.Future[Any]] = [window[0].finished] if window else []
-        wake = None if confirms_only else asyncio.ensure_future(self._wake.wait())
-        if wake is not None:
-            waits.append(wake)
-        try:
-            done, _ = await asyncio.wait(waits, timeout=self._settings.relay_poll_seconds,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            return bool(done)
-        finally:
-            if wake is not None:
-                wake.cancel()
+    async def _wait(self) -> bool:
+        """Until a commit or the window asks for attention; False after the poll interval."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.relay_poll_seconds):
+                await self._wake.wait()
+                return True
+        return False

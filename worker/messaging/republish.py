@@ -1,6 +1,7 @@
 """Publishing logged events: the message every event becomes, and the engine behind ``replay``."""
 
 import asyncio
+import enum
 import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
 from aiormq.abc import AbstractChannel as Underlay
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import DeliveryError, PublishError
 
 from contracts import names
 
@@ -28,15 +31,32 @@ def event_properties(event: LoggedEvent, headers: dict[str, bool | str] | None =
     )
 
 
-async def publish_event(channel: Underlay, exchange: str, routing_key: str, event: LoggedEvent,
-                        headers: dict[str, bool | str] | None = None) -> None:
-    """Publish the stored body, ``mandatory``; returns once confirmed, raises if returned or nacked.
+class Outcome(enum.Enum):
+    """What the broker made of one published event."""
 
+    CONFIRMED = "confirmed"  # routed to at least one queue, and every such queue took it
+    UNROUTED = "unrouted"  # no binding matched: returned (``basic.return``), then confirmed
+    REFUSED = "refused"  # ``basic.nack``: a queue refused it (e.g. full with ``reject-publish``)
+
+
+async def publish_event(channel: Underlay, exchange: str, routing_key: str, event: LoggedEvent,
+                        headers: dict[str, bool | str] | None = None) -> Outcome:
+    """Publish the stored body, ``mandatory``, on a confirm channel; returns once the broker answered.
+
+    A broken link raises (``ChannelInvalidStateError``, ``ConnectionError``, ...). Returns are
+    matched to publishes by ``message_id`` (the event id); they come back as ``UNROUTED`` whether
+    the channel was opened with ``on_return_raises`` or not.
     Straight on the channel beneath aio-pika's: it is the relay's hot path, and building an
     aio-pika message per event cost more than the publish itself.
     """
-    await channel.basic_publish(event.body, exchange=exchange, routing_key=routing_key,
-                                properties=event_properties(event, headers), mandatory=True)
+    try:
+        answer = await channel.basic_publish(event.body, exchange=exchange, routing_key=routing_key,
+                                             properties=event_properties(event, headers), mandatory=True)
+    except PublishError:
+        return Outcome.UNROUTED
+    except DeliveryError:
+        return Outcome.REFUSED
+    return Outcome.UNROUTED if isinstance(answer, DeliveredMessage) else Outcome.CONFIRMED
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,15 @@ class Target:
     exchange: str = ""
     routing_key: str | None = None
     queue: str | None = None
+
+    @property
+    def unrouted_fails(self) -> bool:
+        """A return is a failure when every event goes one way: to one queue, or with one routing key.
+
+        With the event type as routing key, a subscriber binding only some types is the ordinary
+        use of a topic exchange: the rest come back unrouted, and are counted.
+        """
+        return self.queue is not None or self.routing_key is not None
 
     def route(self, event: LoggedEvent) -> tuple[str, str]:
         if self.queue is not None:
@@ -57,19 +86,29 @@ class Target:
 class Progress:
     selected: int = 0
     confirmed: int = 0
+    unrouted: int = 0  # taken by the broker, matched no binding (not a failure; see ``Target``)
     failed: int = 0
-    last_confirmed_seq: int | None = None
+    last_confirmed_seq: int | None = None  # the last of an unbroken run of settled events
     started: float = field(default_factory=time.monotonic)
     error: str | None = None
 
     @property
+    def settled(self) -> int:
+        return self.confirmed + self.unrouted
+
+    @property
     def rate(self) -> float:
+        """Events settled per second so far."""
         elapsed = time.monotonic() - self.started
-        return self.confirmed / elapsed if elapsed > 0 else 0.0
+        return self.settled / elapsed if elapsed > 0 else 0.0
 
 
 class Republisher:
-    """Sends events in order with up to ``window`` confirms in flight; stops at the first failure."""
+    """Sends events in order with up to ``window`` confirms in flight; stops at the first failure.
+
+    A failure is a nack, an unrouted event when the target says so (``Target.unrouted_fails``),
+    or a broken link; ``Progress.error`` says which.
+    """
 
     def __init__(self, channel: AbstractChannel, target: Target, *, run_id: str, window: int = 256,
                  rate: float | None = None) -> None:
@@ -80,31 +119,50 @@ class Republisher:
         self._interval = 1.0 / rate if rate else 0.0
         self.stop_requested = asyncio.Event()
 
-    async def _publish(self, event: LoggedEvent) -> None:
+    async def _publish(self, event: LoggedEvent) -> Outcome:
         exchange_name, routing_key = self._target.route(event)
         channel = await self._channel.get_underlay_channel()
-        await publish_event(channel, exchange_name, routing_key, event,
-                            headers={"x-replayed": True, "x-replay-run-id": self._run_id})
+        return await publish_event(channel, exchange_name, routing_key, event,
+                                   headers={"x-replayed": True, "x-replay-run-id": self._run_id})
+
+    def _failure(self, event: LoggedEvent, outcome: Outcome) -> str | None:
+        if outcome is Outcome.REFUSED:
+            return f"Refused: eventsequence {event.eventsequence} was nacked by the broker (basic.nack)"
+        if outcome is Outcome.UNROUTED and self._target.unrouted_fails:
+            exchange, routing_key = self._target.route(event)
+            where = f"queue {routing_key!r}" if self._target.queue is not None else (
+                f"exchange {exchange!r} with routing key {routing_key!r}")
+            return f"Unrouted: eventsequence {event.eventsequence} reached no queue (NO_ROUTE) via {where}"
+        return None
 
     async def run(self, batches: AsyncIterable[list[LoggedEvent]], progress: Progress) -> None:
-        in_flight: list[tuple[LoggedEvent, asyncio.Task[None]]] = []
+        in_flight: list[tuple[LoggedEvent, asyncio.Task[Outcome]]] = []
         next_send = time.monotonic()
 
+        async def give_up(error: str) -> bool:
+            progress.failed += 1 + len(in_flight)
+            progress.error = error
+            for _, rest in in_flight:
+                rest.cancel()
+            await asyncio.gather(*(t for _, t in in_flight), return_exceptions=True)
+            in_flight.clear()
+            return False
+
         async def settle(keep: int) -> bool:
-            # Confirms are taken in publish order, so the last confirmed sequence is contiguous.
+            # Answers are taken in publish order, so the last settled sequence is contiguous.
             while len(in_flight) > keep:
                 event, task = in_flight.pop(0)
                 try:
-                    await task
-                except Exception as exc:  # nack, unroutable, or the link broke
-                    progress.failed += 1 + len(in_flight)
-                    progress.error = f"{type(exc).__name__}: {exc}" or type(exc).__name__
-                    for _, rest in in_flight:
-                        rest.cancel()
-                    await asyncio.gather(*(t for _, t in in_flight), return_exceptions=True)
-                    in_flight.clear()
-                    return False
-                progress.confirmed += 1
+                    outcome = await task
+                except Exception as exc:  # the link broke
+                    return await give_up(f"{type(exc).__name__}: {exc}")
+                error = self._failure(event, outcome)
+                if error is not None:
+                    return await give_up(error)
+                if outcome is Outcome.UNROUTED:
+                    progress.unrouted += 1
+                else:
+                    progress.confirmed += 1
                 progress.last_confirmed_seq = event.eventsequence
             return True
 

@@ -139,5 +139,5 @@ async def write_changes(
     if not events:
         return []
     first = row["first_sequence"]
-    return [LoggedEvent(first + n, str(i), e.event_type, e.correlation_id, body)
+    return [LoggedEvent(first + n, str(i), e.event_type, e.correlation_id, body, str(e.stored.outplan.id))
             for n, (i, e, body) in enumerate(zip(event_ids, events, row["bodies"], strict=True))]

@@ -63,12 +63,13 @@ async def select_events(conn: asyncpg.Connection, selection: EventFilter, batch:
     after = (selection.from_seq or 1) - 1
     while True:
         rows = await conn.fetch(
-            "SELECT eventsequence, event_id::text, event_type, correlation_id, body FROM outplan_events"
+            "SELECT eventsequence, event_id::text, event_type, correlation_id, body, outplan_id::text"
+            " FROM outplan_events"
             + _WHERE + " ORDER BY eventsequence LIMIT $8",
             *_args(selection, after), batch,
         )
         if not rows:
             return
-        yield [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"])
-               for r in rows]
+        yield [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"],
+                           r["outplan_id"]) for r in rows]
         after = rows[-1]["eventsequence"]

@@ -15,20 +15,21 @@ RELAY_LOCK_KEY = 7_402_911_002
 
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
-    """A sequenced event as it is (or was) published: its number, id, type and exact body."""
+    """A sequenced event as it is (or was) published: its number, id, type, exact body and outplan."""
 
     eventsequence: int
     event_id: str
     event_type: str
     correlation_id: str | None
     body: bytes
+    outplan_id: str  # the relay keeps one outplan's events in order by it
 
 
 _AFTER = """
 WITH marked AS (
     UPDATE outbox_state SET published_through = greatest(published_through, $3) WHERE $3::bigint IS NOT NULL
 )
-SELECT eventsequence, event_id::text, event_type, correlation_id, body
+SELECT eventsequence, event_id::text, event_type, correlation_id, body, outplan_id::text
 FROM outplan_events WHERE eventsequence > $1 ORDER BY eventsequence LIMIT $2
 """
 
@@ -47,6 +48,14 @@ class OutboxStore:
     async def try_lock(self) -> bool:
         """Become the one relay that publishes; held as long as this connection lives."""
         return bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
+
+    async def lock_holder(self) -> int | None:
+        """The server process id of the connection holding the relay lock in this database, if any."""
+        pid = await self._conn.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2"
+            " AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            RELAY_LOCK_KEY >> 32, RELAY_LOCK_KEY & 0xFFFF_FFFF)
+        return None if pid is None else int(pid)
 
     async def relax_marks(self) -> None:
         """Let this connection's marks commit without waiting for the disk.
@@ -68,8 +77,8 @@ class OutboxStore:
         moves the watermark.
         """
         rows = await self._conn.fetch(_AFTER, sequence, limit, mark_published)
-        return [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"])
-                for r in rows]
+        return [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"],
+                            r["outplan_id"]) for r in rows]
 
     async def mark_published(self, up_to: int) -> None:
         """Every event up to this sequence was confirmed."""

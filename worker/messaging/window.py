@@ -1,0 +1,197 @@
+"""The relay's events between the checkpoint and the log's end: on the wire, backing off or waiting.
+
+Each outplan has a lane: at most one of its events is unsettled on the wire (or backing off
+after a ``basic.nack``); its later events wait behind it, so per-outplan order holds while other
+outplans' events keep flowing. An event is settled when the broker confirmed it, returned it
+unrouted, or refused it ``1 + retries`` times (given up). The checkpoint is the end of the
+settled prefix: ``retire()`` takes that prefix off the window.
+"""
+
+import asyncio
+import collections
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from ..observability import metrics
+from ..persistence.outbox import LoggedEvent
+from .republish import Outcome
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Re-publishes of a refused event: at most ``retries``, after ``first_delay`` s, doubling, ±20 %.
+
+    The defaults hold a refused event about 0.5 + 1 + 2 + 4 + 8 = 15.5 s before giving up: well
+    inside /readyz's 30 s outbox age, so one refusing subscriber does not make the worker unready.
+    """
+
+    retries: int = 5
+    first_delay: float = 0.5
+
+    def delay(self, refusals: int) -> float:
+        """Seconds before the re-publish that follows the ``refusals``-th refusal (1-based)."""
+        return self.first_delay * 2.0 ** (refusals - 1) * random.uniform(0.8, 1.2)
+
+
+@dataclass
+class Tally:
+    """What the broker made of the events a relay published (re-publishes counted once each)."""
+
+    confirmed: int = 0
+    unrouted: int = 0
+    refused: int = 0  # nacks, every one
+    given_up: int = 0
+
+
+class _Entry:
+    __slots__ = ("event", "sent", "settled")
+
+    def __init__(self, event: LoggedEvent) -> None:
+        self.event = event
+        self.sent = 0  # publishes so far
+        self.settled = False
+
+
+Publish = Callable[[LoggedEvent], Coroutine[Any, Any, Outcome]]
+
+
+class PublishWindow:
+    """Publishes events added in number order, one per outplan at a time; settles and retries them.
+
+    ``publish`` raises when the link breaks; the first such error is kept in ``failure`` and
+    nothing more is sent. ``notify`` is called when the pump may act: a failure, the wire down to
+    ``low_water`` publishes or to none, or the head settling while the window is at ``high_water`` events.
+    """
+
+    def __init__(self, publish: Publish, notify: Callable[[], None], tally: Tally, *, retry: RetryPolicy,
+                 low_water: int, high_water: int) -> None:
+        self._publish = publish
+        self._notify = notify
+        self._tally = tally
+        self._retry = retry
+        self._low_water, self._high_water = low_water, high_water
+        self._held: collections.deque[_Entry] = collections.deque()
+        self._lanes: dict[str, collections.deque[_Entry]] = {}  # outplan id -> its unsettled events
+        self._tasks: set[asyncio.Task[Outcome]] = set()
+        self._timers: dict[_Entry, asyncio.TimerHandle] = {}  # refused events waiting to go again
+        self._sending = True
+        self.in_flight = 0
+        self.failure: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def add(self, events: list[LoggedEvent]) -> None:
+        """Events read after the last one added, in number order."""
+        for event in events:
+            entry = _Entry(event)
+            self._held.append(entry)
+            lane = self._lanes.get(event.outplan_id)
+            if lane is not None:
+                lane.append(entry)  # waits behind the unsettled one
+            else:
+                self._lanes[event.outplan_id] = collections.deque((entry,))
+                self._send(entry)
+
+    def retire(self) -> int | None:
+        """Take the settled prefix off; the new checkpoint (highest ``eventsequence``), or None."""
+        last = None
+        while self._held and self._held[0].settled:
+            last = self._held.popleft().event.eventsequence
+        return last
+
+    def stop_sending(self) -> None:
+        """Publish nothing more (no waiting event, no re-publish); what is on the wire still settles."""
+        self._sending = False
+
+    def close(self) -> None:
+        """Cancel the publishes and re-publishes not yet answered: they stay above the checkpoint."""
+        self._sending = False
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in self._tasks:
+            task.cancel()
+
+    async def closed(self) -> None:
+        self.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _send(self, entry: _Entry) -> None:
+        if not self._sending or self.failure is not None:
+            return
+        entry.sent += 1
+        self.in_flight += 1
+        task = asyncio.ensure_future(self._publish(entry.event))
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._answered(entry, done))
+
+    def _answered(self, entry: _Entry, task: "asyncio.Task[Outcome]") -> None:
+        self._tasks.discard(task)
+        self.in_flight -= 1
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            if self.failure is None:
+                self.failure = error
+            self._notify()
+            return
+        outcome = task.result()
+        if outcome is Outcome.REFUSED:
+            self._refused(entry)
+        else:
+            self._settle(entry, outcome)
+        if self.in_flight in (self._low_water, 0):
+            self._notify()  # once per crossing: a wake per confirm would cost more than the publish
+
+    def _refused(self, entry: _Entry) -> None:
+        event, refusals = entry.event, entry.sent
+        self._tally.refused += 1
+        metrics.EVENTS_REFUSED.labels(event.event_type).inc()
+        if refusals > self._retry.retries:
+            self._tally.given_up += 1
+            metrics.EVENTS_GIVEN_UP.labels(event.event_type).inc()
+            log.error("event refused by the broker every time; giving up on it (the event log keeps it)",
+                      eventsequence=event.eventsequence, event_id=event.event_id, type=event.event_type,
+                      outplan_id=event.outplan_id, publishes=refusals,
+                      replay=f"outplan-worker replay --outplan-id {event.outplan_id} "
+                             f"--from-seq {event.eventsequence} --queue <the refusing subscriber's queue>")
+            self._settle(entry, None)
+            return
+        delay = self._retry.delay(refusals)
+        # One line per event, not per retry: a full subscriber queue refuses every event.
+        (log.warning if refusals == 1 else log.debug)(
+            "event refused by the broker (basic.nack); publishing it again", eventsequence=event.eventsequence,
+            event_id=event.event_id, type=event.event_type, outplan_id=event.outplan_id,
+            retry_in=round(delay, 3), retries_left=self._retry.retries - refusals + 1)
+        self._timers[entry] = asyncio.get_running_loop().call_later(delay, self._again, entry)
+
+    def _again(self, entry: _Entry) -> None:
+        del self._timers[entry]
+        self._send(entry)
+
+    def _settle(self, entry: _Entry, outcome: Outcome | None) -> None:
+        entry.settled = True
+        event = entry.event
+        if outcome is Outcome.CONFIRMED:
+            self._tally.confirmed += 1
+            metrics.EVENTS_PUBLISHED.labels(event.event_type).inc()
+        elif outcome is Outcome.UNROUTED:
+            self._tally.unrouted += 1
+            metrics.EVENTS_UNROUTED.labels(event.event_type).inc()
+            log.debug("event matched no binding", eventsequence=event.eventsequence, type=event.event_type)
+        lane = self._lanes[event.outplan_id]
+        lane.popleft()
+        if lane:
+            self._send(lane[0])
+        else:
+            del self._lanes[event.outplan_id]
+        if self._held[0] is entry and len(self._held) >= self._high_water:
+            self._notify()  # the pump waits for room
