@@ -107,7 +107,7 @@ def test_page_tokens_round_trip() -> None:
     outplan_id = uuid.uuid4()
     position = paging.decode(paging.encode(moment, outplan_id))
     assert position is not None
-    assert position.id == outplan_id and position.tm_create_us == paging.to_micros(moment)
+    assert position.id == outplan_id and position.tm_create == moment
 
 
 def test_a_bare_tm_create_token_is_accepted() -> None:
@@ -116,3 +116,17 @@ def test_a_bare_tm_create_token_is_accepted() -> None:
     assert paging.decode("") is None
     with pytest.raises(paging.InvalidPageToken):
         paging.decode("yesterday")
+
+
+@pytest.mark.parametrize("token", [
+    "o1.f_________8AAAAAAAAAAAAAAAAAAAAB",  # a time far past year 9999
+    "o1.gAAAAAAAAAAAAAAAAAAAAA",  # the earliest 64-bit time, and too short
+    "o1.gAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB",  # the earliest 64-bit time
+    "o1.!!!!",
+    "0000-01-01 00:00:00.000000",
+])
+def test_a_page_token_that_names_no_position_is_refused_naming_it(token: str) -> None:
+    body = json.dumps({"customer_id": CUSTOMER, "page_token": token}).encode()
+    rejection = rejected(run(body, routing_key="outplan.list", message_id=None))
+    assert rejection.reason == "VALIDATION_FAILED" and rejection.message.startswith("page_token ")
+    assert [d.field for d in rejection.details] == ["page_token"]
