@@ -2,11 +2,13 @@
 
 import json
 import re
+from collections import deque
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from .fields import unstorable
 from .replies import ErrorDetail
 
 _PLAIN = re.compile(r"[A-Za-z0-9_]+")
@@ -67,3 +69,36 @@ def summarise(details: list[ErrorDetail]) -> str:
     if len(details) == 1:
         return details[0].message
     return f"{len(details)} fields are invalid: " + "; ".join(d.message for d in details)
+
+
+def unstorable_details(body: bytes) -> list[ErrorDetail]:
+    """The strings of a JSON body that PostgreSQL could not store, one detail each, keys included.
+
+    For a body the strict parser refused: RFC 8259 allows an escaped lone surrogate (``"\\ud800"``),
+    which names no character. The standard library parses such text, so the field can be named.
+    Empty when ``body`` is not a UTF-8 JSON object at all or holds no such string.
+    """
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return []
+    if not isinstance(document, dict):
+        return []  # not an object: that is the answer
+    details: list[ErrorDetail] = []
+    pending: deque[tuple[tuple[int | str, ...], Any]] = deque([((), document)])
+    while pending:  # iterative: the document may nest as deep as the parser allowed
+        loc, value = pending.popleft()
+        if isinstance(value, str):
+            problem = unstorable(value)
+            if problem is not None:
+                details.append(ErrorDetail(field=field_path(loc), message=f"{field_path(loc)} {problem}"))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                problem = unstorable(key)
+                if problem is not None:
+                    name = field_path((*loc, key))
+                    details.append(ErrorDetail(field=name, message=f"the key {name} {problem}"))
+                pending.append(((*loc, key), item))
+        elif isinstance(value, list):
+            pending.extend(((*loc, i), item) for i, item in enumerate(value))
+    return details

@@ -23,10 +23,27 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _SIP = re.compile(r"(?P<user>[^@\s:;]+)@(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?(?::[0-9]{1,5})?)")
 
 
+# Characters PostgreSQL text (UTF-8) cannot hold: NUL, and UTF-16 surrogates, which are not
+# characters at all (a JSON "\ud800" without its pair decodes to one; so do undecodable bytes
+# read with errors="surrogateescape").
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(value: str) -> str | None:
+    """Why PostgreSQL cannot store ``value`` as text, as a rule ("must not contain ..."); else None."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "must not contain the NUL character (\\u0000)"
+    return "must not contain a lone UTF-16 surrogate (\\ud800 to \\udfff); send valid Unicode text"
+
+
 def _storable(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refusing it here keeps bad input out of the database.
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (\\u0000)")
+    # Refused here, with the field named, so that bad input never reaches the database.
+    problem = unstorable(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

@@ -1,6 +1,7 @@
 """Domain values and errors the handlers work with."""
 
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from contracts import ErrorInfo, Outplan, Reply, replies
@@ -35,7 +36,7 @@ class ConcurrentChange(Exception):
 class PagePosition:
     """Where the next page starts: strictly older than (tm_create, id)."""
 
-    tm_create_us: int  # microseconds since the epoch, UTC
+    tm_create: datetime  # aware, UTC, within years 1 to 9999: bound to the query as it is
     id: UUID | None  # None: a bare tm_create token, everything strictly older
 
 

@@ -1,6 +1,8 @@
 """Turn one raw AMQP message into a validated request, or a 400 that says why not.
 
-Pure: no I/O, so every rule is unit-tested without a broker.
+Pure: no I/O, so every rule is unit-tested without a broker. Total: whatever the input, a
+request handed on can be stored and queried (no string PostgreSQL refuses, a usable page
+position), so every fault an input can cause is answered here, once, naming the field.
 """
 
 import hashlib
@@ -20,7 +22,8 @@ from contracts import (
     summarise,
     validation_details,
 )
-from contracts.fields import BODY_MAX_BYTES
+from contracts.errors import unstorable_details
+from contracts.fields import BODY_MAX_BYTES, unstorable
 
 from . import paging
 
@@ -122,14 +125,13 @@ def decode(
             f"{name} changes state and must carry the AMQP message_id property (the idempotency key)",
             command=name,
         )
-    if message_id is not None and len(message_id) > MESSAGE_ID_MAX:
-        return Rejection(
-            replies.VALIDATION_FAILED, f"message_id must be at most {MESSAGE_ID_MAX} characters", command=name
-        )
+    if message_id is not None and (problem := _message_id_problem(message_id)):
+        return Rejection(replies.VALIDATION_FAILED, problem, [ErrorDetail(field="message_id", message=problem)],
+                         command=name)
     try:
         command = model.model_validate_json(body)
     except ValidationError as exc:
-        return _invalid(exc, name)
+        return _invalid(exc, name, body)
     if isinstance(command, ListOutplans):
         try:
             paging.decode(command.page_token)
@@ -144,9 +146,19 @@ def decode(
     )
 
 
-def _invalid(exc: ValidationError, name: str) -> Rejection:
+def _message_id_problem(message_id: str) -> str | None:
+    """Why ``message_id`` cannot be the idempotency key (it is stored as PostgreSQL text)."""
+    if len(message_id) > MESSAGE_ID_MAX:
+        return f"message_id must be at most {MESSAGE_ID_MAX} characters"
+    problem = unstorable(message_id)
+    return None if problem is None else f"message_id {problem}"
+
+
+def _invalid(exc: ValidationError, name: str, body: bytes) -> Rejection:
     first = exc.errors(include_url=False, include_input=False)[0]
     if first["type"] == "json_invalid":
+        if details := unstorable_details(body):  # JSON, but with a string no database can hold
+            return Rejection(replies.VALIDATION_FAILED, summarise(details), details, command=name)
         return Rejection(
             replies.MALFORMED_JSON, f"the body is not UTF-8 JSON: {first['msg']}", command=name
         )

@@ -2,12 +2,15 @@
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from contracts import ListOutplans
+from contracts.timefmt import format_time
 from tests.support.outplans import change, create, request
+from worker import paging
 from worker.handlers import list_outplans
 from worker.persistence.uow import PgUnitOfWork
 
@@ -73,3 +76,19 @@ async def test_a_bare_tm_create_token_pages_like_the_tutorial(pool: asyncpg.Pool
     data = await page(pool, customer_id, 10, newest["tm_create"])  # type: ignore[index]
     assert [o["id"] for o in data["result"]] == [str(first[0])]  # type: ignore[index, union-attr]
     assert json.dumps(data["next_page_token"]) == '""'
+
+
+@pytest.mark.parametrize(("moment", "expected"), [
+    (datetime.max.replace(tzinfo=UTC), 3),  # sent as 'infinity': everything is older
+    (datetime(9999, 12, 31, 23, 59, 59, 999998, tzinfo=UTC), 3),
+    (datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC), 0),
+    (datetime.min.replace(tzinfo=UTC), 0),  # sent as '-infinity': nothing is older
+])
+@pytest.mark.parametrize("with_id", [True, False])
+async def test_the_extreme_positions_a_token_can_name_are_queried(
+    pool: asyncpg.Pool, customer_id: uuid.UUID, moment: datetime, expected: int, with_id: bool,
+) -> None:
+    await add(pool, customer_id, 3)
+    token = paging.encode(moment, uuid.UUID(int=0)) if with_id else format_time(moment)
+    data = await page(pool, customer_id, 10, token)
+    assert len(data["result"]) == expected  # type: ignore[arg-type]

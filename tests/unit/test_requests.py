@@ -107,7 +107,7 @@ def test_page_tokens_round_trip() -> None:
     outplan_id = uuid.uuid4()
     position = paging.decode(paging.encode(moment, outplan_id))
     assert position is not None
-    assert position.id == outplan_id and position.tm_create_us == paging.to_micros(moment)
+    assert position.id == outplan_id and position.tm_create == moment
 
 
 def test_a_bare_tm_create_token_is_accepted() -> None:
@@ -116,3 +116,71 @@ def test_a_bare_tm_create_token_is_accepted() -> None:
     assert paging.decode("") is None
     with pytest.raises(paging.InvalidPageToken):
         paging.decode("yesterday")
+
+
+def _create_with(**fields: Any) -> str:
+    """A create body as JSON text, so escapes such as a lone ``\\ud800`` can be written raw."""
+    body = {"customer_id": CUSTOMER, "source": {"type": "sip", "target": "bob@example.com"}, **fields}
+    return json.dumps(body)
+
+
+@pytest.mark.parametrize(("message_id", "rule"), [
+    ("abc\u0000def", "message_id must not contain the NUL character (\\u0000)"),
+    ("abc\ud800def", "message_id must not contain a lone UTF-16 surrogate"),
+    ("\udcc3(bad", "message_id must not contain a lone UTF-16 surrogate"),  # bytes read with surrogateescape
+    ("x" * 256, "message_id must be at most 255 characters"),
+])
+def test_a_message_id_the_database_cannot_hold_is_refused_naming_it(message_id: str, rule: str) -> None:
+    rejection = rejected(run(message_id=message_id))
+    assert rejection.reason == "VALIDATION_FAILED" and rejection.message.startswith(rule)
+    assert [d.field for d in rejection.details] == ["message_id"]
+    reply = json.loads(rejection.reply().to_json())  # the reply itself can be sent
+    assert reply["error"]["details"][0]["field"] == "message_id"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (_create_with(name="a\\u0000b"), "name"),
+    (_create_with(detail="\\u0000"), "detail"),
+    (_create_with(source={"type": "sip", "target": "b\\u0000b@example.com"}), "source.target"),
+    (_create_with(source={"type": "tel", "target": "+15559876543", "name": "\\u0000"}), "source.name"),
+    (_create_with(name="a\\ud800b"), "name"),
+    (_create_with(detail="\\udfff"), "detail"),
+    (_create_with(source={"type": "tel", "target": "+15559876543", "target_name": "\\udc00x"}),
+     "source.target_name"),
+    (_create_with(source={"type": "sip", "target": "\\ud800@example.com"}), "source.target"),
+    (json.dumps({"customer_id": "\\ud800"}), "customer_id"),
+])
+def test_a_body_string_the_database_cannot_hold_is_refused_naming_it(body: str, field: str) -> None:
+    # json.dumps escaped the backslashes: undo that, so the body carries the JSON escape itself.
+    raw = body.replace("\\\\u", "\\u").encode()
+    rejection = rejected(run(raw))
+    assert rejection.reason == "VALIDATION_FAILED", rejection.message
+    assert [d.field for d in rejection.details] == [field]
+    assert rejection.message.startswith(f"{field} must not contain")
+    assert json.loads(rejection.reply().to_json())["error"]["details"][0]["field"] == field
+
+
+def test_a_lone_surrogate_in_a_key_is_refused_naming_the_key() -> None:
+    rejection = rejected(run(b'{"customer_id": "%s", "\\ud800": 1}' % CUSTOMER.encode()))
+    assert rejection.reason == "VALIDATION_FAILED"
+    assert [d.field for d in rejection.details] == ['"\\ud800"']
+    rejection.reply().to_json()
+
+
+def test_a_valid_surrogate_pair_is_text() -> None:
+    result = run(_create_with(name="\\ud83d\\ude00").replace("\\\\u", "\\u").encode())
+    assert isinstance(result, Request) and result.command.name == "\U0001F600"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("token", [
+    "o1.f_________8AAAAAAAAAAAAAAAAAAAAB",  # a time far past year 9999
+    "o1.gAAAAAAAAAAAAAAAAAAAAA",  # the earliest 64-bit time, and too short
+    "o1.gAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB",  # the earliest 64-bit time
+    "o1.!!!!",
+    "0000-01-01 00:00:00.000000",
+])
+def test_a_page_token_that_names_no_position_is_refused_naming_it(token: str) -> None:
+    body = json.dumps({"customer_id": CUSTOMER, "page_token": token}).encode()
+    rejection = rejected(run(body, routing_key="outplan.list", message_id=None))
+    assert rejection.reason == "VALIDATION_FAILED" and rejection.message.startswith("page_token ")
+    assert [d.field for d in rejection.details] == ["page_token"]

@@ -1,6 +1,6 @@
 """SQL for the outplans table; rows come back as ``Versioned`` contract outplans."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -15,7 +15,6 @@ _COLUMNS = (
     " source_detail, dial_timeout, try_interval, max_try_count_0, max_try_count_1,"
     " max_try_count_2, max_try_count_3, max_try_count_4, version, tm_create, tm_update, tm_delete"
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_versioned(row: asyncpg.Record) -> Versioned:
@@ -80,7 +79,7 @@ class OutplanRepository:
                 customer_id, limit,
             )
         else:
-            moment = _EPOCH + timedelta(microseconds=after.tm_create_us)
+            moment = after.tm_create
             if after.id is None:
                 rows = await self._conn.fetch(
                     f"SELECT {_COLUMNS} FROM outplans WHERE customer_id = $1 AND tm_delete IS NULL"
