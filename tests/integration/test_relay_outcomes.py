@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["rig"]  # the fixture
 
 FULL = {"x-max-length": 1, "x-overflow": "reject-publish"}  # refuses every publish while it holds one
-QUICK = RetryPolicy(retries=5, first_delay=0.02)  # the default's shape, 25 times faster
+QUICK = RetryPolicy(retries=5, first_delay=0.02, quiet_after=0.5, report_every=1.2)  # 25 times faster
 
 
 def counted(name: str, event_type: str) -> float:
@@ -139,19 +139,58 @@ async def test_a_refusal_past_the_bound_is_given_up_once_logged_and_the_checkpoi
     taken = await _peek(full)  # the one event the full queue took: it was empty at first
     copies = healthy.copies()
     given_up = sorted(n for n in copies if n != taken)
-    assert copies == {n: 1 if n == taken else 1 + QUICK.retries for n in range(1, 9)}
+    assert sorted(copies) == list(range(1, 9)) and copies[taken] == 1
+    assert all(1 <= copies[n] <= 1 + QUICK.retries for n in given_up)  # within the bound
+    assert max(copies.values()) == 1 + QUICK.retries  # the first given up went the whole way
     errors = loud(logs, "error")
-    assert sorted(e["eventsequence"] for e in errors) == given_up  # one line per event given up
-    for error in errors:
-        assert error["outplan_id"] and error["event_id"] and error["type"]
-        assert error["replay"].startswith(f"outplan-worker replay --outplan-id {error['outplan_id']} "
-                                          f"--from-seq {error['eventsequence']} --queue ")
-    assert sorted(w["eventsequence"] for w in loud(logs, "warning")) == given_up  # once per event, not per retry
-    assert relay.tally.given_up == len(given_up) and relay.tally.refused == len(given_up) * (1 + QUICK.retries)
+    first, *summaries = errors
+    assert first["event"] == "event refused by the broker every time; giving up on it (the event log keeps it)"
+    assert first["outplan_id"] and first["event_id"] and first["type"]
+    assert first["replay"].startswith(f"outplan-worker replay --outplan-id {first['outplan_id']} "
+                                      f"--from-seq {first['eventsequence']} --queue ")
+    # The others were refused while refusals were ongoing: given up at once, summed up in one line.
+    assert [e["event"] for e in summaries] == ["events refused by the broker and left to replay"]
+    assert summaries[0]["events"] == len(given_up) - 1
+    assert summaries[0]["replay"].startswith(
+        f"outplan-worker replay --from-seq {summaries[0]['from_seq']} --to-seq {summaries[0]['to_seq']} --queue ")
+    others = set(given_up) - {first["eventsequence"]}
+    assert summaries[0]["from_seq"] == min(others) and summaries[0]["to_seq"] == max(others)
+    assert len(loud(logs, "warning")) == 1  # one line for the burst, not one per event or retry
+    assert relay.tally.given_up == len(given_up)
+    assert relay.tally.refused == sum(copies[n] for n in given_up)
     assert {name: all_types(name) - before[name] for name in before} == {
         "refused": relay.tally.refused, "given_up": relay.tally.given_up}
     assert await rig.checkpoint() == 8
     assert in_outplan_order(healthy, repeats=True)
+
+
+async def test_refusals_that_go_on_hold_no_outplan_back_and_end_when_the_broker_accepts_again(
+        rig: Rig, customer_id: uuid.UUID) -> None:
+    healthy = await rig.subscribe("#")
+    full = await rig.subscribe("#", consume=False, arguments=FULL)
+    with capture_logs() as logs:
+        relay, task = await rig.relay(QUICK)
+        first = await history(rig, customer_id, outplans=2, updates=1)  # the first refusal gets given up
+        await rig.settled()
+        started = asyncio.get_running_loop().time()
+        more = await history(rig, customer_id, outplans=4, updates=2)  # refused while ongoing
+        await rig.settled()
+        ongoing_took = asyncio.get_running_loop().time() - started
+        await full.queue.purge()
+        await asyncio.sleep(QUICK.quiet_after + 0.3)  # nothing refused: the refusals end
+        last = await history(rig, customer_id, outplans=1, updates=0)
+        await rig.settled()
+        relay.stop()
+        await task
+    assert ongoing_took < QUICK.first_delay * 2 ** QUICK.retries, "no event was held for its retries"
+    copies = healthy.copies()
+    during = range(len(first) + 1, len(first) + len(more) + 1)
+    assert {n: copies[n] for n in during if copies[n] != 1} == {}  # refused once, left to replay at once
+    events = [e["event"] for e in loud(logs, "error", "warning", "info")]
+    assert "no event refused for a while; refused events are retried again" in events
+    after = len(first) + len(more) + 1
+    assert await _peek(full) == after  # the emptied queue took the next event (then was full again)
+    assert all(copies[n] > 1 for n in range(after + 1, max(copies) + 1))  # and refusals were retried again
 
 
 async def _peek(subscriber: Subscriber) -> int:

@@ -33,6 +33,8 @@ class RetryPolicy:
 
     retries: int = 5
     first_delay: float = 0.5
+    quiet_after: float = 10.0  # s without a refusal before refusals are taken to have ended
+    report_every: float = 30.0  # s between summary lines while refusals are ongoing
 
     def delay(self, refusals: int) -> float:
         """Seconds before the re-publish that follows the ``refusals``-th refusal (1-based)."""
@@ -47,6 +49,32 @@ class Tally:
     unrouted: int = 0
     refused: int = 0  # nacks, every one
     given_up: int = 0
+
+
+@dataclass
+class _Ongoing:
+    """Events given up at once while refusals are ongoing, since the last summary line."""
+
+    last_refusal: float
+    reported_at: float
+    count: int = 0
+    first: int | None = None  # eventsequence
+    last: int | None = None
+
+    def add(self, event: LoggedEvent, now: float) -> None:
+        self.last_refusal = now
+        self.count += 1
+        self.first = event.eventsequence if self.first is None else min(self.first, event.eventsequence)
+        self.last = event.eventsequence if self.last is None else max(self.last, event.eventsequence)
+
+    def report(self, now: float) -> None:
+        """One ERROR line for the events given up since the last one (none: no line)."""
+        if self.count:
+            log.error("events refused by the broker and left to replay", events=self.count,
+                      from_seq=self.first, to_seq=self.last,
+                      replay=f"outplan-worker replay --from-seq {self.first} --to-seq {self.last} "
+                             "--queue <the refusing subscriber's queue>")
+        self.reported_at, self.count, self.first, self.last = now, 0, None, None
 
 
 class _Entry:
@@ -80,6 +108,8 @@ class PublishWindow:
         self._lanes: dict[str, collections.deque[_Entry]] = {}  # outplan id -> its unsettled events
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._timers: dict[_Entry, asyncio.TimerHandle] = {}  # refused events waiting to go again
+        self._ongoing: _Ongoing | None = None  # set while refusals are ongoing
+        self._quiet_check: asyncio.TimerHandle | None = None
         self._sending = True
         self.in_flight = 0
         self.failure: BaseException | None = None
@@ -116,6 +146,11 @@ class PublishWindow:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        if self._quiet_check is not None:
+            self._quiet_check.cancel()
+        if self._ongoing is not None:
+            self._ongoing.report(0.0)
+            self._ongoing = None
         for task in self._tasks:
             task.cancel()
 
@@ -155,23 +190,59 @@ class PublishWindow:
         event, refusals = entry.event, entry.sent
         self._tally.refused += 1
         metrics.EVENTS_REFUSED.labels(event.event_type).inc()
+        now = asyncio.get_running_loop().time()
+        if self._ongoing is not None:  # refusals are ongoing: leave it to replay at once
+            self._ongoing.add(event, now)
+            if now - self._ongoing.reported_at >= self._retry.report_every:
+                self._ongoing.report(now)
+            log.debug("event refused by the broker while refusals are ongoing; left to replay",
+                      eventsequence=event.eventsequence, type=event.event_type, outplan_id=event.outplan_id)
+            self._give_up(entry)
+            return
         if refusals > self._retry.retries:
-            self._tally.given_up += 1
-            metrics.EVENTS_GIVEN_UP.labels(event.event_type).inc()
             log.error("event refused by the broker every time; giving up on it (the event log keeps it)",
                       eventsequence=event.eventsequence, event_id=event.event_id, type=event.event_type,
                       outplan_id=event.outplan_id, publishes=refusals,
                       replay=f"outplan-worker replay --outplan-id {event.outplan_id} "
-                             f"--from-seq {event.eventsequence} --queue <the refusing subscriber's queue>")
-            self._settle(entry, None)
+                             f"--from-seq {event.eventsequence} --queue <the refusing subscriber's queue>",
+                      then=f"refusals are taken as ongoing: events refused from now on are left to replay at "
+                           f"once, until none is refused for {self._retry.quiet_after:g} s")
+            self._ongoing = _Ongoing(last_refusal=now, reported_at=now)
+            self._schedule_quiet_check(self._retry.quiet_after)
+            self._give_up(entry)
             return
         delay = self._retry.delay(refusals)
-        # One line per event, not per retry: a full subscriber queue refuses every event.
-        (log.warning if refusals == 1 else log.debug)(
+        # One line per burst, not per event or retry: a full subscriber queue refuses every event.
+        (log.warning if refusals == 1 and not self._timers else log.debug)(
             "event refused by the broker (basic.nack); publishing it again", eventsequence=event.eventsequence,
             event_id=event.event_id, type=event.event_type, outplan_id=event.outplan_id,
             retry_in=round(delay, 3), retries_left=self._retry.retries - refusals + 1)
         self._timers[entry] = asyncio.get_running_loop().call_later(delay, self._again, entry)
+
+    def _give_up(self, entry: _Entry) -> None:
+        self._tally.given_up += 1
+        metrics.EVENTS_GIVEN_UP.labels(entry.event.event_type).inc()
+        self._settle(entry, None)
+
+    def _schedule_quiet_check(self, delay: float) -> None:
+        self._quiet_check = asyncio.get_running_loop().call_later(delay, self._check_quiet)
+
+    def _check_quiet(self) -> None:
+        """Refusals end once none came for ``quiet_after`` s: report the last summary, retry again."""
+        ongoing = self._ongoing
+        if ongoing is None:
+            return
+        now = asyncio.get_running_loop().time()
+        quiet_for = now - ongoing.last_refusal
+        if quiet_for < self._retry.quiet_after:
+            if now - ongoing.reported_at >= self._retry.report_every:
+                ongoing.report(now)
+            self._schedule_quiet_check(self._retry.quiet_after - quiet_for)
+            return
+        ongoing.report(now)
+        self._ongoing = None
+        log.info("no event refused for a while; refused events are retried again",
+                 quiet_seconds=round(quiet_for, 1))
 
     def _again(self, entry: _Entry) -> None:
         del self._timers[entry]
