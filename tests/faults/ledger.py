@@ -17,6 +17,8 @@ class Sent:
     command: str
     body: dict[str, Any]
     sends: int = 1
+    sent_at: float = 0.0  # loop time of the first publish
+    replied_at: float | None = None  # loop time the first reply arrived
 
 
 @dataclass
@@ -77,6 +79,13 @@ class Ledger:
     def accepted(self) -> set[str]:
         return {mid for mid, reply in self.replies.items() if reply.status_code < 300}
 
+    def reply_seconds(self, percentile: float) -> float:
+        """The given percentile (0-100) of the time from first publish to first reply, in s."""
+        times = sorted(s.replied_at - s.sent_at for s in self.sent.values() if s.replied_at is not None)
+        if not times:
+            return float("nan")
+        return times[min(len(times) - 1, int(len(times) * percentile / 100))]
+
     def unique_event_ids(self) -> set[str]:
         return {d.event_id for d in self.deliveries}
 
@@ -122,14 +131,15 @@ class Ledger:
         f.lost_events = len(db_ids - set(first))
 
         versions_seen: dict[str, list[int]] = defaultdict(list)
-        last_sequence = 0
+        last_sequence: dict[str, int] = defaultdict(int)  # per outplan: the relay promises order per outplan
         last_data: dict[str, dict[str, Any]] = {}
         for delivery in first.values():
             event = delivery.event
-            versions_seen[event["subject"]].append(event["outplanversion"])
-            f.sequence_regressions += event["eventsequence"] <= last_sequence
-            last_sequence = max(last_sequence, event["eventsequence"])
-            last_data[event["subject"]] = event["data"]
+            subject = event["subject"]
+            versions_seen[subject].append(event["outplanversion"])
+            f.sequence_regressions += event["eventsequence"] <= last_sequence[subject]
+            last_sequence[subject] = max(last_sequence[subject], event["eventsequence"])
+            last_data[subject] = event["data"]
         for versions in versions_seen.values():
             f.out_of_order_versions += sum(1 for i, v in enumerate(versions) if v != i + 1)
 

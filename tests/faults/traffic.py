@@ -56,6 +56,7 @@ class Traffic:
         if mid in self.ledger.sent and mid not in self.ledger.replies:
             self.ledger.replies[mid] = reply
             sent = self.ledger.sent[mid]
+            sent.replied_at = asyncio.get_running_loop().time()
             if sent.command == "outplan.create" and reply.status_code == 201:
                 self.live[sent.body["customer_id"]].append(reply.data["id"])
         await message.ack()
@@ -89,6 +90,8 @@ class Traffic:
     async def publish(self, sent: Sent) -> None:
         """Publish with a confirm; while the broker is away, wait and try again (same message_id)."""
         channel = self._channels[0]
+        if not sent.sent_at:
+            sent.sent_at = asyncio.get_running_loop().time()
         while True:
             try:
                 exchange = await channel.get_exchange(self.names.command_exchange, ensure=False)
