@@ -15,7 +15,6 @@ from worker.messaging.relay import Relay
 from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
 from worker.service import Service
-from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 __all__ = ["rig"]  # the fixture

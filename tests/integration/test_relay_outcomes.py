@@ -178,7 +178,7 @@ async def test_refusals_that_go_on_hold_no_outplan_back_and_end_when_the_broker_
         ongoing_took = asyncio.get_running_loop().time() - started
         await full.queue.purge()
         await asyncio.sleep(QUICK.quiet_after + 0.3)  # nothing refused: the refusals end
-        last = await history(rig, customer_id, outplans=1, updates=0)
+        await history(rig, customer_id, outplans=1, updates=0)
         await rig.settled()
         relay.stop()
         await task

@@ -327,6 +327,7 @@ class CommandConsumer:
 
     async def _publishing(self, what: str, message: Incoming, publish: Coroutine[None, None, None]) -> list[Happened]:
         """Await one reply or dead-letter publish; what went wrong, logged once and counted, if anything."""
+        error: BaseException
         try:
             await publish
             return []
