@@ -91,7 +91,7 @@ async def test_hostile_neighbours_cost_the_ordinary_stream_nothing(
     calm = Traffic(worker.names, seed=11)
     await calm.open()
     try:
-        await calm.run(COMMANDS // 2, RATE)
+        await calm.run(COMMANDS, RATE)
         await calm.settle()
         calm_figures = await calm.ledger.audit(fresh_database, calm.customers)
     finally:

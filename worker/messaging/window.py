@@ -5,6 +5,17 @@ after a ``basic.nack``); its later events wait behind it, so per-outplan order h
 outplans' events keep flowing. An event is settled when the broker confirmed it, returned it
 unrouted, or refused it ``1 + retries`` times (given up). The checkpoint is the end of the
 settled prefix: ``retire()`` takes that prefix off the window.
+
+Refusals that go on (a subscriber queue that stays full, a queue that stays down) are told from
+a passing one by time: once events have been refused for ``RetryPolicy.ongoing_after`` seconds
+without a pause as long, or once an event used up its retries, refusals are *ongoing*: every
+event refused from then on is given up at once, without holding its outplan back, until no event
+has been refused for ``RetryPolicy.quiet_after`` seconds. One ERROR line says when refusals
+become ongoing; the events given up are summed up in one ERROR line every
+``RetryPolicy.report_every`` seconds and when the refusals end, each with the range of event
+numbers to replay to the refusing subscriber. So a subscriber that refuses everything holds the
+others back for about ``ongoing_after`` plus one retry delay, and costs the log a line every half
+minute.
 """
 
 import asyncio
@@ -27,12 +38,14 @@ log = structlog.get_logger(__name__)
 class RetryPolicy:
     """Re-publishes of a refused event: at most ``retries``, after ``first_delay`` s, doubling, ±20 %.
 
-    The defaults hold a refused event about 0.5 + 1 + 2 + 4 + 8 = 15.5 s before giving up: well
-    inside /readyz's 30 s outbox age, so one refusing subscriber does not make the worker unready.
+    A passing refusal gets the whole schedule, about 0.5 + 1 + 2 + 4 + 8 = 15.5 s, before its
+    event is given up; refusals that go on for ``ongoing_after`` s are taken as ongoing, and then
+    a refused event is given up at once (see the module's docstring).
     """
 
     retries: int = 5
     first_delay: float = 0.5
+    ongoing_after: float = 2.0  # s of refusals without a pause as long before they are taken as ongoing
     quiet_after: float = 10.0  # s without a refusal before refusals are taken to have ended
     report_every: float = 30.0  # s between summary lines while refusals are ongoing
 
@@ -109,6 +122,7 @@ class PublishWindow:
         self._tasks: set[asyncio.Task[Outcome]] = set()
         self._timers: dict[_Entry, asyncio.TimerHandle] = {}  # refused events waiting to go again
         self._ongoing: _Ongoing | None = None  # set while refusals are ongoing
+        self._burst_started = self._last_refusal = float("-inf")  # loop time, of refusals not yet ongoing
         self._quiet_check: asyncio.TimerHandle | None = None
         self._sending = True
         self.in_flight = 0
@@ -199,15 +213,18 @@ class PublishWindow:
                       eventsequence=event.eventsequence, type=event.event_type, outplan_id=event.outplan_id)
             self._give_up(entry)
             return
-        if refusals > self._retry.retries:
-            log.error("event refused by the broker every time; giving up on it (the event log keeps it)",
-                      eventsequence=event.eventsequence, event_id=event.event_id, type=event.event_type,
-                      outplan_id=event.outplan_id, publishes=refusals,
-                      replay=f"outplan-worker replay --outplan-id {event.outplan_id} "
-                             f"--from-seq {event.eventsequence} --queue <the refusing subscriber's queue>",
-                      then=f"refusals are taken as ongoing: events refused from now on are left to replay at "
-                           f"once, until none is refused for {self._retry.quiet_after:g} s")
+        if now - self._last_refusal > self._retry.ongoing_after:
+            self._burst_started = now  # a new burst of refusals
+        self._last_refusal = now
+        refusing_for = now - self._burst_started
+        if refusals > self._retry.retries or refusing_for >= self._retry.ongoing_after:
+            log.error("events refused by the broker; refusals are ongoing: refused events are left to replay",
+                      refusing_for_seconds=round(refusing_for, 1), eventsequence=event.eventsequence,
+                      event_id=event.event_id, type=event.event_type, outplan_id=event.outplan_id,
+                      until=f"none is refused for {self._retry.quiet_after:g} s; a summary with the range "
+                            f"to replay follows every {self._retry.report_every:g} s")
             self._ongoing = _Ongoing(last_refusal=now, reported_at=now)
+            self._ongoing.add(event, now)
             self._schedule_quiet_check(self._retry.quiet_after)
             self._give_up(entry)
             return
