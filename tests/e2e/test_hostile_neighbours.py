@@ -105,10 +105,10 @@ def unreadable_header_key(correlation_id: str, reply_to: str) -> raw_amqp.RawPro
                                  correlation_id=correlation_id, reply_to=reply_to, content_type="application/json")
 
 
-POISON = {
-    "message_id not UTF-8": (unreadable_message_id, "message_id"),
-    "timestamp in microseconds": (microsecond_timestamp, "timestamp"),
-    "header key not UTF-8": (unreadable_header_key, "headers[\\xc3(bad]"),
+POISON = {  # what is sent, the property named, the header carrying it as sent (and its value)
+    "message_id not UTF-8": (unreadable_message_id, "message_id", ("x-original-message-id", NOT_UTF8)),
+    "timestamp in microseconds": (microsecond_timestamp, "timestamp", ("x-original-timestamp", MICROSECONDS)),
+    "header key not UTF-8": (unreadable_header_key, "headers[\\xc3(bad]", None),
 }
 
 
@@ -117,7 +117,7 @@ async def test_a_property_that_cannot_be_read_is_refused_alone_while_others_are_
     case: str, worker: WorkerProcess, connection: AbstractRobustConnection, client: OutplanClient,
     replies: Replies, dead_letters: Collector, customer_id: uuid.UUID,
 ) -> None:
-    build, field = POISON[case]
+    build, field, original = POISON[case]
     reconnects = metric(worker, "outplan_reconnects_total")
     correlation_id = str(uuid.uuid4())
     channel = await connection.channel()
@@ -141,6 +141,8 @@ async def test_a_property_that_cannot_be_read_is_refused_alone_while_others_are_
     assert time.monotonic() - sent < 5, "dead-lettered within seconds"
     assert dead.headers["x-error-reason"] == "INVALID_PROPERTIES"
     assert dead.headers["x-error-unreadable-properties"] == field
+    if original is not None:  # the copy carries what could not be read, exactly as it was sent
+        assert dead.headers[original[0]] == original[1]
     assert dead.body == create_body(customer_id)
     assert not dead.redelivered
     await asyncio.sleep(0.5)

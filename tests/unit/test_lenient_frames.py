@@ -59,6 +59,7 @@ def test_a_message_id_that_is_not_utf8_is_left_out_and_named() -> None:
     assert isinstance(decoded, LenientContentHeader)
     assert decoded.properties.message_id is None
     assert decoded.unreadable == {"message_id": "not UTF-8 (bytes c3 28 62 61 64)"}
+    assert decoded.raw == {"message_id": NOT_UTF8}  # exactly as sent, for the dead-letter copy
     # the properties after it are read as usual
     assert (decoded.properties.correlation_id, decoded.properties.reply_to) == ("c-1", "amq.rabbitmq.reply-to.x")
     assert decoded.body_size == 7
@@ -74,6 +75,8 @@ def test_a_timestamp_out_of_range_is_left_out_and_named(seconds: int) -> None:
     assert isinstance(decoded, LenientContentHeader)
     assert decoded.properties.timestamp is None
     assert set(decoded.unreadable) == {"timestamp"}
+    assert decoded.raw == {"timestamp": struct.pack(">Q", seconds)}
+    assert decoded.unreadable["timestamp"].startswith("not decodable: ")
     assert (decoded.properties.message_id, decoded.properties.message_type) == ("m-1", "outplan.create")
 
 

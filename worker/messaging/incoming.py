@@ -36,6 +36,12 @@ class Incoming:
         return header.unreadable if isinstance(header, LenientContentHeader) else {}
 
     @property
+    def unreadable_raw(self) -> dict[str, bytes]:
+        """The exact bytes of each unreadable property other than ``headers`` (see ``unreadable``)."""
+        header = self._delivered.header
+        return header.raw if isinstance(header, LenientContentHeader) else {}
+
+    @property
     def redelivered(self) -> bool:
         """The broker delivered this message before (to this consumer or another)."""
         return bool(self._delivered.redelivered)

@@ -41,12 +41,16 @@ class LenientContentHeader(ContentHeader):
 
     ``unreadable`` maps a property name (``message_id``, ``timestamp``, ``headers[x-key]``,
     ``headers``) to why it could not be read, with the raw bytes where they help (at most 32,
-    in hex). The unreadable properties themselves are ``None`` (or absent from ``headers``).
+    in hex); it reads after "<name> is". ``raw`` holds the exact bytes of each unreadable
+    property other than ``headers`` (a short string without its length byte; a timestamp's 8
+    bytes), so that a dead-letter copy can carry them. The unreadable properties themselves are
+    ``None`` (or absent from ``headers``).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.unreadable: dict[str, str] = {}
+        self.raw: dict[str, bytes] = {}
 
 
 def install() -> None:
@@ -103,7 +107,8 @@ def unmarshal_leniently(frame_data: bytes) -> LenientContentHeader:
             try:
                 _, value = decode.by_type(raw, data_type)
             except Exception as exc:  # any decoding failure: the property is unreadable, the rest is not
-                header.unreadable[name] = _why(exc, raw[1:] if data_type == "shortstr" else raw)
+                header.raw[name] = raw[1:] if data_type == "shortstr" else raw
+                header.unreadable[name] = _why(exc, header.raw[name])
                 value = None
         setattr(properties, name, value)
         data = data[size:]
@@ -183,8 +188,8 @@ def _value_size(raw: bytes, offset: int, end: int) -> int | None:
 
 
 def _why(exc: BaseException, raw: bytes) -> str:
-    """Why a value could not be read, with (at most 32 of) its bytes in hex."""
+    """Why a value could not be read, to follow "<name> is", with (at most 32 of) its bytes in hex."""
     shown = raw[:32].hex(" ") + (" …" if len(raw) > 32 else "")
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 (bytes {shown})"
-    return f"cannot be decoded: {type(exc).__name__}: {exc} (bytes {shown})"
+    return f"not decodable: {type(exc).__name__}: {exc} (bytes {shown})"

@@ -9,7 +9,9 @@ one of ``TRANSIENT_ERRORS``. The consumer's settlement policy decides what follo
 A dead-letter copy keeps the original body up to :data:`DEAD_LETTER_BODY_MAX` bytes (its full
 size in ``x-original-body-size``), the original properties that could be read, the original
 headers that can be encoded again within :data:`DEAD_LETTER_HEADERS_MAX` bytes (the names of
-those left out in ``x-error-dropped-headers``), and the reason in ``x-error-*`` headers.
+those left out in ``x-error-dropped-headers``), the exact bytes of the properties that could not
+be read (``x-original-<name>``), and the reason in ``x-error-*`` headers. (aiormq gives a copy
+without a ``message_id`` a random one: the original bytes are in ``x-original-message-id``.)
 """
 
 from collections.abc import Mapping
@@ -77,6 +79,7 @@ class Outgoing:
             headers["x-error-dropped-headers"] = ",".join(dropped)[:1000]
         if message.unreadable:
             headers["x-error-unreadable-properties"] = ",".join(message.unreadable)[:1000]
+            headers.update(original_values(message.unreadable_raw))
         body = message.body
         if len(body) > DEAD_LETTER_BODY_MAX:
             headers["x-original-body-size"] = len(body)
@@ -103,6 +106,19 @@ class Outgoing:
             raise PublishRefused("nacked", f"the broker refused the publish to {exchange or routing_key!r}") from exc
         except (TypeError, ValueError, OverflowError) as exc:  # pamqp could not encode a property
             raise PublishRefused("unencodable", f"{type(exc).__name__}: {exc}") from exc
+
+
+def original_values(raw: Mapping[str, bytes]) -> dict[str, object]:
+    """Headers that carry unreadable properties as sent: ``x-original-<name>`` (``message_id`` ->
+    ``x-original-message-id``), a byte array of the exact bytes, or for a ``timestamp`` the
+    64-bit number that was sent (seconds, or whatever the producer put there)."""
+    values: dict[str, object] = {}
+    for name, value in raw.items():
+        key = "x-original-" + name.replace("_", "-")
+        number = int.from_bytes(value, "big") if name == "timestamp" and len(value) == 8 else None
+        # A field table's integers are signed 64-bit: a larger timestamp goes as its bytes.
+        values[key] = number if number is not None and number < 2**63 else bytearray(value)
+    return values
 
 
 def encodable_headers(headers: Mapping[str, object], budget: int) -> tuple[dict[str, object], list[str]]:
