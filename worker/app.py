@@ -241,9 +241,16 @@ async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, health: 
     worker.relay.stop()
     await relay_task
     purge_task.cancel()
-    published = await worker.relay.drain(max(0.1, deadline - loop.time()))
+    published: bool | None = await worker.relay.drain(max(0.1, deadline - loop.time()))
     await asyncio.gather(monitor_task, return_exceptions=True)
+    if worker.relay.left_to_leader:  # what the outbox holds now, read rather than assumed
+        try:
+            async with asyncio.timeout(2.0):
+                published = int((await worker.pool.fetchrow(outbox.BACKLOG))["n"]) == 0
+        except (TimeoutError, *TRANSIENT_ERRORS):
+            published = None  # unknown: the leader publishes it
     log.info(
         "worker stopped", messages_drained=drained, outbox_empty=published,
+        outbox_published_by="the leading relay" if worker.relay.left_to_leader else "this process",
         handled=worker.consumer.handled if worker.consumer else 0,
     )

@@ -51,6 +51,7 @@ class Relay:
         self._stopping = asyncio.Event()
         self.tally = Tally()
         self.is_leader = False
+        self.left_to_leader = False  # set by drain() when another process's relay publishes the outbox
         self._lock_pid: int | None = None  # the server process that held the lock for this relay
         # Events this process committed, handed over by the writer: published without reading
         # them back. The highest number known to be committed tells when reading is needed.
@@ -107,7 +108,8 @@ class Relay:
         """Publish everything already committed (used at shutdown, after ``stop()``).
 
         True when nothing is left for this process to publish: the outbox is settled, or another
-        process's relay holds the lock and publishes it. False if ``timeout`` (s) ran out first.
+        process's relay holds the lock and publishes it (then ``left_to_leader`` is True). False if
+        ``timeout`` (s) ran out first.
         """
         try:
             async with asyncio.timeout(timeout):
@@ -131,6 +133,7 @@ class Relay:
                 holder = await store.lock_holder()
                 if holder is not None and holder != self._lock_pid:
                     log.info("another process's relay holds the lock; it publishes the outbox")
+                    self.left_to_leader = True
                     return True
                 await asyncio.sleep(0.02)  # our own relay's connection is still letting go of it
             await self._pump(store, until_empty=True)
