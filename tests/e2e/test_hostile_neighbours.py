@@ -80,12 +80,7 @@ async def replies(connection: AbstractRobustConnection) -> Replies:
 
 
 async def dead_letter_of(dead_letters: Collector, correlation_id: str, seconds: float = 10) -> AbstractIncomingMessage:
-    async with asyncio.timeout(seconds):
-        while True:
-            for message in dead_letters.messages:
-                if message.correlation_id == correlation_id:
-                    return message
-            await asyncio.sleep(0.02)
+    return await dead_letters.wait_for_message(correlation_id=correlation_id, seconds=seconds)
 
 
 def unreadable_message_id(correlation_id: str, reply_to: str) -> raw_amqp.RawProperties:

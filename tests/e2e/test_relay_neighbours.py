@@ -39,15 +39,8 @@ def database() -> Iterator[str]:
 
 
 def loud_lines(worker: WorkerProcess) -> list[dict[str, Any]]:
-    lines = []
-    for line in worker.log().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("level") in ("warning", "error", "critical"):
-            lines.append(entry)
-    return lines
+    """The worker's WARNING, ERROR and CRITICAL lines."""
+    return [e for e in worker.log_entries() if e.get("level") in ("warning", "error", "critical")]
 
 
 def logged(worker: WorkerProcess, event: str, seconds: float = 15.0) -> None:

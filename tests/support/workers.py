@@ -76,17 +76,21 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def log_events(self, event: str) -> list[dict[str, Any]]:
-        """The JSON log lines whose ``event`` is this message."""
+    def log_entries(self) -> list[dict[str, Any]]:
+        """Every JSON log line, parsed, in order."""
         found = []
         for line in self.log().splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and entry.get("event") == event:
+            if isinstance(entry, dict):
                 found.append(entry)
         return found
+
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        """The JSON log lines whose ``event`` is this message."""
+        return [entry for entry in self.log_entries() if entry.get("event") == event]
 
     @property
     def metrics_port(self) -> int:
