@@ -77,6 +77,15 @@ def test_metrics_count_commands_events_and_dead_letters(worker: WorkerProcess) -
     assert missing == []
 
 
+def test_metrics_include_the_process_gc_and_platform_collectors(worker: WorkerProcess) -> None:
+    status, text = get(worker, "/metrics")
+    assert status == 200
+    samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+                 "python_gc_objects_collected_total", "python_info"):
+        assert name in samples, name
+
+
 def test_readiness_fails_while_the_outbox_cannot_drain(tmp_path: Path, fresh_database: str) -> None:
     worker = start_worker(fresh_database, tmp_path, ready_max_outbox_age_seconds="0.5")
     try:

@@ -1,8 +1,25 @@
-"""Prometheus metrics of the worker (one registry, so tests and processes stay apart)."""
+"""Prometheus metrics of the worker (one registry, so tests and processes stay apart).
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+Besides the worker's own metrics, the registry carries the standard process, platform and
+garbage-collector collectors: ``process_resident_memory_bytes``, ``process_cpu_seconds_total``,
+``process_open_fds`` (and ``process_max_fds``, ``process_start_time_seconds``), ``python_info``
+and ``python_gc_*`` (objects collected, uncollectable, collections by generation).
+"""
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # RSS, CPU seconds, open file descriptors (from /proc; empty elsewhere)
+PlatformCollector(registry=REGISTRY)  # python_info
+GCCollector(registry=REGISTRY)  # python_gc_objects_collected_total and friends
 
 COMMANDS = Counter("outplan_commands", "Commands handled, by name and outcome", ["command", "outcome"],
                    registry=REGISTRY)
