@@ -1,13 +1,36 @@
 """One typed settings object, read from ``OUTPLAN_*`` environment variables."""
 
-from pydantic import Field, SecretStr
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationError
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from contracts import names
 
+ENV_PREFIX = "OUTPLAN_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise PydanticCustomError("log_level", "must be one of {levels} (any case)",
+                                  {"levels": ", ".join(LOG_LEVELS)})
+    return level
+
+
+class InvalidSettings(Exception):
+    """Settings that cannot be used; ``lines`` holds one line per setting: its variable and the rule."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OUTPLAN_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/outplans")
@@ -29,9 +52,27 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(1.0, gt=0)
     idempotency_retention_hours: float = Field(72.0, ge=24.0)
     drain_seconds: float = Field(10.0, ge=0)
-    log_level: str = "INFO"
+    log_level: Annotated[str, AfterValidator(_log_level)] = Field(
+        "INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case; kept upper-case")
     uvloop: bool = Field(True, description="run the worker on uvloop")
     metrics_port: int = Field(9464, ge=0, le=65535, description="HTTP port for /metrics, /livez, /readyz; 0: off")
     metrics_host: str = "0.0.0.0"
     ready_max_outbox_age_seconds: float = Field(30.0, gt=0, description="/readyz fails past this outbox age")
     fault_hook: bool = Field(False, description="test-only: a body with name '__raise__' makes the handler raise")
+
+
+def load() -> Settings:
+    """The settings from the environment; raises ``InvalidSettings`` naming each bad variable.
+
+    Each line reads ``OUTPLAN_<NAME>: <rule>``; values are left out, since some hold secrets.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False, include_input=False):
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            lines.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise InvalidSettings(lines) from None
+    except SettingsError as exc:  # a value the settings source could not even parse
+        raise InvalidSettings([str(exc)]) from None

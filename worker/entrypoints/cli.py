@@ -15,11 +15,13 @@ from .. import logs
 from ..app import serve
 from ..observability.http import LIVEZ, READYZ
 from ..persistence.migrate import migrate
-from ..settings import Settings
+from ..settings import InvalidSettings, Settings, load
 from . import replay as replay_args
 from . import tail as tail_args
 
 log = structlog.get_logger("outplan_worker")
+
+EXIT_USAGE = 2  # invalid settings (as argparse exits for invalid arguments)
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -74,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--start-worker", action="store_true", help="migrate and start a worker for the demo")
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    try:
+        settings = load()
+    except InvalidSettings as exc:
+        for line in exc.lines:
+            print(f"outplan-worker: invalid setting {line}", file=sys.stderr)
+        return EXIT_USAGE
     logs.configure(settings.log_level)
     dsn = settings.database_url.get_secret_value()
     if args.command == "migrate":

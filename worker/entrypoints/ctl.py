@@ -16,7 +16,7 @@ import aio_pika
 from contracts import Reply, names
 
 from ..client import OutplanClient
-from ..settings import Settings
+from ..settings import InvalidSettings, Settings, load
 
 EXIT_BY_STATUS = {400: 3, 404: 4, 409: 5, 500: 6}
 EXIT_NO_ANSWER = 7
@@ -133,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             print("outplanctl: --json must be a JSON object", file=sys.stderr)
             return 2
-    return asyncio.run(run(args, Settings()))
+    try:
+        settings = load()
+    except InvalidSettings as exc:
+        for line in exc.lines:
+            print(f"outplanctl: invalid setting {line}", file=sys.stderr)
+        return 2
+    return asyncio.run(run(args, settings))
 
 
 if __name__ == "__main__":
