@@ -174,11 +174,18 @@ async def serve(settings: Settings, stop: asyncio.Event, *, consume: bool = True
 
 
 class Health:
-    """The checks behind /livez and /readyz (and ``outplan-worker check``)."""
+    """The checks behind /livez and /readyz (and ``outplan-worker check``).
+
+    A check never raises: an error it did not expect makes it fail (``<check>_ok: false`` and
+    ``<check>_error: <exception class>``), logged once until the check passes again.
+    """
+
+    MONITOR_SECONDS = 5.0  # how often the monitor refreshes the gauges when nobody probes
 
     def __init__(self) -> None:
         self.worker: Worker | None = None  # set once connected
         self.last_beat = asyncio.get_running_loop().time()
+        self._failing: set[str] = set()  # checks failing on an unexpected error: logged, once
 
     async def beat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -194,9 +201,15 @@ class Health:
         worker = self.worker
         if worker is None:
             return {"started_ok": False}
-        attached = worker.consumer is None or worker.consumer.attached
-        metrics.CONSUMER_ATTACHED.set(1 if attached and worker.consumer is not None else 0)
-        result: dict[str, object] = {"consumer_ok": attached}
+        result: dict[str, object] = {}
+        try:
+            attached = worker.consumer is None or worker.consumer.attached
+            metrics.CONSUMER_ATTACHED.set(1 if attached and worker.consumer is not None else 0)
+            result["consumer_ok"] = attached
+            self._passed("consumer")
+        except Exception as exc:
+            result.update(consumer_ok=False, consumer_error=type(exc).__name__)
+            self._unexpected("consumer", exc)
         try:
             async with asyncio.timeout(2.0):
                 row = await worker.pool.fetchrow(outbox.BACKLOG)
@@ -205,16 +218,35 @@ class Health:
             metrics.OUTBOX_OLDEST_AGE.set(age)
             result.update(database_ok=True, outbox_backlog=backlog, outbox_oldest_age_seconds=round(age, 3),
                           outbox_ok=age <= worker.settings.ready_max_outbox_age_seconds)
-        except (TimeoutError, *TRANSIENT_ERRORS) as exc:
+            self._passed("database")
+        except (TimeoutError, *TRANSIENT_ERRORS) as exc:  # PostgreSQL away or slow: expected, not logged
             result.update(database_ok=False, database_error=type(exc).__name__)
+        except Exception as exc:
+            result.update(database_ok=False, database_error=type(exc).__name__)
+            self._unexpected("database", exc)
         return result
 
+    def _unexpected(self, check: str, exc: Exception) -> None:
+        if check not in self._failing:
+            self._failing.add(check)
+            log.error("readiness check failed unexpectedly; failing it until it passes", check=check,
+                      error=type(exc).__name__, detail=str(exc)[:200], exc_info=exc)
+
+    def _passed(self, check: str) -> None:
+        if check in self._failing:
+            self._failing.discard(check)
+            log.info("readiness check passes again", check=check)
+
     async def monitor(self, stop: asyncio.Event) -> None:
-        """Keep the gauges current even when nobody probes."""
+        """Keep the gauges current even when nobody probes; outlives any error of a check."""
         while not stop.is_set():
-            await self.ready()
+            try:
+                await self.ready()
+                self._passed("monitor")
+            except Exception as exc:  # ready() fails its checks instead of raising; this is a backstop
+                self._unexpected("monitor", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 5.0)
+                await asyncio.wait_for(stop.wait(), self.MONITOR_SECONDS)
 
 
 async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, health: Health, *, consume: bool) -> None:

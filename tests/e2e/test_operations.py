@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import aio_pika
+import asyncpg
 import pytest
 from aiormq.exceptions import PublishError
 
@@ -21,9 +22,10 @@ pytestmark = pytest.mark.e2e
 SOURCE = {"type": "tel", "target": "+15559876543"}
 
 
-def get(worker: WorkerProcess, path: str) -> tuple[int, str]:
+def get(worker: WorkerProcess, path: str, method: str = "GET") -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{worker.metrics_port}{path}", method=method)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}{path}", timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -99,6 +101,42 @@ def test_readiness_fails_while_the_outbox_cannot_drain(tmp_path: Path, fresh_dat
         assert check(worker, "--live") == 0  # alive, just not ready
     finally:
         worker.stop()
+
+
+def test_a_readiness_check_that_breaks_answers_503_naming_it_and_the_worker_carries_on(
+    tmp_path: Path, fresh_database: str,
+) -> None:
+    """A table the readiness check reads goes missing (an operator's mistake, a bad restore): the
+    probe gets 503 with the failing check named, not a closed connection; it passes once the
+    table is back, and the worker stops cleanly."""
+    worker = start_worker(fresh_database, tmp_path)
+
+    async def sql(statement: str) -> None:
+        conn = await asyncpg.connect(fresh_database)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(sql("ALTER TABLE outbox_state RENAME TO outbox_state_away"))
+        for method in ("GET", "HEAD"):
+            status, body = get(worker, "/readyz", method=method)
+            assert status == 503
+            if method == "GET":
+                ready = json.loads(body)
+                assert ready["database_ok"] is False and ready["database_error"] == "UndefinedTableError", body
+            else:
+                assert body == ""
+        asyncio.run(sql("ALTER TABLE outbox_state_away RENAME TO outbox_state"))
+        deadline = time.monotonic() + 10
+        while (status := get(worker, "/readyz")[0]) != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status == 200
+        assert len(worker.log_events("readiness check failed unexpectedly; failing it until it passes")) == 1
+        assert get(worker, "/readyz", method="POST")[0] == 405
+    finally:
+        assert worker.stop() == 0, worker.log()
 
 
 def test_logs_are_json_lines_with_the_message_fields(worker: WorkerProcess) -> None:
