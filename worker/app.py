@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
+from .backoff import Backoff, sleep_unless
 from .messaging import lenient_frames, topology
 from .messaging.consumer import CommandConsumer
 from .messaging.outgoing import Outgoing
@@ -35,18 +36,19 @@ class StoppedWhileStarting(Exception):
 
 
 async def _keep_trying(what: str, connect: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
-    delay = 0.2
+    """Connect, retrying transient failures with backoff (0.2 s doubling to 5 s, jittered);
+    raises ``StoppedWhileStarting`` when ``stop`` is set first."""
+    backoff = Backoff(0.2, 5.0)
     while True:
         try:
             return await connect()
         except TRANSIENT_ERRORS as exc:
+            delay = backoff.next()
             # Only the class: some drivers put the connection string in their messages.
             log.warning(f"{what} unreachable; retrying", error=type(exc).__name__, retry_in=delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+        await sleep_unless(delay, stop)
         if stop.is_set():
             raise StoppedWhileStarting(what)
-        delay = min(delay * 2, 5.0)
 
 
 async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool:
@@ -139,16 +141,23 @@ async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = T
 
 
 async def purge_idempotency_records(pool: asyncpg.Pool, hours: float, stop: asyncio.Event) -> None:
-    """Forget idempotency records past their retention, once an hour."""
+    """Forget idempotency records past their retention, once an hour.
+
+    A purge the database could not take (unreachable, busy) is tried again with backoff, from 5 s
+    up to the hour, rather than an hour later.
+    """
+    backoff = Backoff(5.0, 3600.0)
     while not stop.is_set():
         try:
             removed = await inbox.purge_older_than(pool, hours)
             if removed:
                 log.info("idempotency records purged", removed=removed)
-        except TRANSIENT_ERRORS:
-            pass
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 3600)
+            backoff.reset()
+            wait = 3600.0
+        except TRANSIENT_ERRORS as exc:
+            wait = backoff.next()
+            log.warning("idempotency records not purged; retrying", error=type(exc).__name__, retry_in=wait)
+        await sleep_unless(wait, stop)
 
 
 async def serve(settings: Settings, stop: asyncio.Event, *, consume: bool = True) -> None:

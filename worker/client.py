@@ -1,6 +1,7 @@
 """``OutplanClient``: an asyncio RPC client for the worker's commands (aio-pika, direct reply-to)."""
 
 import asyncio
+import contextlib
 import json
 import uuid
 from typing import Any, Self
@@ -10,6 +11,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from contracts import Reply, names
+
+from .backoff import Backoff
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 
@@ -77,6 +80,13 @@ class OutplanClient:
     async def close(self) -> None:
         await self._connection.close()
 
+    async def close_channel(self) -> None:
+        """Close the channel ``start()`` opened, leaving the connection open (it may be shared)."""
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):  # closing what the broker may have closed already
+                await channel.close()
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -141,9 +151,15 @@ class OutplanClient:
 
 async def connect_when_ready(connection: AbstractConnection, *, exchange: str = names.COMMAND_EXCHANGE,
                              seconds: float = 30.0) -> OutplanClient:
-    """A started client, once a worker answers a query (it declares its exchange when it starts)."""
+    """A started client, once a worker answers a query (it declares its exchange when it starts).
+
+    Tries again with backoff (0.2 s doubling to 2 s, jittered) until ``seconds`` have passed, then
+    raises ``TimeoutError``. Each failed attempt closes the channel it opened, so waiting long
+    leaves nothing open on ``connection``.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
+    backoff = Backoff(0.2, 2.0)
     while True:
         client = OutplanClient(connection, exchange=exchange)
         try:
@@ -151,6 +167,7 @@ async def connect_when_ready(connection: AbstractConnection, *, exchange: str = 
             await client.send(names.LIST, {"customer_id": str(uuid.uuid4()), "page_size": 1}, timeout=2.0)
             return client
         except (TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+            await client.close_channel()
             if loop.time() > deadline:
                 raise TimeoutError(f"no worker answered within {seconds} s") from exc
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(min(backoff.next(), max(0.0, deadline - loop.time()) + 0.01))

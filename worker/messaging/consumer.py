@@ -26,6 +26,7 @@ from aiormq.abc import DeliveredMessage
 
 from contracts import ErrorInfo, Reply, replies
 
+from ..backoff import Backoff
 from ..batching import Batcher
 from ..observability import metrics
 from ..requests import Rejection, Request, decode
@@ -117,7 +118,7 @@ class CommandConsumer:
     async def _subscribe_until_attached(self, done: str) -> None:
         """Subscribe on the channel once it is ready; retry with backoff until attached or stopped."""
         assert self._queue is not None
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not self._stopped and not self.attached:
             try:
                 channel = self._queue.channel
@@ -128,10 +129,10 @@ class CommandConsumer:
                     log.info(done, queue=self._queue.name)
                 return
             except Exception as exc:  # transient or not, the consumer must not stay detached silently
+                delay = backoff.next()
                 log.warning("subscribing failed; retrying", error=type(exc).__name__, detail=str(exc),
                             retry_in=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
         """Stop taking new messages; those in flight carry on."""
@@ -221,17 +222,17 @@ class CommandConsumer:
             self._finished()
 
     async def _query(self, delivery: Delivery) -> None:
-        delay = 0.05
+        backoff = Backoff(0.05, 2.0)
         try:
             while True:
                 try:
                     result: Outcome | Exception = await self._service.query(delivery.request)
                     break
                 except TRANSIENT_ERRORS as exc:  # Happened.UNAVAILABLE: held and retried here
+                    delay = backoff.next()
                     _logger(delivery).warning("database unavailable; holding the message",
                                               error=type(exc).__name__, retry_in=delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
                 except Exception as exc:  # a bug: bounded redelivery, then dead-lettered
                     result = exc
                     break
@@ -260,16 +261,16 @@ class CommandConsumer:
 
     async def _apply(self, batch: list[Delivery]) -> list[Outcome | Exception]:
         """Run the batch until the database takes it; a bug fails only the command that has it."""
-        delay = 0.05
+        backoff = Backoff(0.05, 2.0)
         while True:
             try:
                 return list(await self._service.change([d.request for d in batch]))
             except TRANSIENT_ERRORS as exc:
                 # Happened.UNAVAILABLE: hold the whole batch and try again; never give up on it.
+                delay = backoff.next()
                 log.warning("database unavailable; holding the messages", error=type(exc).__name__,
                             messages=len(batch), retry_in=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
             except Exception as exc:
                 if len(batch) == 1:
                     return [exc]

@@ -25,6 +25,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel
 
+from ..backoff import Backoff, sleep_unless
 from ..observability import metrics
 from ..persistence.events import NOTIFY_CHANNEL
 from ..persistence.outbox import LoggedEvent, OutboxStore
@@ -88,21 +89,21 @@ class Relay:
 
     async def run(self) -> None:
         """Publish until ``stop()``; reconnects to the database and the broker on its own."""
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not self._stopping.is_set():
             try:
                 await self._serve()
-                delay = 0.1
+                backoff.reset()
                 continue
             except TRANSIENT_ERRORS as exc:
+                delay = backoff.next()
                 log.warning("relay interrupted; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay)
             except Exception as exc:  # the relay must outlive surprises, or the outbox silently fills up
+                delay = backoff.next()
                 log.error("relay failed unexpectedly; restarting it", error=type(exc).__name__, retry_in=delay,
                           exc_info=exc)
             self.is_leader = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, 5.0)
+            await sleep_unless(delay, self._stopping)
 
     async def drain(self, timeout: float) -> bool:
         """Publish everything already committed (used at shutdown, after ``stop()``).
