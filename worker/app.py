@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import aio_pika
+import aiormq.exceptions
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
@@ -22,6 +23,7 @@ from .messaging.relay import Relay
 from .observability import metrics
 from .observability.http import HealthServer
 from .persistence import inbox, outbox
+from .persistence.migrate import schema_problem
 from .persistence.uow import PgUnitOfWork
 from .service import Service
 from .settings import Settings
@@ -35,29 +37,86 @@ class StoppedWhileStarting(Exception):
     """A stop was asked for before the database or the broker could be reached."""
 
 
+class Misconfigured(Exception):
+    """A configuration that cannot work however long the worker waits (exit 78, ``EX_CONFIG``).
+
+    Its message is one sentence saying what is wrong and what to do; it holds no credentials.
+    """
+
+
+EX_CONFIG = 78  # sysexits.h: a configuration error
+
+
+def misconfiguration(what: str, exc: BaseException) -> Misconfigured | None:
+    """``Misconfigured`` when ``exc`` (from connecting to ``what``: "database" or "broker") cannot
+    heal by waiting: no such database, credentials refused, a virtual host refused; else ``None``.
+
+    Server messages are quoted (they name a database or a role, never a password); the messages
+    of client-side errors are not, since some drivers put the connection string in them.
+    """
+    if isinstance(exc, Misconfigured):
+        return exc
+    if isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return None
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return Misconfigured(f"{exc}: run `outplan-worker migrate` (it creates the database), or fix the"
+                             " database name in OUTPLAN_DATABASE_URL")
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):  # no such role, wrong password
+        return Misconfigured(f"PostgreSQL refused the login ({exc}): fix the user or password in"
+                             " OUTPLAN_DATABASE_URL, or the server's pg_hba.conf")
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):  # e.g. no CONNECT on the database
+        return Misconfigured(f"PostgreSQL denied a privilege ({exc}): grant it to the role in"
+                             " OUTPLAN_DATABASE_URL, or use another role")
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return Misconfigured("RabbitMQ refused the login (ACCESS_REFUSED): fix the user or password in"
+                             " OUTPLAN_AMQP_URL")
+    if isinstance(exc, aiormq.exceptions.AMQPError):  # e.g. a virtual host that does not exist
+        return Misconfigured(f"RabbitMQ closed the connection while opening it ({type(exc).__name__}): check"
+                             " the virtual host and the user's permissions in OUTPLAN_AMQP_URL")
+    return None  # not known to be permanent: the caller decides
+
+
 async def _keep_trying(what: str, connect: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
-    """Connect, retrying transient failures with backoff (0.2 s doubling to 5 s, jittered);
-    raises ``StoppedWhileStarting`` when ``stop`` is set first."""
+    """Connect, retrying with backoff (0.2 s doubling to 5 s, jittered) what can heal by itself (a
+    server still starting, a network blip); raises ``Misconfigured`` for what cannot, and
+    ``StoppedWhileStarting`` when ``stop`` is set first."""
     backoff = Backoff(0.2, 5.0)
     while True:
         try:
             return await connect()
-        except TRANSIENT_ERRORS as exc:
+        except Exception as exc:
+            permanent = misconfiguration(what, exc)
+            if permanent is not None:
+                raise permanent from (None if permanent is exc else exc)
+            if not isinstance(exc, TRANSIENT_ERRORS):
+                raise
             delay = backoff.next()
             # Only the class: some drivers put the connection string in their messages.
-            log.warning(f"{what} unreachable; retrying", error=type(exc).__name__, retry_in=delay)
+            log.warning(f"{what} unreachable; retrying", error=type(exc).__name__, retry_in=delay,
+                        hint="it may still be starting, or the network is interrupted")
         await sleep_unless(delay, stop)
         if stop.is_set():
             raise StoppedWhileStarting(what)
 
 
 async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool:
+    """A pool on a database that holds this code's schema; raises ``Misconfigured`` when it does not
+    exist, refuses the login, was never migrated, or is migrated to an older or newer schema."""
     dsn = settings.database_url.get_secret_value()
-    return await _keep_trying(
-        "database",
-        lambda: asyncpg.create_pool(dsn, min_size=1, max_size=settings.db_pool_size, reset=_keep_session),
-        stop,
-    )
+
+    async def connect() -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=settings.db_pool_size, reset=_keep_session)
+        try:
+            problem = await schema_problem(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        if problem is not None:
+            await pool.close()
+            raise Misconfigured(problem)
+        return pool
+
+    return await _keep_trying("database", connect, stop)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -177,6 +236,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, consume: bool = True
         log.info("stopped before the worker could start", waiting_for=str(exc))
     finally:
         health.worker = None
+        if not stop.is_set():  # leaving without a stop: a configuration that cannot work
+            beat_task.cancel()
         await asyncio.gather(beat_task, return_exceptions=True)
         if server is not None:
             await server.close()

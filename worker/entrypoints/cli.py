@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from .. import logs
-from ..app import serve
+from ..app import EX_CONFIG, Misconfigured, misconfiguration, serve
 from ..observability.http import LIVEZ, READYZ
 from ..persistence.migrate import migrate
 from ..settings import InvalidSettings, Settings, load
@@ -85,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level)
     dsn = settings.database_url.get_secret_value()
     if args.command == "migrate":
-        applied = asyncio.run(migrate(dsn, event_source=settings.event_source))
+        try:
+            applied = asyncio.run(migrate(dsn, event_source=settings.event_source))
+        except Exception as exc:
+            permanent = misconfiguration("database", exc)
+            if permanent is None:
+                raise
+            log.error(f"cannot migrate: {permanent}", exit_code=EX_CONFIG)
+            return EX_CONFIG
         print(f"{len(applied)} migration(s) applied" + (": " + ", ".join(applied) if applied else ""))
         return 0
     if args.command in ("run", "relay"):
@@ -93,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             import uvloop  # a faster event loop: the worker spends much of its time in socket I/O
 
             uvloop.install()
-        asyncio.run(_serve(settings, consume=args.command == "run"))
+        try:
+            asyncio.run(_serve(settings, consume=args.command == "run"))
+        except Misconfigured as exc:
+            log.error(f"cannot start: {exc}", exit_code=EX_CONFIG)
+            return EX_CONFIG
         return 0
     if args.command == "schema":
         from contracts.documents import TOPOLOGY_NAMES

@@ -22,6 +22,32 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+def shipped() -> list[str]:
+    """The names of the migrations this code ships, in order (``0001_init.sql``, …)."""
+    return [name for _, name, _ in _migrations()]
+
+
+async def schema_problem(conn: asyncpg.Connection | asyncpg.Pool) -> str | None:
+    """``None`` when the database holds exactly the migrations this code ships; else what is wrong
+    and what to do about it, in one sentence. Raises what the query raises (e.g. a lost link)."""
+    try:
+        rows = await conn.fetch("SELECT version, name FROM schema_migrations")
+    except asyncpg.UndefinedTableError:
+        return "the database was never migrated: run `outplan-worker migrate`"
+    ours = {version: name for version, name, _ in _migrations()}
+    applied = {int(r["version"]): str(r["name"]) for r in rows}
+    missing = [ours[v] for v in sorted(set(ours) - set(applied))]
+    unknown = [applied[v] for v in sorted(set(applied) - set(ours))]
+    if missing:
+        return (f"the database schema is older than this code ({', '.join(missing)} not applied):"
+                " run `outplan-worker migrate`")
+    if unknown:
+        return (f"the database schema is newer than this code (it has {', '.join(unknown)}, which this"
+                " version does not know): run the version that migrated it, or point OUTPLAN_DATABASE_URL"
+                " at a database for this one")
+    return None
+
+
 async def ensure_database(dsn: str) -> None:
     """Create the database named in ``dsn`` when it does not exist yet."""
     try:
