@@ -56,7 +56,8 @@ def misconfiguration(what: str, exc: BaseException) -> Misconfigured | None:
     """
     if isinstance(exc, Misconfigured):
         return exc
-    if isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+    refused = isinstance(exc, aiormq.exceptions.ProbableAuthenticationError)  # a ConnectionError too
+    if isinstance(exc, TRANSIENT_ERRORS) and not refused:
         return None
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return Misconfigured(f"{exc}: run `outplan-worker migrate` (it creates the database), or fix the"
@@ -277,7 +278,7 @@ class Health:
             metrics.CONSUMER_ATTACHED.set(1 if attached and worker.consumer is not None else 0)
             result["consumer_ok"] = attached
             self._passed("consumer")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (any error fails the check; it must not escape)
             result.update(consumer_ok=False, consumer_error=type(exc).__name__)
             self._unexpected("consumer", exc)
         try:
@@ -291,7 +292,7 @@ class Health:
             self._passed("database")
         except (TimeoutError, *TRANSIENT_ERRORS) as exc:  # PostgreSQL away or slow: expected, not logged
             result.update(database_ok=False, database_error=type(exc).__name__)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (any error fails the check; it must not escape)
             result.update(database_ok=False, database_error=type(exc).__name__)
             self._unexpected("database", exc)
         return result
@@ -313,7 +314,7 @@ class Health:
             try:
                 await self.ready()
                 self._passed("monitor")
-            except Exception as exc:  # ready() fails its checks instead of raising; this is a backstop
+            except Exception as exc:  # noqa: BLE001  (ready() fails its checks instead of raising: a backstop)
                 self._unexpected("monitor", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.MONITOR_SECONDS)

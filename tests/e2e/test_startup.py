@@ -29,7 +29,8 @@ def test_invalid_settings_exit_2_with_one_line_per_setting(command: str) -> None
     lines = done.stderr.splitlines()
     assert "Traceback" not in done.stderr
     assert len(lines) == 2, lines
-    by_variable = {next(w for w in line.split() if w.startswith("OUTPLAN_")).rstrip(":"): line for line in lines}
+    variables = [next(w for w in line.split() if w.startswith("OUTPLAN_")).rstrip(":") for line in lines]
+    by_variable = dict(zip(variables, lines, strict=True))
     assert set(by_variable) == {"OUTPLAN_LOG_LEVEL", "OUTPLAN_PREFETCH"}
     assert "DEBUG, INFO, WARNING, ERROR, CRITICAL" in by_variable["OUTPLAN_LOG_LEVEL"]
     assert "greater than or equal to 1" in by_variable["OUTPLAN_PREFETCH"]

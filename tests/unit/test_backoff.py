@@ -47,6 +47,9 @@ async def test_workers_waiting_for_the_same_server_retry_at_different_times() ->
     names = [f"broker {n}" for n in range(10)]
     with capture_logs() as logs:
         await asyncio.gather(*(worker(name) for name in names))
-    firsts = [next(e["retry_in"] for e in logs if e["event"] == f"{name} unreachable; retrying") for name in names]
+    first_delay = {}
+    for entry in logs:
+        first_delay.setdefault(entry["event"], entry.get("retry_in"))
+    firsts = [first_delay[f"{name} unreachable; retrying"] for name in names]
     assert len(set(firsts)) > 5, firsts
     assert all(0.1 <= first <= 0.2 for first in firsts), firsts

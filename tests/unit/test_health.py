@@ -75,7 +75,8 @@ async def test_head_gets_the_headers_of_get_and_no_body() -> None:
 async def test_other_methods_get_405_with_allow(method: bytes) -> None:
     server = await _server()
     try:
-        status, headers, _ = await _request(server, method + b" /readyz HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        request = method + b" /readyz HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+        status, headers, _ = await _request(server, request)
         assert status == 405 and headers["allow"] == "GET, HEAD"
     finally:
         await server.close()
