@@ -170,8 +170,9 @@ def normalise_tel(target: str) -> str:
 
     Refused: no country code, an unknown one, too short or too long for the country
     (``is_possible_number``), outside every range of the country's plan (the metadata's
-    ``general_desc`` pattern), an extension, and a spelling whose E.164 form would read back as
-    another number (``+49 00 30 1234567``).
+    ``general_desc`` pattern: ``+49 00 30 1234567`` would give ``+490301234567``, which no German
+    number looks like), an extension, and, as a guard, a spelling whose E.164 form would not read
+    back as itself: what is stored must mean the same number when it is read again.
     """
     problem = control_character(target, ends_trimmed=True)
     if problem is not None:

@@ -213,8 +213,21 @@ def test_the_tutorial_number_keeps_working() -> None:
     assert stored_target("tel", "+15559876543") == "+15559876543"
 
 
-def test_a_spelling_that_would_read_back_as_another_number_is_refused() -> None:
-    assert target_error("tel", "+49 00 30 1234567").startswith("source.target is not a number of country code +49")
+def test_a_doubled_trunk_prefix_is_refused() -> None:
+    assert target_error("tel", "+49 00 30 1234567") == (
+        "source.target is not a number of country code +49 (DE): +490301234567 fits none of its number ranges"
+    )
+
+
+def test_a_value_that_would_not_read_back_as_itself_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contracts.addresses
+
+    readings = {"+49 00 30 1234567": "+490301234567", "+490301234567": "+49301234567"}
+    monkeypatch.setattr(contracts.addresses, "_parse_tel", readings.__getitem__)
+    assert target_error("tel", "+49 00 30 1234567") == (
+        "source.target is ambiguous: it would be stored as +490301234567, which reads back as +49301234567; "
+        "check the digits right after the country code"
+    )
 
 
 def test_extensions_are_refused_saying_caller_ids_cannot_carry_one() -> None:
