@@ -1,4 +1,5 @@
-"""Wire contracts of outplan-worker: commands, replies and events (depends on pydantic only)."""
+"""Wire contracts of outplan-worker: commands, replies and events (depends on pydantic and
+phonenumberslite only)."""
 
 from . import names
 from .commands import (
@@ -13,7 +14,7 @@ from .commands import (
 )
 from .errors import summarise, validation_details
 from .events import OutplanCreated, OutplanDeleted, OutplanEvent, OutplanUpdated, parse_event
-from .fields import Source
+from .fields import Source, StoredSource
 from .outplan import Outplan, OutplanPage
 from .projection import Applied, Gap, Projection
 from .replies import ErrorDetail, ErrorInfo, Reply
@@ -38,6 +39,7 @@ __all__ = [
     "OutplanUpdated",
     "Reply",
     "Source",
+    "StoredSource",
     "UpdateBasicInfo",
     "UpdateDialInfo",
     "names",

@@ -4,11 +4,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from .fields import Source
+from .fields import StoredSource
 
 
 class Outplan(BaseModel):
-    """One outplan; times are UTC ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    """One outplan as stored; times are UTC ``YYYY-MM-DD HH:MM:SS.ffffff``.
+
+    A read model: values are taken as stored, so that outplans written under earlier input rules
+    still parse. Commands are where the rules are enforced."""
 
     # Readers ignore fields added by later versions of the contract.
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -17,7 +20,7 @@ class Outplan(BaseModel):
     customer_id: UUID
     name: str
     detail: str
-    source: Source
+    source: StoredSource
     dial_timeout: int
     try_interval: int
     max_try_count_0: int

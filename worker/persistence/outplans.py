@@ -5,7 +5,7 @@ from uuid import UUID
 
 import asyncpg
 
-from contracts import Outplan, Source
+from contracts import Outplan, StoredSource
 from contracts.timefmt import format_time
 
 from ..domain import PagePosition, Versioned
@@ -25,7 +25,7 @@ def to_versioned(row: asyncpg.Record) -> Versioned:
         customer_id=row["customer_id"],
         name=row["name"],
         detail=row["detail"],
-        source=Source.model_construct(
+        source=StoredSource.model_construct(
             type=row["source_type"],
             target=row["source_target"],
             target_name=row["source_target_name"],

@@ -1,0 +1,477 @@
+"""Caller IDs as people type them: telephone numbers and SIP addresses in commands, control
+characters in names, and read models that take stored values as stored."""
+
+import json
+import re
+import string
+import uuid
+from typing import Any
+
+import phonenumbers
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from contracts import (
+    CreateOutplan,
+    Outplan,
+    Projection,
+    StoredSource,
+    UpdateBasicInfo,
+    UpdateDialInfo,
+    parse_event,
+    validation_details,
+)
+from contracts.addresses import WHITE_SPACE, normalise_sip, normalise_tel
+from contracts.projection import Applied
+
+pytestmark = pytest.mark.unit
+
+CUSTOMER = str(uuid.uuid4())
+
+
+def create(**fields: Any) -> dict[str, Any]:
+    return {"customer_id": CUSTOMER, "source": {"type": "tel", "target": "+15559876543"}, **fields}
+
+
+def stored_target(kind: str, target: str) -> str:
+    return CreateOutplan.model_validate_json(json.dumps(create(source={"type": kind, "target": target}))).source.target
+
+
+def errors(body: dict[str, Any], model: type = CreateOutplan) -> dict[str, str]:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate_json(json.dumps(body))
+    return {d.field: d.message for d in validation_details(info.value)}
+
+
+def target_error(kind: str, target: str) -> str:
+    found = errors(create(source={"type": kind, "target": target}))
+    assert list(found) == ["source.target"], found
+    return found["source.target"]
+
+
+# --- the issue's rows, one by one -----------------------------------------------------------
+
+@pytest.mark.parametrize(("given", "stored"), [
+    ("+44 (0) 20 7946 0958", "+442079460958"),  # the UK way of writing the optional trunk 0
+    ("+49(0)15123020522", "+4915123020522"),
+    ("+33 06 12 34 56 78", "+33612345678"),
+    ("0044 20 7946 0958", "+442079460958"),  # the international prefix 00
+    ("+39 06 1234 5678", "+390612345678"),  # Italy has no trunk prefix: its 0 is part of the number
+])
+def test_trunk_prefixes_and_00_give_the_dialable_number(given: str, stored: str) -> None:
+    assert stored_target("tel", given) == stored
+
+
+@pytest.mark.parametrize(("given", "rule"), [
+    ("+999 1234567", "has an unknown country code: no country's calling code begins +9991234567"),
+    ("+10123456789", "is not a number of country code +1 (US and 24 more): +10123456789 fits none of its number ranges"),
+])
+def test_numbers_no_country_has_are_refused_saying_why(given: str, rule: str) -> None:
+    assert target_error("tel", given) == f"source.target {rule}"
+
+
+@pytest.mark.parametrize("given", [
+    "\n+44 20 7946 0958", "+44 20 7946 0958\n", "\t+44 20 7946 0958\t", "\r\n+44 20 7946 0958\r\n",
+    "\u00a0+44 20 7946 0958\u00a0", "\u3000+44 20 7946 0958\u2028", " +44 20 7946 0958 ",
+    "+44\u00a020\u00a07946\u00a00958",  # no-break spaces between the groups
+    "+44\u202f20\u20097946\u20020958",  # narrow, thin and en spaces
+    "\uff0b\uff14\uff14 \uff12\uff10 \uff17\uff19\uff14\uff16 \uff10\uff19\uff15\uff18",  # full-width
+    "\uff0b\uff14\uff14\u3000\uff12\uff10\u3000\uff17\uff19\uff14\uff16\u3000\uff10\uff19\uff15\uff18",
+    "+44/20/7946/0958", "+44 20 7946\u20100958", "+44 20\u20137946\u20140958", "+44 20\u22127946\u22120958",
+    "+44 20\u20117946\u20120958", "+44 20\u20157946 0958", "+44\uff0820\uff09 7946\uff0d0958",
+])
+def test_white_space_full_width_and_dashes_are_read_consistently(given: str) -> None:
+    assert stored_target("tel", given) == "+442079460958"
+
+
+@pytest.mark.parametrize(("given", "char"), [
+    ("+44 20\n7946 0958", "\\u000a (line feed)"),
+    ("+44 20\t7946 0958", "\\u0009 (tab)"),
+    ("+44 20 7946\x070958", "\\u0007 (bell)"),
+    ("+44 20 7946 \u202e0958", "\\u202e (RIGHT-TO-LEFT OVERRIDE)"),
+])
+def test_control_characters_inside_a_number_are_named(given: str, char: str) -> None:
+    assert target_error("tel", given).startswith(
+        f"source.target must not contain control or bidirectional-formatting characters; found {char}"
+    )
+
+
+@pytest.mark.parametrize(("given", "rule"), [
+    ("alice@example.com:99999", "has an invalid port '99999': a port is a number from 1 to 65535"),
+    ("alice@example.com:0", "has an invalid port '0'"),
+    ("alice@example..com", "has an empty label in the host name 'example..com'"),
+    ("alice@\x07example.com", "must not contain control or bidirectional-formatting characters; "
+                              "found \\u0007 (bell) at position 6"),
+    ("al\u202eice@example.com", "must not contain control or bidirectional-formatting characters; "
+                                "found \\u202e (RIGHT-TO-LEFT OVERRIDE) at position 2"),
+    ("alice@exa\u2066mple.com", "must not contain control or bidirectional-formatting characters; "
+                                "found \\u2066 (LEFT-TO-RIGHT ISOLATE) at position 9"),
+])
+def test_sip_rows_of_the_issue_are_refused(given: str, rule: str) -> None:
+    assert target_error("sip", given).startswith(f"source.target {rule}")
+
+
+# --- telephone numbers as people write them -------------------------------------------------
+
+# (spelling, E.164 stored, or None and the start of the rule that refuses it)
+SPELLINGS: list[tuple[str, str | None, str]] = [
+    # United States and Canada (+1)
+    ("+1 (555) 987-6543", "+15559876543", ""),
+    ("+1.201.555.0123", "+12015550123", ""),
+    ("001 212 555 0187", "+12125550187", ""),
+    ("+1 416-555-0199", "+14165550199", ""),  # Toronto
+    ("+1-800-555-0199", "+18005550199", ""),
+    ("1-800-555-0199", None, "must be an international number starting with + or 00"),
+    ("+1 800 FLOWERS", None, "may contain only digits"),
+    ("+1 212 555 0187 x204", None, "must not have an extension"),
+    ("+1 212 555 0187;ext=204", None, "must not have an extension"),
+    ("+1 011 555 0187", None, "is not a number of country code +1"),  # no area code starts with 0
+    ("+1 555 9876", None, "is too short for country code +1"),
+    # United Kingdom (+44)
+    ("+44 (0) 20 7946 0958", "+442079460958", ""),
+    ("+44 (0)161 496 0000", "+441614960000", ""),
+    ("0044 7700 900123", "+447700900123", ""),
+    ("+44 7700-900-123", "+447700900123", ""),
+    ("020 7946 0958", None, "must be an international number starting with + or 00"),
+    ("+44 20 7946 095", None, "is not a number of country code +44"),
+    ("+44 20 7946 0958 ext. 12", None, "must not have an extension"),
+    # Germany (+49)
+    ("+49 (0)30 1234567", "+49301234567", ""),
+    ("+49(0)15123020522", "+4915123020522", ""),
+    ("0049 30/1234567", "+49301234567", ""),
+    ("+49 89 123456-78", "+498912345678", ""),
+    ("+49 00 30 1234567", None, "is not a number of country code +49 (DE)"),
+    # France (+33)
+    ("+33 06 12 34 56 78", "+33612345678", ""),
+    ("+33 1 23 45 67 89", "+33123456789", ""),
+    ("0033 (0)1 23 45 67 89", "+33123456789", ""),
+    ("+33.6.12.34.56.78", "+33612345678", ""),
+    # Italy (+39): the leading 0 belongs to the number
+    ("+39 06 1234 5678", "+390612345678", ""),
+    ("+39 02-1234-5678", "+390212345678", ""),
+    ("+39 312 345 6789", "+393123456789", ""),
+    # Spain (+34)
+    ("+34 912 34 56 78", "+34912345678", ""),
+    ("0034 612 34 56 78", "+34612345678", ""),
+    # Netherlands (+31)
+    ("+31 (0)20 123 4567", "+31201234567", ""),
+    ("+31 6 12345678", "+31612345678", ""),
+    # Switzerland (+41)
+    ("+41 (0)44 668 18 00", "+41446681800", ""),
+    ("0041 79 123 45 67", "+41791234567", ""),
+    # Australia (+61)
+    ("+61 (0)2 9374 4000", "+61293744000", ""),
+    ("+61 412 345 678", "+61412345678", ""),
+    # Japan (+81)
+    ("+81 (0)3-1234-5678", "+81312345678", ""),
+    ("+81 90-1234-5678", "+819012345678", ""),
+    ("\uff0b\uff18\uff11 \uff19\uff10\uff0d\uff11\uff12\uff13\uff14\uff0d\uff15\uff16\uff17\uff18", "+819012345678", ""),
+    # India (+91)
+    ("+91 98765 43210", "+919876543210", ""),
+    ("+91 (0)22 2345 6789", "+912223456789", ""),
+    # Brazil (+55)
+    ("+55 (11) 91234-5678", "+5511912345678", ""),
+    ("+55 21 2345-6789", "+552123456789", ""),
+    # Mexico (+52): the mobile "1" after the country code was dropped from the plan in 2019
+    ("+52 55 1234 5678", "+525512345678", ""),
+    ("+52 1 55 1234 5678", None, "is too long for country code +52 (MX)"),
+    # Elsewhere
+    ("+7 (495) 123-45-67", "+74951234567", ""),
+    ("+86 10 1234 5678", "+861012345678", ""),
+    ("+353 (0)1 234 5678", "+35312345678", ""),
+    ("+800 1234 5678", "+80012345678", ""),  # international freephone
+    ("(+44) 20 7946 0958", "+442079460958", ""),
+    ("+44\u00a020\u00a07946\u00a00958", "+442079460958", ""),
+    ("\t+33 6 12 34 56 78\n", "+33612345678", ""),
+    ("+999 1234567", None, "has an unknown country code"),
+    ("+00 44 20 7946 0958", None, "has an unknown country code"),
+    ("+1", None, "is too short to be a phone number"),
+    ("+44 20 7946 0958 0958 0958", None, "is too long to be a phone number"),
+    ("+44 20 7946 0958 / +44 20 7946 0959", None, "may contain only digits"),
+]
+
+
+@pytest.mark.parametrize(("given", "stored", "rule"), SPELLINGS, ids=[s[0] for s in SPELLINGS])
+def test_real_world_spellings(given: str, stored: str | None, rule: str) -> None:
+    if stored is not None:
+        assert stored_target("tel", given) == stored
+        assert normalise_tel(stored) == stored
+    else:
+        message = target_error("tel", given)
+        assert message.startswith(f"source.target {rule}"), message
+
+
+def test_the_table_spans_many_countries() -> None:
+    accepted = [phonenumbers.parse(stored).country_code for _, stored, _ in SPELLINGS if stored]
+    assert len(SPELLINGS) >= 40 and len(set(accepted)) >= 15
+
+
+def test_the_tutorial_number_keeps_working() -> None:
+    # Not a "valid" number to libphonenumber (555 is not an assigned exchange), yet the plan's shape.
+    assert stored_target("tel", "+15559876543") == "+15559876543"
+
+
+def test_a_doubled_trunk_prefix_is_refused() -> None:
+    assert target_error("tel", "+49 00 30 1234567") == (
+        "source.target is not a number of country code +49 (DE): +490301234567 fits none of its number ranges"
+    )
+
+
+def test_a_value_that_would_not_read_back_as_itself_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contracts.addresses
+
+    readings = {"+49 00 30 1234567": "+490301234567", "+490301234567": "+49301234567"}
+    monkeypatch.setattr(contracts.addresses, "_parse_tel", readings.__getitem__)
+    assert target_error("tel", "+49 00 30 1234567") == (
+        "source.target is ambiguous: it would be stored as +490301234567, which reads back as +49301234567; "
+        "check the digits right after the country code"
+    )
+
+
+def test_extensions_are_refused_saying_caller_ids_cannot_carry_one() -> None:
+    for given in ("+44 20 7946 0958 x12", "+44 20 7946 0958 #12", "+44 20 7946 0958 ext 12"):
+        assert "a caller ID cannot carry one" in target_error("tel", given)
+
+
+def test_numbers_without_a_country_code_are_refused_even_if_local_to_somewhere() -> None:
+    assert target_error("tel", "(555) 987-6543").startswith(
+        "source.target must be an international number starting with + or 00"
+    )
+
+
+# --- SIP addresses ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("given", "stored"), [
+    ("alice@example.com", "alice@example.com"),
+    ("Alice@PBX.Example.COM", "Alice@pbx.example.com"),  # the user part keeps its case (RFC 3261 19.1.4)
+    ("sip:alice@example.com", "alice@example.com"),
+    ("SIP:alice@example.com:5060", "alice@example.com:5060"),
+    ("alice@example.com:05060", "alice@example.com:5060"),
+    ("alice@example.com:65535", "alice@example.com:65535"),
+    ("alice@10.0.0.1:5060", "alice@10.0.0.1:5060"),
+    ("alice@[2001:DB8::1]", "alice@[2001:db8::1]"),
+    ("alice@[2001:db8::1]:5061", "alice@[2001:db8::1]:5061"),
+    ("+15559876543@trunk.example.net", "+15559876543@trunk.example.net"),
+    ("a.b-c_d!~*'()&=+$,;?/%40x@example.com", "a.b-c_d!~*'()&=+$,;?/%40x@example.com"),
+    ("alice@xn--bcher-kva.example", "alice@xn--bcher-kva.example"),
+    ("alice@a-b.example.com", "alice@a-b.example.com"),
+    (" alice@example.com\n", "alice@example.com"),
+    ("\u00a0sip:alice@example.com\t", "alice@example.com"),
+])
+def test_sip_addresses_accepted(given: str, stored: str) -> None:
+    assert stored_target("sip", given) == stored
+
+
+@pytest.mark.parametrize(("given", "rule"), [
+    ("sips:alice@example.com", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); sips: URIs"),
+    ("alice@example.com;transport=tcp", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); "
+                                        "URI parameters"),
+    ("alice@example.com?subject=hi", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); "
+                                     "URI parameters"),
+    ("alice:secret@example.com", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); "
+                                 "the user part must not contain ':'"),
+    ("<sip:alice@example.com>", "must be a SIP address"),
+    ("alice@example.com:", "has an invalid port ''"),
+    ("alice@example.com:65536", "has an invalid port '65536'"),
+    ("alice@example.com:50a", "has an invalid port '50a'"),
+    ("alice@.example.com", "has an empty label"),
+    ("alice@example.com.", "has an empty label"),
+    ("alice@-example.com", "has an invalid host name label '-example'"),
+    ("alice@example-.com", "has an invalid host name label 'example-'"),
+    ("alice@exa_mple.com", "has an invalid host name label 'exa_mple'"),
+    ("alice@" + "a" * 64 + ".com", "has a host name label longer than 63 characters"),
+    ("alice@" + ".".join(["a" * 63] * 4), "has a host name longer than 253 characters"),
+    ("alice@10.0.0.256", "has an invalid IPv4 address '10.0.0.256'"),
+    ("alice@example.123", "has an invalid host 'example.123'"),
+    ("alice@2001:db8::1", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); "
+                          "an IPv6 host must be written in brackets"),
+    ("alice@[2001:db8::g]", "has an invalid IPv6 address"),
+    ("alice@[fe80::1%eth0]", "has an invalid IPv6 reference"),
+    ("alice@b\u00fccher.example", "has a host that is not ASCII"),
+    ("al ice@example.com", "has a character not allowed in a SIP user part: \\u0020 (SPACE)"),
+    ("al\u00efce@example.com", "has a character not allowed in a SIP user part: '\u00ef'"),
+    ("alice%4@example.com", "has a character not allowed in a SIP user part: '%'"),
+    ("alice@bob@example.com", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); "
+                              "there is more than one @"),
+    ("alice", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); there is no @"),
+])
+def test_sip_addresses_refused(given: str, rule: str) -> None:
+    assert target_error("sip", given).startswith(f"source.target {rule}")
+
+
+# --- control characters in names and free text ----------------------------------------------
+
+NAMED = [
+    ("name", lambda v: create(name=v)),
+    ("source.name", lambda v: create(source={"type": "tel", "target": "+15559876543", "name": v})),
+    ("source.target_name", lambda v: create(source={"type": "tel", "target": "+15559876543", "target_name": v})),
+]
+
+
+@pytest.mark.parametrize(("field", "body"), NAMED, ids=[n for n, _ in NAMED])
+@pytest.mark.parametrize(("char", "shown"), [
+    ("\n", "\\u000a (line feed)"), ("\t", "\\u0009 (tab)"), ("\x1b", "\\u001b (escape)"), ("\x7f", "\\u007f (delete)"),
+    ("\x85", "\\u0085 (next line)"), ("\u202e", "\\u202e (RIGHT-TO-LEFT OVERRIDE)"),
+    ("\u2067", "\\u2067 (RIGHT-TO-LEFT ISOLATE)"), ("\x01", "\\u0001"),
+])
+def test_names_refuse_control_and_bidi_override_characters(field: str, body: Any, char: str, shown: str) -> None:
+    assert errors(body(f"Sales{char}Team")) == {
+        field: f"{field} must not contain control or bidirectional-formatting characters; "
+               f"found {shown} at position 5"
+    }
+
+
+def test_update_basic_info_name_refuses_them_too() -> None:
+    body = {"customer_id": CUSTOMER, "id": str(uuid.uuid4()), "name": "a\u202eb", "detail": "line 1\nline 2"}
+    assert list(errors(body, UpdateBasicInfo)) == ["name"]
+
+
+def test_names_keep_ordinary_unicode() -> None:
+    name = "Ventes \u00e9t\u00e9 \u2014 \u05de\u05db\u05d9\u05e8\u05d5\u05ea \u200f\u65e5\u672c \U0001f4de"
+    cmd = CreateOutplan.model_validate_json(json.dumps(create(name=name)))
+    assert cmd.name == name
+
+
+@pytest.mark.parametrize("detail", ["line 1\nline 2\r\n\ttabbed", "bell \x07 and \u202e override"])
+def test_detail_is_free_text_except_nul(detail: str) -> None:
+    cmd = CreateOutplan.model_validate_json(json.dumps(create(
+        detail=detail, source={"type": "tel", "target": "+15559876543", "detail": detail})))
+    assert cmd.detail == detail and cmd.source.detail == detail
+    assert errors(create(detail="a\x00b")) == {"detail": "detail must not contain the NUL character (\\u0000)"}
+    assert errors(create(source={"type": "tel", "target": "+15559876543", "detail": "\x00"})) == {
+        "source.detail": "source.detail must not contain the NUL character (\\u0000)"
+    }
+
+
+def test_update_dial_info_applies_the_same_target_rules() -> None:
+    body = {"customer_id": CUSTOMER, "id": str(uuid.uuid4()), "source": {"type": "tel", "target": "+44 (0) 20 7946 0958"},
+            "dial_timeout": 30000, "try_interval": 60000, **{f"max_try_count_{i}": 1 for i in range(5)}}
+    assert UpdateDialInfo.model_validate_json(json.dumps(body)).source.target == "+442079460958"
+    body["source"] = {"type": "sip", "target": "alice@example..com"}
+    assert list(errors(body, UpdateDialInfo)) == ["source.target"]
+
+
+# --- properties -----------------------------------------------------------------------------
+
+SEPARATORS = [" ", "-", ".", "/", "(", ")", "\u00a0", "\u2013", "\u2212", "\u3000", ""]
+REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+
+
+@st.composite
+def spelled_example_numbers(draw: st.DrawFn) -> tuple[str, str]:
+    """A region's example number (from libphonenumber's metadata), spelled with random separators."""
+    region = draw(st.sampled_from(REGIONS))
+    kind = draw(st.sampled_from([phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE]))
+    number = phonenumbers.example_number_for_type(region, kind) or phonenumbers.example_number(region)
+    assert number is not None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    country, national = str(number.country_code), e164[1 + len(str(number.country_code)):]
+    prefix = draw(st.sampled_from(["+", "00", "\uff0b", "(+"]))
+    spelled = ("(+" + country + ")" if prefix == "(+" else prefix + country) + draw(st.sampled_from(SEPARATORS))
+    spelled += "".join(d + draw(st.sampled_from(SEPARATORS)) for d in national)
+    ends = draw(st.sampled_from(["", " ", "\n", "\t", "\u00a0", "\r\n"]))
+    return ends + spelled + ends, e164
+
+
+def check_tel(given: str) -> None:
+    try:
+        stored = normalise_tel(given)
+    except ValueError:
+        return
+    assert re.fullmatch(r"\+[1-9][0-9]{1,14}", stored), stored
+    assert normalise_tel(stored) == stored
+    assert phonenumbers.is_possible_number(phonenumbers.parse(stored))
+
+
+@settings(max_examples=500, deadline=None)
+@given(spelled_example_numbers())
+def test_every_countrys_example_numbers_are_accepted_however_spaced(case: tuple[str, str]) -> None:
+    given_, e164 = case
+    assert normalise_tel(given_) == e164
+    check_tel(given_)
+
+
+tel_like = st.text(alphabet=string.digits + "+ -.()/x#\u00a0\uff10\uff0b\n\t" + WHITE_SPACE[:4], max_size=30)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(tel_like, st.from_regex(r"(\+|00)[1-9][0-9 ().\-/]{3,20}", fullmatch=True), st.text(max_size=30)))
+def test_any_accepted_number_is_a_possible_e164_fixpoint(given_: str) -> None:
+    check_tel(given_)
+
+
+labels = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,8}[A-Za-z0-9])?", fullmatch=True)
+users = st.text(alphabet=string.ascii_letters + string.digits + "-_.!~*'()&=+$,;?/%", min_size=1, max_size=20)
+sip_like = st.builds(
+    lambda scheme, user, host, top, port: f"{scheme}{user}@{'.'.join(host)}.{top}{port}",
+    st.sampled_from(["", "sip:", "SIP:", "sips:"]), users, st.lists(labels, min_size=1, max_size=4),
+    st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,5}", fullmatch=True),
+    st.sampled_from(["", ":5060", ":0", ":65536", ":", ";transport=tcp"]) | st.integers(0, 99999).map(lambda p: f":{p}"),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(sip_like, st.text(max_size=40), st.text(alphabet="ab@.:[]%1-\x07\u202e ", max_size=25)))
+def test_any_accepted_sip_address_is_a_fixpoint(given_: str) -> None:
+    try:
+        stored = normalise_sip(given_)
+    except ValueError:
+        return
+    assert normalise_sip(stored) == stored
+    user, _, hostport = stored.partition("@")
+    assert user and hostport == hostport.lower() and len(stored) <= 255
+    assert not any(c in stored for c in "\x00\x07\u202e ;?" if c not in user)
+
+
+# --- read models: stored values as stored ---------------------------------------------------
+
+OLD_RULE_SOURCES = [
+    {"type": "tel", "target": "+4402079460958", "target_name": "", "name": "", "detail": ""},
+    {"type": "tel", "target": "+1234567", "target_name": "", "name": "line\nbreak", "detail": ""},
+    {"type": "sip", "target": "alice@example..com:99999", "target_name": "\u202eevil", "name": "", "detail": ""},
+]
+
+
+def event_body(source: dict[str, Any], kind: str = "outplan_created", version: int = 1) -> str:
+    outplan_id = str(uuid.uuid4())
+    data = {
+        "id": outplan_id, "customer_id": CUSTOMER, "name": "old\tname", "detail": "", "source": source,
+        "dial_timeout": 30000, "try_interval": 60000, **{f"max_try_count_{i}": 0 for i in range(5)},
+        "tm_create": "2024-01-01 00:00:00.000000", "tm_update": "2024-01-01 00:00:00.000000",
+        "tm_delete": "9999-01-01 00:00:00.000000",
+    }
+    return json.dumps({
+        "specversion": "1.0", "id": str(uuid.uuid4()), "source": "outplan-worker", "type": kind,
+        "subject": outplan_id, "time": "2024-01-01T00:00:00Z", "datacontenttype": "application/json",
+        "customerid": CUSTOMER, "outplanversion": version, "eventsequence": 1, "data": data,
+    })
+
+
+@pytest.mark.parametrize("source", OLD_RULE_SOURCES, ids=[s["target"] for s in OLD_RULE_SOURCES])
+def test_events_logged_under_the_old_rules_still_parse_and_project(source: dict[str, Any]) -> None:
+    event = parse_event(event_body(source))
+    assert event.data.source.model_dump() == source
+    projection = Projection()
+    assert projection.apply(event) is Applied.APPLIED
+    assert projection.outplans[event.subject].source.target == source["target"]
+    assert json.loads(event.model_dump_json())["data"]["source"] == source  # and re-serialise unchanged
+
+
+def test_the_read_model_ignores_source_fields_added_later() -> None:
+    source = {**OLD_RULE_SOURCES[0], "display": "later addition"}
+    assert parse_event(event_body(source)).data.source.target == "+4402079460958"
+
+
+def test_an_outplan_built_from_a_command_equals_the_same_outplan_read_back() -> None:
+    cmd = CreateOutplan.model_validate_json(json.dumps(create(source={"type": "tel", "target": "+44 (0) 20 7946 0958"})))
+    fields = {
+        "id": uuid.uuid4(), "customer_id": cmd.customer_id, "name": "", "detail": "", "dial_timeout": 30000,
+        "try_interval": 60000, **{f"max_try_count_{i}": 0 for i in range(5)},
+        "tm_create": "t", "tm_update": "t", "tm_delete": "t",
+    }
+    built = Outplan(source=cmd.source, **fields)
+    read = Outplan.model_validate_json(built.model_dump_json())
+    assert type(built.source) is StoredSource and built == read
+    assert read.source.target == "+442079460958"
