@@ -5,10 +5,12 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contracts import CreateOutplan, GetOutplan
 from worker import paging
-from worker.requests import Rejection, Request, decode
+from worker.requests import Rejection, Request, decode, strict_json_problems
 
 pytestmark = pytest.mark.unit
 
@@ -184,3 +186,115 @@ def test_a_page_token_that_names_no_position_is_refused_naming_it(token: str) ->
     rejection = rejected(run(body, routing_key="outplan.list", message_id=None))
     assert rejection.reason == "VALIDATION_FAILED" and rejection.message.startswith("page_token ")
     assert [d.field for d in rejection.details] == ["page_token"]
+
+
+# ---- strict JSON: a body means one thing to every reader ----------------------------------------
+
+OTHER_CUSTOMER = str(uuid.uuid4())
+TEL = '{"type": "tel", "target": "+15559876543"}'
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    # Whose outplan is it? The first customer_id to one parser, the last to another.
+    (f'{{"customer_id": "{CUSTOMER}", "customer_id": "{OTHER_CUSTOMER}", "source": {TEL}}}', "customer_id"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "customer_id": "{CUSTOMER}"}}', "customer_id"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "sip", "type": "tel", "target": "+15559876543"}}}}',
+     "source.type"),
+    (f'{{"customer_id": "{CUSTOMER}", "customer\\u005fid": "{OTHER_CUSTOMER}", "source": {TEL}}}', "customer_id"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "name": "a:b", "name": "c"}}', "name"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "name": "\\u003a", "name": "c"}}', "name"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "x": {{"y": [{{"z": 1, "z": 1}}]}}}}', "x.y.0.z"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "a b": 1, "a b": 2}}', '"a b"'),
+])
+def test_a_key_twice_in_one_object_is_malformed_json_naming_it(body: str, key: str) -> None:
+    rejection = rejected(run(body.encode()))
+    assert rejection.reason == "MALFORMED_JSON"
+    assert [d.field for d in rejection.details] == [key]
+    assert f"the key {key} appears more than once" in rejection.message
+    assert "RFC 8259" in rejection.message
+
+
+def test_every_repeated_key_is_named_in_document_order() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "customer_id": "{CUSTOMER}", "source": {{"type": "tel", ' \
+           f'"target": "+15559876543", "target": "+15559876543"}}}}'
+    assert [d.field for d in rejected(run(body.encode())).details] == ["customer_id", "source.target"]
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_malformed_json_naming_the_token(token: str) -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "dial_timeout": {token}}}'.encode()
+    rejection = rejected(run(body))
+    assert rejection.reason == "MALFORMED_JSON"
+    assert [d.field for d in rejection.details] == ["dial_timeout"]
+    assert f"dial_timeout is {token}, which is not a JSON number" in rejection.message
+
+
+def test_nan_anywhere_is_named_where_it_is() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "tel", "target": NaN}}}}'.encode()
+    assert [d.field for d in rejected(run(body)).details] == ["source.target"]
+    assert rejected(run(b"NaN")).reason == "MALFORMED_JSON"
+
+
+@pytest.mark.parametrize("fields", [
+    {"name": "NaN", "detail": "Infinity"},  # words in strings are text, not numbers
+    {"name": "a:b", "detail": "12:30 : call back"},  # colons in strings are not keys
+    {"name": "caf\\u00e9 \\u003a"},
+], ids=["words", "colons", "escapes"])
+def test_strict_json_that_looks_unusual_is_accepted(fields: dict[str, str]) -> None:
+    extra = ", ".join(f'"{k}": "{v}"' for k, v in fields.items())
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "sip", "target": "bob@example.com:5060"}}, {extra}}}'
+    assert isinstance(run(body.encode()), Request)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('"30000"', "dial_timeout must be an integer"),
+    ("30000.5", "dial_timeout must be an integer"),
+    ("30000.0", "dial_timeout must be an integer"),
+    ("true", "dial_timeout must be an integer"),
+    ("1e400", "dial_timeout must be an integer"),  # JSON, if out of range: a validation failure as before
+])
+def test_strict_types_are_still_strict(value: str, message: str) -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "dial_timeout": {value}}}'.encode()
+    rejection = rejected(run(body))
+    assert rejection.reason == "VALIDATION_FAILED" and rejection.message.startswith(message)
+    assert [d.field for d in rejection.details] == ["dial_timeout"]
+
+
+def test_unknown_fields_are_still_refused_and_named() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "tel", "target": "+15559876543", "x": 1}}, ' \
+           f'"bogus": true}}'
+    rejection = rejected(run(body.encode()))
+    assert rejection.reason == "VALIDATION_FAILED"
+    assert [d.field for d in rejection.details] == ["source.x", "bogus"]
+
+
+# Objects written out by hand, so that a key can appear twice, in any spelling JSON allows.
+_keys = st.sampled_from(["a", "b", "a:b", ":", "\\u0061", "\\u003a", "\\u003A", "\\\\", "\\\""])
+_scalars = st.sampled_from(["1", "-0.5", "true", "null", '"x"', '"x:y"', '"\\u003a"', '":"', '""'])
+
+
+def _decoded(key: str) -> str:
+    return json.loads(f'"{key}"')
+
+
+@st.composite
+def _documents(draw: st.DrawFn, depth: int = 0) -> tuple[str, bool]:
+    """JSON text with random spacing and whether some object in it repeats a key."""
+    space = draw(st.sampled_from(["", " ", "\n  "]))
+    if depth < 3 and draw(st.booleans()):
+        members = draw(st.lists(st.tuples(_keys, _documents(depth + 1)), max_size=5))
+        keys = [_decoded(k) for k, _ in members]
+        repeated = len(set(keys)) != len(keys) or any(inner for _, (_, inner) in members)
+        text = "{" + ",".join(f'{space}"{k}"{space}:{space}{v}' for k, (v, _) in members) + space + "}"
+        return text, repeated
+    if depth < 3 and draw(st.booleans()):
+        items = draw(st.lists(_documents(depth + 1), max_size=3))
+        return "[" + f",{space}".join(v for v, _ in items) + "]", any(inner for _, inner in items)
+    return draw(_scalars), False
+
+
+@given(_documents())
+def test_the_quick_check_finds_exactly_the_repeated_keys(document: tuple[str, bool]) -> None:
+    text, repeated = document
+    assert bool(strict_json_problems(text.encode())) == repeated, text
+
