@@ -1,8 +1,8 @@
 """What each message carries besides its body, as schemas for the AsyncAPI document.
 
 AsyncAPI gives a message one ``headers`` object, so the AMQP properties a message relies on
-(``message_id``, ``correlation_id``, ``reply_to``, ``type``, ``content_type``, named as pika and
-aio-pika name them) are described there too, next to the application headers.
+(``message_id``, ``correlation_id``, ``reply_to``, ``type``, ``content_type``, ``content_encoding``,
+named as pika and aio-pika name them) are described there too, next to the application headers.
 """
 
 from typing import Any
@@ -13,8 +13,8 @@ Schema = dict[str, Any]
 
 _INVALID_INPUT_REASONS = (
     replies.VALIDATION_FAILED, replies.MALFORMED_JSON, replies.NOT_AN_OBJECT, replies.BODY_TOO_LARGE,
-    replies.UNSUPPORTED_CONTENT_TYPE, replies.UNKNOWN_COMMAND, replies.MESSAGE_ID_REQUIRED,
-    replies.INVALID_PROPERTIES,
+    replies.UNSUPPORTED_CONTENT_TYPE, replies.UNSUPPORTED_CONTENT_ENCODING, replies.UNKNOWN_COMMAND,
+    replies.MESSAGE_ID_REQUIRED, replies.INVALID_PROPERTIES,
 )
 
 
@@ -33,8 +33,11 @@ def command_headers(command: str, *, mutation: bool) -> Schema:
                               "nothing is answered."),
             "type": _text("The command name; needed only when publishing straight to the command queue.",
                           const=command),
-            "content_type": _text(f"{names.REQUEST_CONTENT_TYPE}, UTF-8; a missing content_type is "
-                                  "taken as JSON, any other is refused."),
+            "content_type": _text(f"{names.REQUEST_CONTENT_TYPE}, UTF-8 (a charset parameter may say "
+                                  "utf-8 or utf8, in any case, quoted or not); a missing content_type is "
+                                  "taken as JSON, any other is refused UNSUPPORTED_CONTENT_TYPE."),
+            "content_encoding": _text("Absent, empty or identity: the body is sent as it is. Any other "
+                                      "(gzip, deflate, ...) is refused UNSUPPORTED_CONTENT_ENCODING."),
         },
         required=("message_id",) if mutation else (),
     )

@@ -11,6 +11,7 @@ the command must mean the same to every reader of the same bytes.
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,20 +73,49 @@ def command_name(routing_key: str | None, type_: str | None) -> str | None:
     return None
 
 
+_UTF8_NAMES = frozenset({"utf-8", "utf8"})  # utf8: a common alias (IANA lists only UTF-8)
+_IDENTITY = frozenset({"", "identity"})
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)  # RFC 9110 §5.6.4: a backslash quotes the next character
+
+
 def _json_content_type(content_type: str | None) -> bool:
+    """Whether ``content_type`` is ``application/json`` in UTF-8, however it is spelled.
+
+    RFC 9110 §8.3.1: the type, subtype and parameter names are case-insensitive, a parameter
+    value may be a token or a quoted string, and empty parameters (a stray ``;``) are allowed;
+    charset names are case-insensitive (RFC 2978). The only parameter accepted is ``charset``,
+    as ``utf-8`` or ``utf8``: ``application/json; Charset="UTF8"`` is JSON in UTF-8. A missing
+    content_type is taken as JSON, the only format there is.
+    """
     if not content_type:
-        return True  # absent: taken as JSON, the only format there is
-    media, _, params = content_type.partition(";")
+        return True
+    media, *parameters = content_type.split(";")
     if media.strip().lower() != "application/json":
         return False
-    charset = params.strip().lower()
-    return charset in ("", "charset=utf-8", "charset=\"utf-8\"")
+    for parameter in parameters:
+        name, equals, value = parameter.strip().partition("=")
+        if not (name or equals):
+            continue  # an empty parameter
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = _QUOTED_PAIR.sub(r"\1", value[1:-1])
+        if name.strip().lower() != "charset" or value.lower() not in _UTF8_NAMES:
+            return False
+    return True
+
+
+def _identity_encoding(content_encoding: str | None) -> bool:
+    """Whether the body is sent as it is: no content_encoding, an empty one or ``identity``
+    (any case). Compressed bodies are refused rather than decoded: one format to read, and no
+    body that expands to gigabytes in the worker."""
+    return content_encoding is None or content_encoding.strip().lower() in _IDENTITY
 
 
 def decode(
     body: bytes,
     *,
     content_type: str | None,
+    content_encoding: str | None = None,
     routing_key: str | None,
     type_: str | None,
     message_id: str | None,
@@ -94,7 +124,9 @@ def decode(
 ) -> Request | Rejection:
     """The request a delivery carries, or the 400 that says why there is none. Total: never raises.
 
-    :param body: the message body (bytes).
+    :param body: the message body (bytes): a JSON object, UTF-8, not compressed.
+    :param content_encoding: the AMQP property; anything but none, ``""`` or ``identity`` is
+        refused ``UNSUPPORTED_CONTENT_ENCODING``.
     :param unreadable: properties and headers the frame decoder could not read, with the reason
         for each (``worker.messaging.lenient_frames``): refused ``INVALID_PROPERTIES``, naming them.
     The other parameters are the AMQP properties and the routing key as delivered.
@@ -120,6 +152,11 @@ def decode(
             f"content_type {content_type!r} is not supported; send application/json (UTF-8)",
             command=name,
         )
+    if not _identity_encoding(content_encoding):
+        problem = (f"content_encoding {content_encoding!r} is not supported; send the body as plain "
+                   "UTF-8 JSON without a content_encoding (identity is accepted too)")
+        return Rejection(replies.UNSUPPORTED_CONTENT_ENCODING, problem,
+                         [ErrorDetail(field="content_encoding", message=problem)], command=name)
     if name is None:
         return Rejection(
             replies.UNKNOWN_COMMAND,

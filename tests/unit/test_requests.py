@@ -1,5 +1,6 @@
 """Decoding raw messages: every kind of invalid input gets its own reason."""
 
+import gzip
 import json
 import uuid
 from typing import Any
@@ -297,4 +298,56 @@ def _documents(draw: st.DrawFn, depth: int = 0) -> tuple[str, bool]:
 def test_the_quick_check_finds_exactly_the_repeated_keys(document: tuple[str, bool]) -> None:
     text, repeated = document
     assert bool(strict_json_problems(text.encode())) == repeated, text
+
+
+# ---- content_encoding and content_type ----------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", [None, "", "identity", "IDENTITY", " Identity "])
+def test_a_body_sent_as_it_is_is_accepted(encoding: str | None) -> None:
+    assert isinstance(run(content_encoding=encoding), Request)
+
+
+@pytest.mark.parametrize(("encoding", "body"), [
+    ("gzip", CREATE),  # says gzip, is not
+    ("gzip", gzip.compress(CREATE)),  # is gzip: refused too, not decompressed
+    ("GZIP", gzip.compress(CREATE)),
+    ("deflate", CREATE),
+    ("br", CREATE),
+    ("gzip, identity", CREATE),
+    ("utf-8", CREATE),
+])
+def test_any_other_content_encoding_is_refused_naming_it(encoding: str, body: bytes) -> None:
+    rejection = rejected(run(body, content_encoding=encoding))
+    assert rejection.reason == "UNSUPPORTED_CONTENT_ENCODING"
+    assert rejection.message.startswith(f"content_encoding {encoding!r} is not supported")
+    assert [d.field for d in rejection.details] == ["content_encoding"]
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json; charset=utf8",
+    "application/json;charset=UTF8",
+    'application/json; charset="utf8"',
+    'application/json; charset="UTF-8"',
+    "Application/JSON; Charset=Utf-8",
+    "application/json ; charset = utf-8",
+    "application/json;",
+    "application/json; ; charset=utf-8",
+])
+def test_json_in_utf8_is_accepted_however_spelled(content_type: str) -> None:
+    assert isinstance(run(content_type=content_type), Request)
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json; charset=utf-16",
+    "application/json; charset=utf88",
+    "application/json; charset=latin1",
+    "application/json; charset",
+    "application/json; utf8",
+    "application/json; charset=utf-8; profile=x",
+    'application/json; charset="utf8',
+    "application/jsonx; charset=utf8",
+])
+def test_other_charsets_and_parameters_are_still_refused(content_type: str) -> None:
+    rejection = rejected(run(content_type=content_type))
+    assert rejection.reason == "UNSUPPORTED_CONTENT_TYPE" and repr(content_type) in rejection.message
 
