@@ -21,7 +21,9 @@ _INVALID_INPUT_REASONS = (
 def command_headers(command: str, *, mutation: bool) -> Schema:
     message_id = (
         "The idempotency key (required): the same key from the same customer gets the original "
-        "reply again; with another command or body it is refused 409 IDEMPOTENCY_KEY_REUSED."
+        "reply again when the command means the same (compared after validation, with defaults "
+        "applied: key order, whitespace, UUID case and a default sent or left out do not matter); "
+        "with another command or other values it is refused 409 IDEMPOTENCY_KEY_REUSED."
         if mutation
         else "Optional; stands in for correlation_id in the reply when that is empty."
     )

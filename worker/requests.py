@@ -41,10 +41,28 @@ STRICT_JSON_DETAILS_MAX = 10  # a body may repeat thousands of keys; the reply n
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """A valid command and what identifies it for idempotency.
+
+    ``fingerprint`` is what the command means (see ``fingerprint()``): two deliveries with the
+    same message_id and the same fingerprint are one command. ``raw_body_hash`` is the
+    fingerprint of earlier versions, sha256 of the command name, a NUL and the raw body, which
+    idempotency records written before the upgrade hold. Both are computed for changes only
+    (queries are not remembered); they are empty for queries.
+    """
+
     command: Command
     message_id: str | None
     correlation_id: str | None
-    body_hash: bytes
+    fingerprint: bytes
+    # Remove, with the fallback in ``is_recorded_as``, once ``idempotency_retention_hours`` have
+    # passed since every worker runs with fingerprints: by then the purge has deleted every
+    # record that holds a raw-body hash.
+    raw_body_hash: bytes
+
+    def is_recorded_as(self, recorded: bytes) -> bool:
+        """Whether an idempotency record's hash is this request's: its fingerprint, or (for
+        records written before the upgrade) the hash of its raw body."""
+        return recorded == self.fingerprint or recorded == self.raw_body_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +203,32 @@ def decode(
         except paging.InvalidPageToken as exc:
             details = [ErrorDetail(field="page_token", message=str(exc))]
             return Rejection(replies.VALIDATION_FAILED, str(exc), details, command=name)
+    remembered = model.mutates
     return Request(
         command=command,
         message_id=message_id,
         correlation_id=correlation_id,
-        body_hash=hashlib.sha256(name.encode() + b"\0" + body).digest(),
+        fingerprint=fingerprint(command) if remembered else b"",
+        raw_body_hash=hashlib.sha256(name.encode() + b"\0" + body).digest() if remembered else b"",
     )
+
+
+def fingerprint(command: Command) -> bytes:
+    """What a command means, as 32 bytes: sha256 of its name, a NUL and its canonical JSON.
+
+    The canonical JSON is the validated command with its defaults applied
+    (``model_dump(mode="json")``), keys sorted, no whitespace. So key order, whitespace, the
+    case of a UUID, escapes, and a default sent or left out do not change it, nor does any
+    spelling the validation normalises (a phone number with or without spaces); a different
+    value in any field does. Note that a field added to a command with a default changes the
+    fingerprint of every command of that kind.
+    """
+    document = command.model_dump(mode="json")
+    try:
+        canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # a string that is not Unicode text; validation refuses those
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(command.command.encode() + b"\0" + canonical).digest()
 
 
 class _Token(str):
