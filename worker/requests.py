@@ -238,23 +238,26 @@ class _Token(str):
 
 
 class _Repeated(dict[str, Any]):
-    """An object in which ``names`` (in order of first appearance) appear more than once."""
+    """An object in which ``names`` (in the order they first appear) appear more than once."""
 
     names: list[str]
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) == len(pairs):
-        return found
+def _repeated_names(pairs: list[tuple[str, Any]]) -> list[str]:
     seen: set[str] = set()
-    repeated = _Repeated(found)
-    repeated.names = []
+    names: list[str] = []
     for name, _ in pairs:
-        if name in seen and name not in repeated.names:
-            repeated.names.append(name)
+        if name in seen and name not in names:
+            names.append(name)
         seen.add(name)
-    return repeated
+    return names
+
+
+_TOKENS = {token: _Token(token) for token in ("NaN", "Infinity", "-Infinity")}
+
+
+_CONTAINERS = (dict, list, _Token)  # what may hold, or be, a problem
+_LOCATE_BUDGET = 2_000  # objects and arrays walked to say where the problems are
 
 
 def strict_json_problems(body: bytes) -> list[ErrorDetail]:
@@ -264,63 +267,105 @@ def strict_json_problems(body: bytes) -> list[ErrorDetail]:
     software that receives such an object is unpredictable" (some take the last, some the first,
     some refuse), so ``{"customer_id": A, "customer_id": B}`` could be A's to one reader and B's
     to another. §6: NaN and Infinity are not JSON numbers. The detail's ``field`` is the key's
-    dotted path (``source.type``; ``items.0.name`` inside an array).
+    dotted path (``source.type``; ``items.0.name`` inside an array). At most
+    ``STRICT_JSON_DETAILS_MAX`` details, in the order of the body; the last one says how many
+    more there are.
 
     Empty when the body is strict JSON, and when it is not JSON at all: the validating parser
     then says why.
 
-    Fast for the usual body, without a parse in Python: a strict parse (which refuses NaN and
-    Infinity and keeps one member per name) written out again compactly holds as many ``:``
-    bytes as the body exactly when no name repeated. Each member has one ``:`` outside strings,
-    and the strings that survive the parse are written with the same ``:`` characters as they
-    were sent; so every dropped member takes at least its own ``:`` away. A ``:`` sent escaped
-    (``\\u003a``) would be written out plain, so such a body, a repeated name, and anything the
-    strict parser refuses are parsed again, more slowly, to find out where.
+    Fast, without a parse in Python: a strict parse (which refuses NaN and Infinity and keeps
+    one member per name) written out again compactly has as many ``:`` as the body exactly when
+    no name repeated. Each member has one ``:`` outside strings, and the strings that survive the
+    parse are written with the same colons as they were sent, except that a colon sent escaped
+    (``\\u003a``) is written plain, so escapes are counted as colons; every dropped member takes
+    at least its own ``:`` away. Only a body that is refused anyway (a repeated name, NaN, not
+    JSON), or the rare one with an escaped backslash before ``u003a``, is parsed again, more
+    slowly, to find out where.
     """
-    if b"\\u003a" in body or b"\\u003A" in body:
-        return _problems(body)
     try:
         compact = orjson.dumps(orjson.loads(body))
     except orjson.JSONDecodeError:  # NaN or Infinity, or not JSON
         return _problems(body)
     except orjson.JSONEncodeError:  # nested deeper than it writes
         return _problems(body)
-    if body.count(b":") == compact.count(b":"):
+    sent = body.count(b":") + body.count(b"\\u003a") + body.count(b"\\u003A")
+    if sent == compact.count(b":"):
         return []
     return _problems(body)
 
 
 def _problems(body: bytes) -> list[ErrorDetail]:
+    """The exact answer, from a parse that sees every member and every token.
+
+    The parse counts the problems exactly; a walk in document order then names where they are,
+    visiting at most ``_LOCATE_BUDGET`` arrays and objects, so that a body built to make the walk
+    long costs no more than one that is merely large. Past the budget, the rest are counted.
+    """
+    count = 0  # names repeated in an object, and NaN/Infinity tokens
+    first: list[str] = []  # the first problem met, in case the walk cannot say where
+
+    def on_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal count
+        found = dict(pairs)
+        if len(found) == len(pairs):
+            return found
+        repeated = _Repeated(found)
+        repeated.names = _repeated_names(pairs)
+        count += len(repeated.names)
+        if not first:
+            first.append("the key " + json.dumps(repeated.names[0]))
+        return repeated
+
+    def on_constant(token: str) -> _Token:
+        nonlocal count
+        count += 1
+        if not first:
+            first.append(token)
+        return _TOKENS[token]
+
     try:
-        document = json.loads(body.decode("utf-8"), object_pairs_hook=_object, parse_constant=_Token)
+        document = json.loads(body.decode("utf-8"), object_pairs_hook=on_object, parse_constant=on_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return []
+    if not count:
+        return []
     details: list[ErrorDetail] = []
+    budget = _LOCATE_BUDGET
     pending: list[tuple[tuple[int | str, ...], Any]] = [((), document)]
-    while pending:  # depth first, in the order the body has them
+    while pending and len(details) < STRICT_JSON_DETAILS_MAX and budget:  # depth first, in body order
         loc, value = pending.pop()
+        budget -= 1
         if isinstance(value, _Token):
             where = field_path(loc) or "the body"
             details.append(ErrorDetail(field=field_path(loc), message=(
                 f"{where} is {value}, which is not a JSON number (RFC 8259 §6 has no NaN or Infinity); "
                 "send a number")))
         elif isinstance(value, dict):
-            for name in getattr(value, "names", ()):
+            for name in value.names if isinstance(value, _Repeated) else ():
                 path = field_path((*loc, name))
                 details.append(ErrorDetail(field=path, message=(
                     f"the key {path} appears more than once in one object; JSON readers disagree about "
                     "which value counts (RFC 8259 §4), so send each key once")))
-            pending.extend(reversed([((*loc, key), item) for key, item in value.items()]))
+            pending.extend(reversed([((*loc, key), item) for key, item in value.items()
+                                     if isinstance(item, _CONTAINERS) and item]))
         elif isinstance(value, list):
-            pending.extend(reversed([((*loc, i), item) for i, item in enumerate(value)]))
-    return details
+            pending.extend(reversed([((*loc, i), item) for i, item in enumerate(value)
+                                     if isinstance(item, _CONTAINERS) and item]))
+    shown = details[:STRICT_JSON_DETAILS_MAX]
+    if not shown:  # out of budget before the first one: say what it is, if not where
+        return [ErrorDetail(field="", message=(
+            f"{count} keys repeated in their objects or NaN/Infinity tokens (RFC 8259 allows neither), "
+            f"the first one met being {first[0]}; send each key once and numbers only"))]
+    if count > len(shown):
+        last = shown[-1]
+        shown[-1] = ErrorDetail(field=last.field, message=f"{last.message}; and {count - len(shown)} more")
+    return shown
 
 
 def _not_strict_json(details: list[ErrorDetail], name: str) -> Rejection:
-    shown = details[:STRICT_JSON_DETAILS_MAX]
-    more = f"; and {len(details) - len(shown)} more" if len(details) > len(shown) else ""
-    message = "the body is not strict JSON: " + "; ".join(d.message for d in shown) + more
-    return Rejection(replies.MALFORMED_JSON, message, shown, command=name)
+    message = "the body is not strict JSON: " + "; ".join(d.message for d in details)
+    return Rejection(replies.MALFORMED_JSON, message, details, command=name)
 
 
 def _message_id_problem(message_id: str) -> str | None:

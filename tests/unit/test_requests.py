@@ -215,6 +215,20 @@ def test_every_repeated_key_is_named_in_document_order() -> None:
     assert [d.field for d in rejected(run(body.encode())).details] == ["customer_id", "source.target"]
 
 
+def test_thousands_of_repeats_are_named_ten_at_a_time() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "x": [' + ",".join(['{"a": 1, "a": 2}'] * 3000) + "]}"
+    rejection = rejected(run(body.encode()))
+    assert rejection.reason == "MALFORMED_JSON"
+    assert [d.field for d in rejection.details] == [f"x.{i}.a" for i in range(10)]
+    assert rejection.message.endswith("; and 2990 more")
+
+
+def test_a_problem_past_thousands_of_arrays_is_still_refused_and_named() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "x": [' + ",".join(["[0]"] * 5000) + '], "y": NaN}'
+    rejection = rejected(run(body.encode()))
+    assert rejection.reason == "MALFORMED_JSON" and "NaN" in rejection.message
+
+
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_malformed_json_naming_the_token(token: str) -> None:
     body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "dial_timeout": {token}}}'.encode()
