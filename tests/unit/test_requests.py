@@ -414,3 +414,21 @@ def test_the_fingerprint_names_the_command() -> None:
     assert delete == fingerprint_of(body.replace(b" ", b""), "outplan.delete")
     update = json.dumps({"customer_id": CUSTOMER, "id": json.loads(body)["id"], "name": "", "detail": ""}).encode()
     assert fingerprint_of(update, "outplan.update_basic_info") != delete
+
+
+@pytest.mark.parametrize(("command", "fields"), [
+    ("outplan.create", {**CREATE_FIELDS, "name": "Zürich — 東京", "detail": 'say "hi"\n'}),
+    ("outplan.create", {"customer_id": CUSTOMER, "source": {"type": "sip", "target": "bob@example.com:5060",
+                                                            "target_name": "Bob", "name": "n", "detail": "d"}}),
+    ("outplan.update_basic_info", {"customer_id": CUSTOMER, "id": str(uuid.uuid4()), "name": "n", "detail": ""}),
+    ("outplan.update_dial_info", {"customer_id": CUSTOMER, "id": str(uuid.uuid4()),
+                                  "source": {"type": "tel", "target": "+15559876543"}, "dial_timeout": 1000,
+                                  "try_interval": 1000, **{f"max_try_count_{i}": i for i in range(5)}}),
+    ("outplan.delete", {"customer_id": CUSTOMER, "id": str(uuid.uuid4())}),
+])
+def test_the_fingerprint_is_the_sorted_json_dump_of_the_validated_command(command: str, fields: dict[str, Any]) -> None:
+    request = run(json.dumps(fields).encode(), routing_key=command)
+    assert isinstance(request, Request), request
+    canonical = json.dumps(request.command.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False).encode()
+    assert request.fingerprint == hashlib.sha256(command.encode() + b"\0" + canonical).digest()
