@@ -171,10 +171,10 @@ def decode(
             command=name,
         )
     if not _identity_encoding(content_encoding):
-        problem = (f"content_encoding {content_encoding!r} is not supported; send the body as plain "
-                   "UTF-8 JSON without a content_encoding (identity is accepted too)")
-        return Rejection(replies.UNSUPPORTED_CONTENT_ENCODING, problem,
-                         [ErrorDetail(field="content_encoding", message=problem)], command=name)
+        unsupported = (f"content_encoding {content_encoding!r} is not supported; send the body as plain "
+                       "UTF-8 JSON without a content_encoding (identity is accepted too)")
+        return Rejection(replies.UNSUPPORTED_CONTENT_ENCODING, unsupported,
+                         [ErrorDetail(field="content_encoding", message=unsupported)], command=name)
     if name is None:
         return Rejection(
             replies.UNKNOWN_COMMAND,

@@ -283,7 +283,7 @@ _scalars = st.sampled_from(["1", "-0.5", "true", "null", '"x"', '"x:y"', '"\\u00
 
 
 def _decoded(key: str) -> str:
-    return json.loads(f'"{key}"')
+    return str(json.loads(f'"{key}"'))
 
 
 @st.composite
