@@ -1,8 +1,8 @@
 """What each message carries besides its body, as schemas for the AsyncAPI document.
 
 AsyncAPI gives a message one ``headers`` object, so the AMQP properties a message relies on
-(``message_id``, ``correlation_id``, ``reply_to``, ``type``, ``content_type``, named as pika and
-aio-pika name them) are described there too, next to the application headers.
+(``message_id``, ``correlation_id``, ``reply_to``, ``type``, ``content_type``, ``content_encoding``,
+named as pika and aio-pika name them) are described there too, next to the application headers.
 """
 
 from typing import Any
@@ -13,15 +13,17 @@ Schema = dict[str, Any]
 
 _INVALID_INPUT_REASONS = (
     replies.VALIDATION_FAILED, replies.MALFORMED_JSON, replies.NOT_AN_OBJECT, replies.BODY_TOO_LARGE,
-    replies.UNSUPPORTED_CONTENT_TYPE, replies.UNKNOWN_COMMAND, replies.MESSAGE_ID_REQUIRED,
-    replies.INVALID_PROPERTIES,
+    replies.UNSUPPORTED_CONTENT_TYPE, replies.UNSUPPORTED_CONTENT_ENCODING, replies.UNKNOWN_COMMAND,
+    replies.MESSAGE_ID_REQUIRED, replies.INVALID_PROPERTIES,
 )
 
 
 def command_headers(command: str, *, mutation: bool) -> Schema:
     message_id = (
         "The idempotency key (required): the same key from the same customer gets the original "
-        "reply again; with another command or body it is refused 409 IDEMPOTENCY_KEY_REUSED."
+        "reply again when the command means the same (compared after validation, with defaults "
+        "applied: key order, whitespace, UUID case and a default sent or left out do not matter); "
+        "with another command or other values it is refused 409 IDEMPOTENCY_KEY_REUSED."
         if mutation
         else "Optional; stands in for correlation_id in the reply when that is empty."
     )
@@ -33,8 +35,11 @@ def command_headers(command: str, *, mutation: bool) -> Schema:
                               "nothing is answered."),
             "type": _text("The command name; needed only when publishing straight to the command queue.",
                           const=command),
-            "content_type": _text(f"{names.REQUEST_CONTENT_TYPE}, UTF-8; a missing content_type is "
-                                  "taken as JSON, any other is refused."),
+            "content_type": _text(f"{names.REQUEST_CONTENT_TYPE}, UTF-8 (a charset parameter may say "
+                                  "utf-8 or utf8, in any case, quoted or not); a missing content_type is "
+                                  "taken as JSON, any other is refused UNSUPPORTED_CONTENT_TYPE."),
+            "content_encoding": _text("Absent, empty or identity: the body is sent as it is. Any other "
+                                      "(gzip, deflate, ...) is refused UNSUPPORTED_CONTENT_ENCODING."),
         },
         required=("message_id",) if mutation else (),
     )

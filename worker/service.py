@@ -6,6 +6,12 @@ order; one statement writes rows, events and records, and fails as a whole if a 
 writer got to one of those outplans or message ids first. The batch then runs again, inside a
 transaction that locks its outplans first, so that under contention it is sure to go through.
 A batch of one is the same code path.
+
+A message_id seen before from the same customer is a repeat when the command means the same:
+its record's hash is the request's fingerprint (``worker.requests.fingerprint``), or, for
+records written before fingerprints, the hash of the raw body. New records hold the
+fingerprint; the raw-body fallback can go once ``idempotency_retention_hours`` have passed
+since the upgrade (``Request.is_recorded_as``).
 """
 
 import asyncio
@@ -102,7 +108,8 @@ class Service:
                 request, stored = requests[i], snapshot.stored.get(key)
                 if stored is None:
                     fresh.append(i)
-                elif stored.command != request.command.command or stored.body_hash != request.body_hash:
+                elif (stored.command != request.command.command
+                      or not request.is_recorded_as(stored.body_hash)):
                     outcomes[i] = _refusal(IdempotencyKeyReused(key[1]), getattr(request.command, "id", None))
                 else:
                     outcomes[i] = Outcome(stored.status_code, stored.reply, getattr(request.command, "id", None),
@@ -120,7 +127,8 @@ class Service:
             if i != j:
                 original = outcomes[j]
                 assert original is not None
-                same = requests[j].body_hash == request.body_hash and requests[j].command.command == request.command.command
+                same = (requests[j].fingerprint == request.fingerprint
+                        and requests[j].command.command == request.command.command)
                 outcomes[i] = (Outcome(original.status_code, original.reply, original.outplan_id, replayed=True)
                                if same else _refusal(IdempotencyKeyReused(request.message_id or ""), None))
         assert all(outcome is not None for outcome in outcomes)
@@ -156,8 +164,8 @@ class Service:
                 events.append(NewEvent(change.event_type, stored, request.message_id, data))
                 body = b'{"status_code":%d,"data":%s}' % (change.status_code, data.encode())
                 outcome = Outcome(change.status_code, body, stored.outplan.id)
-            replies.append(Remembered((cmd.customer_id, request.message_id or ""), cmd.command, request.body_hash,
-                                      outcome.status_code, outcome.reply))
+            replies.append(Remembered((cmd.customer_id, request.message_id or ""), cmd.command,
+                                      request.fingerprint, outcome.status_code, outcome.reply))
             outcomes.append(outcome)
         await uow.write(inserted=[states[i] for i in created],
                         replaced=[s for i, s in changed.items() if i not in created], events=events, replies=replies,

@@ -1,14 +1,18 @@
 """Decoding raw messages: every kind of invalid input gets its own reason."""
 
+import gzip
+import hashlib
 import json
 import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contracts import CreateOutplan, GetOutplan
 from worker import paging
-from worker.requests import Rejection, Request, decode
+from worker.requests import Rejection, Request, decode, strict_json_problems
 
 pytestmark = pytest.mark.unit
 
@@ -91,13 +95,6 @@ def test_a_page_token_that_is_not_ours_is_a_field_error() -> None:
     rejection = rejected(run(body, routing_key="outplan.list"))
     assert rejection.reason == "VALIDATION_FAILED"
     assert [d.field for d in rejection.details] == ["page_token"]
-
-
-def test_the_body_hash_tells_bodies_and_commands_apart() -> None:
-    first, second = run(), run(CREATE + b" ")
-    assert isinstance(first, Request) and isinstance(second, Request)
-    assert first.body_hash != second.body_hash
-    assert first.body_hash == run().body_hash  # type: ignore[union-attr]
 
 
 def test_page_tokens_round_trip() -> None:
@@ -184,3 +181,254 @@ def test_a_page_token_that_names_no_position_is_refused_naming_it(token: str) ->
     rejection = rejected(run(body, routing_key="outplan.list", message_id=None))
     assert rejection.reason == "VALIDATION_FAILED" and rejection.message.startswith("page_token ")
     assert [d.field for d in rejection.details] == ["page_token"]
+
+
+# ---- strict JSON: a body means one thing to every reader ----------------------------------------
+
+OTHER_CUSTOMER = str(uuid.uuid4())
+TEL = '{"type": "tel", "target": "+15559876543"}'
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    # Whose outplan is it? The first customer_id to one parser, the last to another.
+    (f'{{"customer_id": "{CUSTOMER}", "customer_id": "{OTHER_CUSTOMER}", "source": {TEL}}}', "customer_id"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "customer_id": "{CUSTOMER}"}}', "customer_id"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "sip", "type": "tel", "target": "+15559876543"}}}}',
+     "source.type"),
+    (f'{{"customer_id": "{CUSTOMER}", "customer\\u005fid": "{OTHER_CUSTOMER}", "source": {TEL}}}', "customer_id"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "name": "a:b", "name": "c"}}', "name"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "name": "\\u003a", "name": "c"}}', "name"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "x": {{"y": [{{"z": 1, "z": 1}}]}}}}', "x.y.0.z"),
+    (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "a b": 1, "a b": 2}}', '"a b"'),
+])
+def test_a_key_twice_in_one_object_is_malformed_json_naming_it(body: str, key: str) -> None:
+    rejection = rejected(run(body.encode()))
+    assert rejection.reason == "MALFORMED_JSON"
+    assert [d.field for d in rejection.details] == [key]
+    assert f"the key {key} appears more than once" in rejection.message
+    assert "RFC 8259" in rejection.message
+
+
+def test_every_repeated_key_is_named_in_document_order() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "customer_id": "{CUSTOMER}", "source": {{"type": "tel", ' \
+           f'"target": "+15559876543", "target": "+15559876543"}}}}'
+    assert [d.field for d in rejected(run(body.encode())).details] == ["customer_id", "source.target"]
+
+
+def test_thousands_of_repeats_are_named_ten_at_a_time() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "x": [' + ",".join(['{"a": 1, "a": 2}'] * 3000) + "]}"
+    rejection = rejected(run(body.encode()))
+    assert rejection.reason == "MALFORMED_JSON"
+    assert [d.field for d in rejection.details] == [f"x.{i}.a" for i in range(10)]
+    assert rejection.message.endswith("; and 2990 more")
+
+
+def test_a_problem_past_thousands_of_arrays_is_still_refused_and_named() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "x": [' + ",".join(["[0]"] * 5000) + '], "y": NaN}'
+    rejection = rejected(run(body.encode()))
+    assert rejection.reason == "MALFORMED_JSON" and "NaN" in rejection.message
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_malformed_json_naming_the_token(token: str) -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "dial_timeout": {token}}}'.encode()
+    rejection = rejected(run(body))
+    assert rejection.reason == "MALFORMED_JSON"
+    assert [d.field for d in rejection.details] == ["dial_timeout"]
+    assert f"dial_timeout is {token}, which is not a JSON number" in rejection.message
+
+
+def test_nan_anywhere_is_named_where_it_is() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "tel", "target": NaN}}}}'.encode()
+    assert [d.field for d in rejected(run(body)).details] == ["source.target"]
+    assert rejected(run(b"NaN")).reason == "MALFORMED_JSON"
+
+
+@pytest.mark.parametrize("fields", [
+    {"name": "NaN", "detail": "Infinity"},  # words in strings are text, not numbers
+    {"name": "a:b", "detail": "12:30 : call back"},  # colons in strings are not keys
+    {"name": "caf\\u00e9 \\u003a"},
+], ids=["words", "colons", "escapes"])
+def test_strict_json_that_looks_unusual_is_accepted(fields: dict[str, str]) -> None:
+    extra = ", ".join(f'"{k}": "{v}"' for k, v in fields.items())
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "sip", "target": "bob@example.com:5060"}}, {extra}}}'
+    assert isinstance(run(body.encode()), Request)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('"30000"', "dial_timeout must be an integer"),
+    ("30000.5", "dial_timeout must be an integer"),
+    ("30000.0", "dial_timeout must be an integer"),
+    ("true", "dial_timeout must be an integer"),
+    ("1e400", "dial_timeout must be an integer"),  # JSON, if out of range: a validation failure as before
+])
+def test_strict_types_are_still_strict(value: str, message: str) -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "dial_timeout": {value}}}'.encode()
+    rejection = rejected(run(body))
+    assert rejection.reason == "VALIDATION_FAILED" and rejection.message.startswith(message)
+    assert [d.field for d in rejection.details] == ["dial_timeout"]
+
+
+def test_unknown_fields_are_still_refused_and_named() -> None:
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "tel", "target": "+15559876543", "x": 1}}, ' \
+           f'"bogus": true}}'
+    rejection = rejected(run(body.encode()))
+    assert rejection.reason == "VALIDATION_FAILED"
+    assert [d.field for d in rejection.details] == ["source.x", "bogus"]
+
+
+# Objects written out by hand, so that a key can appear twice, in any spelling JSON allows.
+_keys = st.sampled_from(["a", "b", "a:b", ":", "\\u0061", "\\u003a", "\\u003A", "\\\\", "\\\""])
+_scalars = st.sampled_from(["1", "-0.5", "true", "null", '"x"', '"x:y"', '"\\u003a"', '":"', '""'])
+
+
+def _decoded(key: str) -> str:
+    return str(json.loads(f'"{key}"'))
+
+
+@st.composite
+def _documents(draw: st.DrawFn, depth: int = 0) -> tuple[str, bool]:
+    """JSON text with random spacing and whether some object in it repeats a key."""
+    space = draw(st.sampled_from(["", " ", "\n  "]))
+    if depth < 3 and draw(st.booleans()):
+        members = draw(st.lists(st.tuples(_keys, _documents(depth + 1)), max_size=5))
+        keys = [_decoded(k) for k, _ in members]
+        repeated = len(set(keys)) != len(keys) or any(inner for _, (_, inner) in members)
+        text = "{" + ",".join(f'{space}"{k}"{space}:{space}{v}' for k, (v, _) in members) + space + "}"
+        return text, repeated
+    if depth < 3 and draw(st.booleans()):
+        items = draw(st.lists(_documents(depth + 1), max_size=3))
+        return "[" + f",{space}".join(v for v, _ in items) + "]", any(inner for _, inner in items)
+    return draw(_scalars), False
+
+
+@given(_documents())
+def test_the_quick_check_finds_exactly_the_repeated_keys(document: tuple[str, bool]) -> None:
+    text, repeated = document
+    assert bool(strict_json_problems(text.encode())) == repeated, text
+
+
+# ---- content_encoding and content_type ----------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", [None, "", "identity", "IDENTITY", " Identity "])
+def test_a_body_sent_as_it_is_is_accepted(encoding: str | None) -> None:
+    assert isinstance(run(content_encoding=encoding), Request)
+
+
+@pytest.mark.parametrize(("encoding", "body"), [
+    ("gzip", CREATE),  # says gzip, is not
+    ("gzip", gzip.compress(CREATE)),  # is gzip: refused too, not decompressed
+    ("GZIP", gzip.compress(CREATE)),
+    ("deflate", CREATE),
+    ("br", CREATE),
+    ("gzip, identity", CREATE),
+    ("utf-8", CREATE),
+])
+def test_any_other_content_encoding_is_refused_naming_it(encoding: str, body: bytes) -> None:
+    rejection = rejected(run(body, content_encoding=encoding))
+    assert rejection.reason == "UNSUPPORTED_CONTENT_ENCODING"
+    assert rejection.message.startswith(f"content_encoding {encoding!r} is not supported")
+    assert [d.field for d in rejection.details] == ["content_encoding"]
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json; charset=utf8",
+    "application/json;charset=UTF8",
+    'application/json; charset="utf8"',
+    'application/json; charset="UTF-8"',
+    "Application/JSON; Charset=Utf-8",
+    "application/json ; charset = utf-8",
+    "application/json;",
+    "application/json; ; charset=utf-8",
+])
+def test_json_in_utf8_is_accepted_however_spelled(content_type: str) -> None:
+    assert isinstance(run(content_type=content_type), Request)
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json; charset=utf-16",
+    "application/json; charset=utf88",
+    "application/json; charset=latin1",
+    "application/json; charset",
+    "application/json; utf8",
+    "application/json; charset=utf-8; profile=x",
+    'application/json; charset="utf8',
+    "application/jsonx; charset=utf8",
+])
+def test_other_charsets_and_parameters_are_still_refused(content_type: str) -> None:
+    rejection = rejected(run(content_type=content_type))
+    assert rejection.reason == "UNSUPPORTED_CONTENT_TYPE" and repr(content_type) in rejection.message
+
+
+# ---- idempotency: the fingerprint is what the command means ------------------------------------
+
+CREATE_FIELDS: dict[str, Any] = {
+    "customer_id": CUSTOMER, "name": "renewals", "source": {"type": "tel", "target": "+15559876543"},
+    "dial_timeout": 45000,
+}
+
+
+def fingerprint_of(body: bytes, command: str = "outplan.create") -> bytes:
+    request = run(body, routing_key=command)
+    assert isinstance(request, Request), request
+    assert request.fingerprint and request.raw_body_hash == hashlib.sha256(command.encode() + b"\0" + body).digest()
+    return request.fingerprint
+
+
+def _reordered(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _reordered(v) for k, v in reversed(value.items())}
+    return value
+
+
+SAME_MEANING = {
+    "key order": json.dumps(_reordered(CREATE_FIELDS)),
+    "whitespace": json.dumps(CREATE_FIELDS, indent=4) + "\n",
+    "compact": json.dumps(CREATE_FIELDS, separators=(",", ":")),
+    "upper-case UUID": json.dumps({**CREATE_FIELDS, "customer_id": CUSTOMER.upper()}),
+    "defaults sent": json.dumps({**CREATE_FIELDS, "detail": "", "try_interval": 60000,
+                                 **{f"max_try_count_{i}": 0 for i in range(5)}}),
+    "escaped text": json.dumps(CREATE_FIELDS).replace("renewals", "\\u0072enewals"),
+}
+
+
+@pytest.mark.parametrize("spelling", SAME_MEANING.values(), ids=SAME_MEANING.keys())
+def test_the_same_command_spelled_otherwise_has_the_same_fingerprint(spelling: str) -> None:
+    original = json.dumps(CREATE_FIELDS).encode()
+    assert spelling.encode() != original
+    assert fingerprint_of(spelling.encode()) == fingerprint_of(original)
+
+
+@pytest.mark.parametrize("change", [
+    {"name": "Renewals"}, {"dial_timeout": 45001}, {"customer_id": OTHER_CUSTOMER},
+    {"source": {"type": "tel", "target": "+15559876544"}}, {"detail": " "},
+])
+def test_a_command_that_means_something_else_has_another_fingerprint(change: dict[str, Any]) -> None:
+    assert fingerprint_of(json.dumps({**CREATE_FIELDS, **change}).encode()) != \
+        fingerprint_of(json.dumps(CREATE_FIELDS).encode())
+
+
+def test_the_fingerprint_names_the_command() -> None:
+    body = json.dumps({"customer_id": CUSTOMER, "id": str(uuid.uuid4())}).encode()
+    delete = fingerprint_of(body, "outplan.delete")
+    assert delete == fingerprint_of(body.replace(b" ", b""), "outplan.delete")
+    update = json.dumps({"customer_id": CUSTOMER, "id": json.loads(body)["id"], "name": "", "detail": ""}).encode()
+    assert fingerprint_of(update, "outplan.update_basic_info") != delete
+
+
+@pytest.mark.parametrize(("command", "fields"), [
+    ("outplan.create", {**CREATE_FIELDS, "name": "Zürich — 東京", "detail": 'say "hi"\n'}),
+    ("outplan.create", {"customer_id": CUSTOMER, "source": {"type": "sip", "target": "bob@example.com:5060",
+                                                            "target_name": "Bob", "name": "n", "detail": "d"}}),
+    ("outplan.update_basic_info", {"customer_id": CUSTOMER, "id": str(uuid.uuid4()), "name": "n", "detail": ""}),
+    ("outplan.update_dial_info", {"customer_id": CUSTOMER, "id": str(uuid.uuid4()),
+                                  "source": {"type": "tel", "target": "+15559876543"}, "dial_timeout": 1000,
+                                  "try_interval": 1000, **{f"max_try_count_{i}": i for i in range(5)}}),
+    ("outplan.delete", {"customer_id": CUSTOMER, "id": str(uuid.uuid4())}),
+])
+def test_the_fingerprint_is_the_sorted_json_dump_of_the_validated_command(command: str, fields: dict[str, Any]) -> None:
+    request = run(json.dumps(fields).encode(), routing_key=command)
+    assert isinstance(request, Request), request
+    canonical = json.dumps(request.command.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False).encode()
+    assert request.fingerprint == hashlib.sha256(command.encode() + b"\0" + canonical).digest()

@@ -1,5 +1,6 @@
 """Handlers and the idempotency rules, driven through the service with an in-memory unit of work."""
 
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -107,6 +108,55 @@ async def test_a_reused_message_id_with_another_body_is_409(service: Service, uo
     reply = json.loads(outcome.reply)
     assert outcome.status_code == 409 and reply["error"]["reason"] == "IDEMPOTENCY_KEY_REUSED"
     assert len(uow.rows) == 1 and len(uow.recorded) == 1
+
+
+def spelled(command: str, text: str, message_id: str = "m-1") -> Request:
+    """A request decoded from exactly this JSON text."""
+    decoded = decode(text.encode(), content_type="application/json", routing_key=command, type_=None,
+                     message_id=message_id, correlation_id=None)
+    assert isinstance(decoded, Request), decoded
+    return decoded
+
+
+# CREATE as another producer writes it: other key order, indented, upper-case UUID, a default sent.
+CREATE_SPELLED_OTHERWISE = json.dumps({"source": {"target": "+15559876543", "type": "tel"}, "name": "n",
+                                       "dial_timeout": 30000, "customer_id": CUSTOMER.upper()}, indent=2)
+
+
+async def test_a_retry_spelled_otherwise_gets_the_original_reply(service: Service, uow: FakeUnitOfWork) -> None:
+    first = await service.execute(request("outplan.create", CREATE))
+    again = await service.execute(spelled("outplan.create", CREATE_SPELLED_OTHERWISE))
+    assert again.replayed and again.status_code == 201 and again.reply == first.reply
+    assert len(uow.rows) == 1 and len(uow.recorded) == 1
+
+
+async def test_the_same_message_id_spelled_otherwise_in_one_batch_is_one_command(
+    service: Service, uow: FakeUnitOfWork,
+) -> None:
+    first, again = await service.change([request("outplan.create", CREATE),
+                                         spelled("outplan.create", CREATE_SPELLED_OTHERWISE)])
+    assert first.status_code == 201 and again.replayed and again.reply == first.reply
+    assert len(uow.rows) == 1 and len(uow.recorded) == 1
+
+
+async def test_a_record_written_before_fingerprints_still_replays(service: Service, uow: FakeUnitOfWork) -> None:
+    # Records from before the upgrade hold sha256 of the command name, a NUL and the raw body.
+    body = json.dumps(CREATE)
+    original = b'{"status_code":201,"data":{"id":"the reply sent before the upgrade"}}'
+    old_hash = hashlib.sha256(b"outplan.create\0" + body.encode()).digest()
+    uow.records[(uuid.UUID(CUSTOMER), "m-old")] = StoredReply("outplan.create", old_hash, 201, original)
+    retried = await service.execute(spelled("outplan.create", body, "m-old"))
+    assert retried.replayed and retried.status_code == 201 and retried.reply == original
+    assert uow.rows == {} and uow.recorded == []
+    other = await service.execute(request("outplan.create", {**CREATE, "name": "other"}, "m-old"))
+    assert other.status_code == 409 and json.loads(other.reply)["error"]["reason"] == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_new_records_hold_the_fingerprint_not_the_raw_body(service: Service, uow: FakeUnitOfWork) -> None:
+    created = request("outplan.create", CREATE)
+    await service.execute(created)
+    stored = uow.records[(uuid.UUID(CUSTOMER), "m-1")]
+    assert stored.body_hash == created.fingerprint != created.raw_body_hash
 
 
 async def test_update_of_a_missing_outplan_is_404_without_event(service: Service, uow: FakeUnitOfWork) -> None:

@@ -170,6 +170,7 @@ class CommandConsumer:
             decoded = decode(
                 message.body,
                 content_type=message.content_type,
+                content_encoding=message.content_encoding,
                 routing_key=message.routing_key,
                 type_=message.type,
                 message_id=message.message_id,

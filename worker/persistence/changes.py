@@ -25,7 +25,7 @@ class Remembered:
 
     key: Key
     command: str
-    body_hash: bytes
+    body_hash: bytes  # the request's fingerprint (what it means; ``worker.requests.fingerprint``)
     status_code: int
     reply: bytes
 
