@@ -127,7 +127,7 @@ def _parse_tel(text: str) -> str:
         number = phonenumbers.parse(international, None)
     except NumberParseException as exc:
         if exc.error_type == NumberParseException.INVALID_COUNTRY_CODE:
-            raise ValueError(f"has an unknown country code: no country's calling code begins {digits}") from None
+            raise ValueError(f"has an unknown country code: {digits} does not start with any country's calling code") from None
         if exc.error_type == NumberParseException.TOO_LONG:
             raise ValueError(f"is too long to be a phone number ({digits})") from None
         raise ValueError(f"is too short to be a phone number ({digits})") from None
@@ -143,7 +143,7 @@ def _parse_tel(text: str) -> str:
     if reason == ValidationResult.INVALID_LENGTH:
         raise ValueError(f"has a length no number of {where} has: {stored}")
     if reason == ValidationResult.INVALID_COUNTRY_CODE:
-        raise ValueError(f"has an unknown country code: no country's calling code begins {digits}")
+        raise ValueError(f"has an unknown country code: {digits} does not start with any country's calling code")
     if not _fits_numbering_plan(number):
         raise ValueError(f"is not a number of {where}: {stored} fits none of its number ranges")
     return stored
