@@ -12,6 +12,7 @@ person can act on; the model that calls it puts the field's name in front (``con
 Both results are fixpoints: normalising a stored value again returns it unchanged.
 """
 
+import functools
 import ipaddress
 import re
 import string
@@ -157,6 +158,8 @@ def _extension(international: str) -> str | None:
         return None
 
 
+# Pure, and a campaign sends the same caller ID again and again: remember the last few thousand.
+@functools.lru_cache(maxsize=4096)
 def normalise_tel(target: str) -> str:
     """The E.164 form (``+`` and up to 15 digits) of an international telephone number.
 
@@ -263,6 +266,7 @@ def _sip_host(host: str) -> str:
     return host
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise_sip(target: str) -> str:
     """``user@host[:port]``, host lower-cased, port without leading zeros, at most 255 characters.
 
