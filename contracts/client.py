@@ -1,0 +1,156 @@
+"""``OutplanClient``: an asyncio RPC client for the worker's commands (aio-pika, direct reply-to).
+
+Needs aio-pika, which ``contracts`` itself does not: install ``outplan-contracts[client]``.
+"""
+
+import asyncio
+import contextlib
+import json
+import uuid
+from typing import Any, Self
+from uuid import UUID
+
+try:
+    import aio_pika
+    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "contracts.client needs aio-pika: pip install 'outplan-contracts[client]'", name=exc.name,
+    ) from exc
+
+from . import names
+from .replies import Reply
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+class OutplanError(Exception):
+    """A refusal from the worker; ``reply`` holds the whole answer, ``details`` the field errors."""
+
+    def __init__(self, reply: Reply) -> None:
+        assert reply.error is not None
+        super().__init__(f"{reply.status_code} {reply.error.reason}: {reply.error.message}")
+        self.reply = reply
+        self.status_code = reply.status_code
+        self.reason = reply.error.reason
+        self.details = reply.error.details
+
+
+class InvalidArgument(OutplanError):
+    """400: the request broke a rule; ``details`` names each field."""
+
+
+class NotFound(OutplanError):
+    """404: no such outplan for this customer."""
+
+
+class Conflict(OutplanError):
+    """409: the message_id was used before for something else."""
+
+
+class InternalError(OutplanError):
+    """500: the worker failed on this command and set it aside."""
+
+
+_ERRORS = {400: InvalidArgument, 404: NotFound, 409: Conflict}
+
+
+def expect(reply: Reply) -> Any:
+    """The reply's ``data``, or the matching ``OutplanError`` subclass raised."""
+    if reply.ok:
+        return reply.data
+    raise _ERRORS.get(reply.status_code, InternalError)(reply)
+
+
+class OutplanClient:
+    """Send commands and await their replies; mutations get a fresh ``message_id`` unless given."""
+
+    def __init__(self, connection: AbstractConnection, *, exchange: str = names.COMMAND_EXCHANGE,
+                 timeout: float = 10.0) -> None:
+        self._connection = connection
+        self._exchange_name = exchange
+        self._timeout = timeout
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._channel: AbstractChannel | None = None
+
+    @classmethod
+    async def connect(cls, url: str, **kwargs: Any) -> Self:
+        client = cls(await aio_pika.connect(url), **kwargs)
+        await client.start()
+        return client
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        queue = await self._channel.get_queue(REPLY_TO, ensure=False)
+        await queue.consume(self._on_reply, no_ack=True)
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def close_channel(self) -> None:
+        """Close the channel ``start()`` opened, leaving the connection open (it may be shared)."""
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):  # closing what the broker may have closed already
+                await channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(Reply.model_validate_json(message.body))
+
+    async def send(
+        self, command: str, body: dict[str, Any] | bytes, *, message_id: str | None = None,
+        content_type: str | None = "application/json", timeout: float | None = None,
+    ) -> Reply:
+        """Send one command (a name from ``contracts.names``) and wait for its reply."""
+        assert self._channel is not None, "call start() first"
+        if message_id is None and command in names.MUTATIONS:
+            message_id = str(uuid.uuid4())
+        correlation_id = str(uuid.uuid4())
+        payload = body if isinstance(body, bytes) else json.dumps(body, default=str).encode()
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        try:
+            exchange = await self._channel.get_exchange(self._exchange_name, ensure=False)
+            await exchange.publish(
+                aio_pika.Message(
+                    payload, content_type=content_type, message_id=message_id,
+                    correlation_id=correlation_id, reply_to=REPLY_TO, type=command,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=command,
+                mandatory=True,
+            )
+            return await asyncio.wait_for(future, timeout or self._timeout)
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    async def create(self, customer_id: UUID | str, **fields: Any) -> Reply:
+        return await self.send(names.CREATE, {"customer_id": str(customer_id), **fields})
+
+    async def get(self, customer_id: UUID | str, outplan_id: UUID | str, *, include_deleted: bool = False) -> Reply:
+        return await self.send(names.GET, {"customer_id": str(customer_id), "id": str(outplan_id),
+                                           "include_deleted": include_deleted})
+
+    async def list(self, customer_id: UUID | str, *, page_size: int = 100, page_token: str = "") -> Reply:
+        return await self.send(names.LIST, {"customer_id": str(customer_id), "page_size": page_size,
+                                            "page_token": page_token})
+
+    async def update_basic_info(self, customer_id: UUID | str, outplan_id: UUID | str, *, name: str,
+                                detail: str) -> Reply:
+        return await self.send(names.UPDATE_BASIC_INFO, {"customer_id": str(customer_id), "id": str(outplan_id),
+                                                          "name": name, "detail": detail})
+
+    async def update_dial_info(self, customer_id: UUID | str, outplan_id: UUID | str, **fields: Any) -> Reply:
+        return await self.send(names.UPDATE_DIAL_INFO, {"customer_id": str(customer_id), "id": str(outplan_id),
+                                                         **fields})
+
+    async def delete(self, customer_id: UUID | str, outplan_id: UUID | str) -> Reply:
+        return await self.send(names.DELETE, {"customer_id": str(customer_id), "id": str(outplan_id)})
