@@ -105,6 +105,15 @@ async def collect(queue_name: str, expected: int, seconds: float = 20) -> list[A
         return got
 
 
+async def wait_for_depth(queue_name: str, depth: int, seconds: float = 30) -> None:
+    """Until the queue holds ``depth`` messages: a fixed sleep would depend on how fast a process starts."""
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        async with asyncio.timeout(seconds):
+            while (await channel.declare_queue(queue_name, passive=True)).declaration_result.message_count < depth:
+                await asyncio.sleep(0.05)
+
+
 async def fresh_queue() -> str:
     name = f"test-replay-{uuid.uuid4().hex[:8]}"
     async with await aio_pika.connect(AMQP_URL) as connection:
@@ -146,7 +155,7 @@ def test_an_interrupted_replay_resumes_where_it_stopped(history: History) -> Non
     total = total_events(history)
     process = subprocess.Popen([*worker_command(), "replay", "--queue", queue, "--rate", "40"],
                                env=history.worker.env, stderr=subprocess.PIPE, text=True)
-    asyncio.run(asyncio.sleep(0.8))
+    asyncio.run(wait_for_depth(queue, 2))  # publishing: started, its Ctrl-C handler in place
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
