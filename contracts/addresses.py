@@ -101,6 +101,9 @@ def _fits_numbering_plan(number: PhoneNumber) -> bool:
     return False
 
 
+E164_DIGITS_MAX: Final = 15  # ITU-T E.164: country code and national number together
+
+
 def _parse_tel(text: str) -> str:
     """E.164 for a trimmed, NFKC-normalised spelling; ValueError naming what is wrong."""
     significant = text.lstrip("".join(_TEL_SEPARATORS))
@@ -147,6 +150,9 @@ def _parse_tel(text: str) -> str:
         raise ValueError(f"has an unknown country code: {digits} does not start with any country's calling code")
     if not _fits_numbering_plan(number):
         raise ValueError(f"is not a number of {where}: {stored} fits none of its number ranges")
+    if len(stored) - 1 > E164_DIGITS_MAX:  # libphonenumber admits longer national numbers (Germany)
+        raise ValueError(f"is too long: {stored} has {len(stored) - 1} digits; E.164 allows at most "
+                         f"{E164_DIGITS_MAX}, country code included")
     return stored
 
 
