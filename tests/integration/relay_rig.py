@@ -73,8 +73,9 @@ class Rig:
         await queue.consume(keep, no_ack=True)
         return queue
 
-    async def subscribe(self, routing_key: str = "#", *, consume: bool = True,
-                        arguments: dict[str, Any] | None = None) -> Subscriber:
+    async def subscribe(
+        self, routing_key: str = "#", *, consume: bool = True, arguments: dict[str, Any] | None = None
+    ) -> Subscriber:
         """An exclusive queue bound with ``routing_key``; consumed (no ack) unless ``consume`` is False."""
         channel = await self.connection.channel()
         queue = await channel.declare_queue(exclusive=True, arguments=arguments)
@@ -119,8 +120,11 @@ class Rig:
 @pytest.fixture
 async def rig(fresh_database: str) -> AsyncIterator[Rig]:
     exchange_name = f"test.events.{uuid.uuid4().hex[:8]}"
-    settings = Settings(database_url=fresh_database, event_exchange=exchange_name,  # type: ignore[arg-type]
-                        relay_poll_seconds=0.2)
+    settings = Settings(
+        database_url=fresh_database,
+        event_exchange=exchange_name,  # type: ignore[arg-type]
+        relay_poll_seconds=0.2,
+    )
     pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=4)
     connection = await aio_pika.connect_robust(AMQP_URL)
     channel = await connection.channel()

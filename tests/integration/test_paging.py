@@ -69,7 +69,9 @@ async def test_deleted_outplans_are_not_listed(pool: asyncpg.Pool, customer_id: 
     assert [o["id"] for o in data["result"]] == [str(keep)]  # type: ignore[index, union-attr]
 
 
-async def test_a_bare_tm_create_token_pages_like_the_tutorial(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
+async def test_a_bare_tm_create_token_pages_like_the_tutorial(
+    pool: asyncpg.Pool, customer_id: uuid.UUID
+) -> None:
     first = await add(pool, customer_id, 1)
     await add(pool, customer_id, 1)
     newest = (await page(pool, customer_id, 1, ""))["result"][0]  # type: ignore[index]
@@ -78,15 +80,22 @@ async def test_a_bare_tm_create_token_pages_like_the_tutorial(pool: asyncpg.Pool
     assert json.dumps(data["next_page_token"]) == '""'
 
 
-@pytest.mark.parametrize(("moment", "expected"), [
-    (datetime.max.replace(tzinfo=UTC), 3),  # sent as 'infinity': everything is older
-    (datetime(9999, 12, 31, 23, 59, 59, 999998, tzinfo=UTC), 3),
-    (datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC), 0),
-    (datetime.min.replace(tzinfo=UTC), 0),  # sent as '-infinity': nothing is older
-])
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (datetime.max.replace(tzinfo=UTC), 3),  # sent as 'infinity': everything is older
+        (datetime(9999, 12, 31, 23, 59, 59, 999998, tzinfo=UTC), 3),
+        (datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC), 0),
+        (datetime.min.replace(tzinfo=UTC), 0),  # sent as '-infinity': nothing is older
+    ],
+)
 @pytest.mark.parametrize("with_id", [True, False])
 async def test_the_extreme_positions_a_token_can_name_are_queried(
-    pool: asyncpg.Pool, customer_id: uuid.UUID, moment: datetime, expected: int, with_id: bool,
+    pool: asyncpg.Pool,
+    customer_id: uuid.UUID,
+    moment: datetime,
+    expected: int,
+    with_id: bool,
 ) -> None:
     await add(pool, customer_id, 3)
     token = paging.encode(moment, uuid.UUID(int=0)) if with_id else format_time(moment)

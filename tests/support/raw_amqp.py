@@ -31,7 +31,7 @@ def replaced(old: bytes, new: bytes, *, short_string: bool, **properties: object
     at = raw.index(old)
     if short_string:
         assert raw[at - 1] == len(old) and len(new) <= 255
-        raw = raw[:at - 1] + bytes([len(new)]) + new + raw[at + len(old):]
+        raw = raw[: at - 1] + bytes([len(new)]) + new + raw[at + len(old) :]
     else:
         assert len(new) == len(old)
         raw = raw.replace(old, new)
@@ -45,8 +45,10 @@ def with_headers(table: list[tuple[bytes, bytes]], **properties: object) -> RawP
     placeholder = spec.Basic.Properties(headers={"placeholder": "x"}, **properties)  # type: ignore[arg-type]
     raw = placeholder.marshal()
     start = raw.index(b"placeholder") - 5  # the table's length, then the key's length byte
-    end = start + 4 + struct.unpack(">I", raw[start:start + 4])[0]
-    return RawProperties(raw[:start] + raw_table + raw[end:], message_id=str(properties.get("message_id") or "raw"))
+    end = start + 4 + struct.unpack(">I", raw[start : start + 4])[0]
+    return RawProperties(
+        raw[:start] + raw_table + raw[end:], message_id=str(properties.get("message_id") or "raw")
+    )
 
 
 def long_string(value: bytes) -> bytes:
@@ -59,8 +61,9 @@ def double(value: float) -> bytes:
     return b"d" + struct.pack(">d", value)
 
 
-async def publish(channel: AbstractChannel, exchange: str, routing_key: str, body: bytes,
-                  properties: spec.Basic.Properties) -> None:
+async def publish(
+    channel: AbstractChannel, exchange: str, routing_key: str, body: bytes, properties: spec.Basic.Properties
+) -> None:
     """Publish beneath aio-pika, so the raw properties reach the broker as they are; waits for the confirm."""
     underlay = await channel.get_underlay_channel()
     await underlay.basic_publish(body, exchange=exchange, routing_key=routing_key, properties=properties)

@@ -24,7 +24,14 @@ def test_contracts_import_pydantic_only() -> None:
 
 # What a producer or subscriber installs for ``contracts``: pydantic (with what it depends on)
 # and the phone-number metadata.
-ALLOWED = {"pydantic", "pydantic_core", "typing_extensions", "typing_inspection", "annotated_types", "phonenumbers"}
+ALLOWED = {
+    "pydantic",
+    "pydantic_core",
+    "typing_extensions",
+    "typing_inspection",
+    "annotated_types",
+    "phonenumbers",
+}
 THIRD_PARTY = """
 import sys
 import contracts

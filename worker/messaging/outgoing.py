@@ -25,7 +25,9 @@ from .incoming import Incoming
 
 PERSISTENT = 2
 DEAD_LETTER_BODY_MAX = 64 * 1024  # bytes of the original body kept in a dead-letter copy
-DEAD_LETTER_HEADERS_MAX = 64 * 1024  # bytes of original headers kept; a header frame must fit frame_max (128 KiB)
+DEAD_LETTER_HEADERS_MAX = (
+    64 * 1024
+)  # bytes of original headers kept; a header frame must fit frame_max (128 KiB)
 REPLY_CONTENT_TYPE = "application/json"
 
 
@@ -61,20 +63,29 @@ class Outgoing:
         )
         await self._publish(body, "", message.reply_to, properties)
 
-    async def dead_letter(self, message: Incoming, *, status: str, reason: str, text: str,
-                          extra: Mapping[str, object] | None = None) -> None:
+    async def dead_letter(
+        self,
+        message: Incoming,
+        *,
+        status: str,
+        reason: str,
+        text: str,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
         """Publish a copy of the message with the reason to the dead-letter exchange; wait for the confirm.
 
         :raises PublishRefused: nacked or unencodable. :raises TRANSIENT_ERRORS: the link broke.
         """
         headers, dropped = encodable_headers(message.headers, DEAD_LETTER_HEADERS_MAX)
-        headers.update({
-            "x-error-status": status,
-            "x-error-reason": reason,
-            "x-error-message": text[:1000],
-            "x-original-exchange": message.exchange or "",
-            "x-original-routing-key": message.routing_key or "",
-        })
+        headers.update(
+            {
+                "x-error-status": status,
+                "x-error-reason": reason,
+                "x-error-message": text[:1000],
+                "x-original-exchange": message.exchange or "",
+                "x-original-routing-key": message.routing_key or "",
+            }
+        )
         if dropped:
             headers["x-error-dropped-headers"] = ",".join(dropped)[:1000]
         if message.unreadable:
@@ -98,12 +109,18 @@ class Outgoing:
         )
         await self._publish(body, self._dead_letter_exchange, message.routing_key or "", properties)
 
-    async def _publish(self, body: bytes, exchange: str, routing_key: str, properties: spec.Basic.Properties) -> None:
+    async def _publish(
+        self, body: bytes, exchange: str, routing_key: str, properties: spec.Basic.Properties
+    ) -> None:
         channel = await self._channel.get_underlay_channel()
         try:
-            await channel.basic_publish(body, exchange=exchange, routing_key=routing_key, properties=properties)
+            await channel.basic_publish(
+                body, exchange=exchange, routing_key=routing_key, properties=properties
+            )
         except DeliveryError as exc:
-            raise PublishRefused("nacked", f"the broker refused the publish to {exchange or routing_key!r}") from exc
+            raise PublishRefused(
+                "nacked", f"the broker refused the publish to {exchange or routing_key!r}"
+            ) from exc
         except (TypeError, ValueError, OverflowError) as exc:  # pamqp could not encode a property
             raise PublishRefused("unencodable", f"{type(exc).__name__}: {exc}") from exc
 

@@ -46,5 +46,6 @@ async def read_snapshot(conn: asyncpg.Connection, ids: list[UUID], keys: list[Ke
             states[row["id"]] = to_versioned(row)
         elif kind == "p":
             stored[(row["p_customer_id"], row["p_message_id"])] = StoredReply(
-                row["p_command"], bytes(row["p_body_hash"]), row["p_status_code"], bytes(row["p_reply"]))
+                row["p_command"], bytes(row["p_body_hash"]), row["p_status_code"], bytes(row["p_reply"])
+            )
     return Snapshot(states, stored, moment)
