@@ -278,8 +278,8 @@ def test_a_value_that_would_not_read_back_as_itself_is_refused(monkeypatch: pyte
 
 
 def test_extensions_are_refused_saying_caller_ids_cannot_carry_one() -> None:
-    for given in ("+44 20 7946 0958 x12", "+44 20 7946 0958 #12", "+44 20 7946 0958 ext 12"):
-        assert "a caller ID cannot carry one" in target_error("tel", given)
+    for number in ("+44 20 7946 0958 x12", "+44 20 7946 0958 #12", "+44 20 7946 0958 ext 12"):
+        assert "a caller ID cannot carry one" in target_error("tel", number)
 
 
 def test_numbers_without_a_country_code_are_refused_even_if_local_to_somewhere() -> None:

@@ -145,10 +145,9 @@ class CommandConsumer:
             self._resubscribing.cancel()
         if self._underlay is not None and self._tag is not None:
             tag, self._tag = self._tag, None
-            try:
+            # A failure means the channel is gone: nothing more will be delivered on it.
+            with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._underlay.basic_cancel(tag, timeout=5)
-            except TRANSIENT_ERRORS:
-                pass  # the channel is gone: nothing more will be delivered on it
 
     async def drain(self, timeout: float) -> bool:
         """Wait for messages in flight; False if some were still running at the timeout."""
