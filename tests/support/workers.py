@@ -132,7 +132,9 @@ def start_worker(
     if wait:
         try:
             asyncio.run(wait_until_answering(names))
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - pytest-timeout's failure is a BaseException too
+            # Whatever stopped the wait, the worker is killed, and its log is what explains a start
+            # that did not finish.
             worker.process.kill()
             raise RuntimeError("worker did not start:\n" + worker.log()) from None
     return worker

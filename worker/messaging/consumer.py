@@ -131,7 +131,7 @@ class CommandConsumer:
                 if self.attached:
                     log.info(done, queue=self._queue.name)
                 return
-            except Exception as exc:  # transient or not, the consumer must not stay detached silently
+            except Exception as exc:  # noqa: BLE001 - transient or not, the consumer must not stay detached
                 delay = backoff.next()
                 log.warning(
                     "subscribing failed; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay
@@ -180,7 +180,7 @@ class CommandConsumer:
                 correlation_id=message.correlation_id,
                 unreadable=message.unreadable,
             )
-        except Exception as exc:  # decode is pure and total; this would be a bug in it
+        except Exception as exc:  # noqa: BLE001 - decode is total; a bug in it gives the message back
             self._spawn(self._give_back_one(message, exc))
             return
         if isinstance(decoded, Rejection):
@@ -226,7 +226,7 @@ class CommandConsumer:
                 error=rejection.message,
                 duration_ms=_ms(started),
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, message returned
             await self._give_back(message, exc)
         finally:
             self._finished()
@@ -244,12 +244,12 @@ class CommandConsumer:
                         "database unavailable; holding the message", error=type(exc).__name__, retry_in=delay
                     )
                     await asyncio.sleep(delay)
-                except Exception as exc:  # a bug: bounded redelivery, then dead-lettered
+                except Exception as exc:  # noqa: BLE001 - a bug: bounded redelivery, then dead-lettered
                     result = exc
                     break
             await self._conclude(delivery, result)
             await self._acks.flush()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, message returned
             await self._give_back(delivery.message, exc)
         finally:
             self._finished()
@@ -265,7 +265,7 @@ class CommandConsumer:
                 if isinstance(error, BaseException):
                     await self._give_back(delivery.message, error)
             await self._acks.flush()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, messages returned
             for delivery in batch:
                 await self._give_back(delivery.message, exc)
         finally:
@@ -287,7 +287,7 @@ class CommandConsumer:
                     retry_in=delay,
                 )
                 await asyncio.sleep(delay)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a bug in one command: isolated, then dead-lettered
                 if len(batch) == 1:
                     return [exc]
                 # One command is broken: apply the others one by one so only it fails.

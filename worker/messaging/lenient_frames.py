@@ -112,7 +112,7 @@ def unmarshal_leniently(frame_data: bytes) -> LenientContentHeader:
         else:
             try:
                 _, value = decode.by_type(raw, data_type)
-            except Exception as exc:  # any decoding failure: the property is unreadable, the rest is not
+            except Exception as exc:  # noqa: BLE001 - any decoding failure: this property is unreadable
                 header.raw[name] = raw[1:] if data_type == "shortstr" else raw
                 header.unreadable[name] = _why(exc, header.raw[name])
                 value = None
@@ -172,7 +172,7 @@ def _table(raw: bytes, unreadable: dict[str, str]) -> dict[str, object]:
             continue
         try:
             _, table[key] = decode.embedded_value(value_bytes)
-        except Exception as exc:  # this entry cannot be read; the others can
+        except Exception as exc:  # noqa: BLE001 - this entry cannot be read; the others can
             unreadable[f"headers[{key}]"] = _why(exc, value_bytes[1:])
     return table
 

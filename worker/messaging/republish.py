@@ -181,7 +181,7 @@ class Republisher:
                 event, task = in_flight.pop(0)
                 try:
                     outcome = await task
-                except Exception as exc:  # the link broke
+                except Exception as exc:  # noqa: BLE001 - the link broke (any error): replay stops, says why
                     return await give_up(f"{type(exc).__name__}: {exc}")
                 error = self._failure(event, outcome)
                 if error is not None:
