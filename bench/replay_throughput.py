@@ -88,11 +88,12 @@ async def fill_log(url: str, count: int) -> list[bytes]:
             ],
         )
         rows = await conn.fetch(
-            "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version, occurred_at,"
-            " data, eventsequence, body)"
-            " SELECT event_id, event_type, outplan_id, customer_id, outplan_version, occurred_at, data, eventsequence,"
-            "  outplan_event_body(event_id, $1, event_type, outplan_id, occurred_at, customer_id, outplan_version,"
-            "   eventsequence, data)"
+            "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version,"
+            " occurred_at, data, eventsequence, body)"
+            " SELECT event_id, event_type, outplan_id, customer_id, outplan_version, occurred_at, data,"
+            "  eventsequence,"
+            "  outplan_event_body(event_id, $1, event_type, outplan_id, occurred_at, customer_id,"
+            "   outplan_version, eventsequence, data)"
             " FROM staged ORDER BY eventsequence RETURNING body",
             json.dumps(names.EVENT_SOURCE),
         )

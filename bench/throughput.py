@@ -154,8 +154,8 @@ async def baseline(count: int) -> float:
                     await db.fetchval(
                         "WITH n AS (UPDATE event_sequence SET last_value = last_value + 1"
                         "  RETURNING last_value)"
-                        " INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version,"
-                        "  occurred_at, data, eventsequence, body)"
+                        " INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
+                        "  outplan_version, occurred_at, data, eventsequence, body)"
                         " SELECT e, 'outplan_updated', $2, $3, $4, now(), $5, n.last_value,"
                         "  outplan_event_body(e, '\"baseline\"', 'outplan_updated', $2, now(), $3, $4,"
                         "   n.last_value, $5)"

@@ -158,7 +158,8 @@ def decode(
             replies.INVALID_PROPERTIES,
             "the message's "
             + "; ".join(f"{d.field} is {d.message}" for d in details)[:900]
-            + "; send AMQP properties and headers as the AMQP 0-9-1 spec defines them (short strings in UTF-8)",
+            + "; send AMQP properties and headers as the AMQP 0-9-1 spec defines them"
+            + " (short strings in UTF-8)",
             details,
             command=name,
         )
@@ -367,8 +368,8 @@ def _problems(body: bytes) -> list[ErrorDetail]:
                 ErrorDetail(
                     field=field_path(loc),
                     message=(
-                        f"{where} is {value}, which is not a JSON number (RFC 8259 §6 has no NaN or Infinity); "
-                        "send a number"
+                        f"{where} is {value}, which is not a JSON number (RFC 8259 §6 has no NaN or "
+                        "Infinity); send a number"
                     ),
                 )
             )
@@ -379,8 +380,8 @@ def _problems(body: bytes) -> list[ErrorDetail]:
                     ErrorDetail(
                         field=path,
                         message=(
-                            f"the key {path} appears more than once in one object; JSON readers disagree about "
-                            "which value counts (RFC 8259 §4), so send each key once"
+                            f"the key {path} appears more than once in one object; JSON readers disagree "
+                            "about which value counts (RFC 8259 §4), so send each key once"
                         ),
                     )
                 )
@@ -409,8 +410,8 @@ def _problems(body: bytes) -> list[ErrorDetail]:
             ErrorDetail(
                 field="",
                 message=(
-                    f"{count} keys repeated in their objects or NaN/Infinity tokens (RFC 8259 allows neither), "
-                    f"the first one met being {first[0]}; send each key once and numbers only"
+                    f"{count} keys repeated in their objects or NaN/Infinity tokens (RFC 8259 allows "
+                    f"neither), the first one met being {first[0]}; send each key once and numbers only"
                 ),
             )
         ]

@@ -58,7 +58,8 @@ async def send_counting(
     message_id: str | None,
     linger: float = 1.0,
 ) -> list[Reply]:
-    """Publish one command with its own reply queue; every reply it gets until ``linger`` s after the first."""
+    """Publish one command with its own reply queue; every reply it gets until ``linger`` s after the
+    first."""
     channel = await connection.channel()
     try:
         queue = await channel.declare_queue(exclusive=True)

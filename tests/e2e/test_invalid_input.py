@@ -1,4 +1,5 @@
-"""Each kind of invalid input: a 400 reply, a dead-lettered copy with its reason, and the worker carries on."""
+"""Each kind of invalid input: a 400 reply, a dead-lettered copy with its reason, and the worker
+carries on."""
 
 import asyncio
 import json

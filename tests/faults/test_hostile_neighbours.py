@@ -191,8 +191,8 @@ async def test_hostile_neighbours_cost_the_ordinary_stream_nothing(
     calm_p99, p99 = calm.ledger.reply_seconds(99), traffic.ledger.reply_seconds(99)
     print(
         f"\nreply time of the ordinary commands: p50 {calm.ledger.reply_seconds(50) * 1000:.1f} ms / "
-        f"p99 {calm_p99 * 1000:.1f} ms without neighbours; p50 {traffic.ledger.reply_seconds(50) * 1000:.1f} ms / "
-        f"p99 {p99 * 1000:.1f} ms with them ({p99 / calm_p99:.2f}x); the selective subscriber took "
+        f"p99 {calm_p99 * 1000:.1f} ms without neighbours; p50 {traffic.ledger.reply_seconds(50) * 1000:.1f} "
+        f"ms / p99 {p99 * 1000:.1f} ms with them ({p99 / calm_p99:.2f}x); the selective subscriber took "
         f"{len(set(selected))} events in {len(selected)} deliveries"
     )
     report("hostile neighbours", figures, [worker])

@@ -70,10 +70,10 @@ async def test_an_existing_event_log_keeps_its_published_mark_across_the_upgrade
             await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, '0001_init.sql')")
             for seq in range(1, 6):  # 1-3 confirmed, 4-5 sequenced but not confirmed, one not sequenced
                 await conn.execute(
-                    "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version,"
-                    " occurred_at, data, eventsequence, body, published_at)"
-                    " VALUES ($1, 'outplan_created', $2, $2, 1, now(), '{}', $3::bigint, '\\x00', CASE WHEN $3::bigint <= 3"
-                    " THEN now() END)",
+                    "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
+                    " outplan_version, occurred_at, data, eventsequence, body, published_at)"
+                    " VALUES ($1, 'outplan_created', $2, $2, 1, now(), '{}', $3::bigint, '\\x00',"
+                    " CASE WHEN $3::bigint <= 3 THEN now() END)",
                     uuid.uuid4(),
                     uuid.uuid4(),
                     seq,

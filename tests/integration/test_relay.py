@@ -24,7 +24,8 @@ async def published(pool: asyncpg.Pool, event_id: uuid.UUID) -> bool:
     """Confirmed by the broker: sequenced at or below the relay's published watermark."""
     return bool(
         await pool.fetchval(
-            "SELECT e.eventsequence <= s.published_through FROM outplan_events e, outbox_state s WHERE e.event_id = $1",
+            "SELECT e.eventsequence <= s.published_through FROM outplan_events e, outbox_state s"
+            " WHERE e.event_id = $1",
             event_id,
         )
     )

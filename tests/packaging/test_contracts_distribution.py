@@ -36,12 +36,14 @@ import contracts
 from contracts import COMMANDS, CreateOutplan, OutplanCreated, Reply, UpdateDialInfo, names, parse_event
 
 customer, outplan = str(uuid.uuid4()), str(uuid.uuid4())
-create = CreateOutplan.model_validate_json(json.dumps(
-    {"customer_id": customer, "source": {"type": "tel", "target": "+44 20 7946 0958"}, "dial_timeout": 45000}))
+source = {"type": "tel", "target": "+44 20 7946 0958"}
+create = CreateOutplan.model_validate_json(
+    json.dumps({"customer_id": customer, "source": source, "dial_timeout": 45000}))
 assert create.source.target == "+442079460958" and create.dial_timeout == 45000
 assert COMMANDS[names.CREATE] is CreateOutplan and names.UPDATE_DIAL_INFO in COMMANDS
 try:
-    UpdateDialInfo.model_validate_json(json.dumps({"customer_id": customer, "id": outplan, "dial_timeout": 30}))
+    update = {"customer_id": customer, "id": outplan, "dial_timeout": 30}
+    UpdateDialInfo.model_validate_json(json.dumps(update))
 except Exception as exc:
     assert "dial_timeout" in str(exc)
 else:

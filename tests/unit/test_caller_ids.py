@@ -79,7 +79,8 @@ def test_trunk_prefixes_and_00_give_the_dialable_number(given: str, stored: str)
         ),
         (
             "+10123456789",
-            "is not a number of country code +1 (US and 24 more): +10123456789 fits none of its number ranges",
+            "is not a number of country code +1 (US and 24 more): +10123456789 fits none of its number "
+            "ranges",
         ),
     ],
 )

@@ -226,7 +226,8 @@ TEL = '{"type": "tel", "target": "+15559876543"}'
         ),
         (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "customer_id": "{CUSTOMER}"}}', "customer_id"),
         (
-            f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "sip", "type": "tel", "target": "+15559876543"}}}}',
+            f'{{"customer_id": "{CUSTOMER}",'
+            ' "source": {"type": "sip", "type": "tel", "target": "+15559876543"}}',
             "source.type",
         ),
         (
@@ -301,7 +302,8 @@ def test_nan_anywhere_is_named_where_it_is() -> None:
 )
 def test_strict_json_that_looks_unusual_is_accepted(fields: dict[str, str]) -> None:
     extra = ", ".join(f'"{k}": "{v}"' for k, v in fields.items())
-    body = f'{{"customer_id": "{CUSTOMER}", "source": {{"type": "sip", "target": "bob@example.com:5060"}}, {extra}}}'
+    sip = '{"type": "sip", "target": "bob@example.com:5060"}'
+    body = f'{{"customer_id": "{CUSTOMER}", "source": {sip}, {extra}}}'
     assert isinstance(run(body.encode()), Request)
 
 

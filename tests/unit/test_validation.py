@@ -125,7 +125,8 @@ def test_sip_host_is_lower_cased() -> None:
         ("bob", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); there is no @"),
         (
             "@host",
-            "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); the user part before @ is empty",
+            "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); the user part before @ is "
+            "empty",
         ),
         (
             "bob@",

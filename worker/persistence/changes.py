@@ -82,7 +82,8 @@ def _statement() -> str:
         "  SELECT r.customer_id, r.message_id, r.command, decode(r.body_hash, 'hex'), r.status_code,"
         "   convert_to(r.reply, 'UTF8'), $5"
         "  FROM json_to_recordset($4::json)"
-        "   AS r(customer_id uuid, message_id text, command text, body_hash text, status_code smallint, reply text)"
+        "   AS r(customer_id uuid, message_id text, command text, body_hash text, status_code smallint,"
+        "    reply text)"
         "  RETURNING 1),"
         # The event numbers, taken last: the counter stays locked until this statement commits, so
         # it must not wait on another writer's row while holding it (the subqueries run first).
@@ -102,7 +103,8 @@ def _statement() -> str:
         # The payload is the highest number written: a relay that has read that far need not look.
         f" woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', max(eventsequence)::text) FROM events"
         "  HAVING count(*) > 0),"
-        " counted AS (SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM replaced) AS replaced,"
+        " counted AS (SELECT (SELECT count(*) FROM inserted) AS inserted,"
+        "  (SELECT count(*) FROM replaced) AS replaced,"
         "  (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM remembered) AS remembered,"
         "  (SELECT count(*) FROM woken) AS woken)"
         " SELECT c.*, (SELECT min(eventsequence) FROM events) AS first_sequence,"

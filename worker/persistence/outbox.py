@@ -53,7 +53,8 @@ class OutboxStore:
         """The server process id of the connection holding the relay lock in this database, if any."""
         pid = await self._conn.fetchval(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2"
-            " AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            " AND objsubid = 1 AND database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database())",
             RELAY_LOCK_KEY >> 32,
             RELAY_LOCK_KEY & 0xFFFF_FFFF,
         )

@@ -28,8 +28,10 @@ SELECT 'o' AS kind, o.*, NULL::uuid AS p_customer_id, NULL::text AS p_message_id
        NULL::bytea AS p_body_hash, NULL::smallint AS p_status_code, NULL::bytea AS p_reply, now() AS moment
 FROM outplans o WHERE o.id = ANY($1::uuid[])
 UNION ALL
-SELECT 'p', (NULL::outplans).*, p.customer_id, p.message_id, p.command, p.body_hash, p.status_code, p.reply, now()
-FROM processed_commands p JOIN unnest($2::uuid[], $3::text[]) AS k(customer_id, message_id) USING (customer_id, message_id)
+SELECT 'p', (NULL::outplans).*, p.customer_id, p.message_id, p.command, p.body_hash, p.status_code, p.reply,
+       now()
+FROM processed_commands p
+     JOIN unnest($2::uuid[], $3::text[]) AS k(customer_id, message_id) USING (customer_id, message_id)
 UNION ALL
 SELECT 't', (NULL::outplans).*, NULL, NULL, NULL, NULL, NULL, NULL, now()
 """
