@@ -96,15 +96,15 @@ def _where(country_code: int) -> str:
     return f"country code +{country_code} ({named})"
 
 
-def _fits_numbering_plan(number: PhoneNumber) -> bool:
+def _fits_numbering_plan(number: PhoneNumber, country_code: int) -> bool:
     """The national significant number fullmatches the general pattern of a region with this
     calling code (``general_desc.national_number_pattern`` of libphonenumber's metadata).
 
     Weaker than ``is_valid_number``, which also wants a known number type: that one refuses the
     drama range ``+1 555 01xx`` and the whole ``555`` exchange the tutorial uses."""
     national = phonenumbers.national_significant_number(number)
-    for region in phonenumbers.region_codes_for_country_code(number.country_code):
-        metadata = PhoneMetadata.metadata_for_region_or_calling_code(number.country_code, region)
+    for region in phonenumbers.region_codes_for_country_code(country_code):
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
         pattern = (
             metadata.general_desc.national_number_pattern if metadata and metadata.general_desc else None
         )
@@ -149,7 +149,9 @@ def _parse_tel(text: str) -> str:
     if number.extension:
         raise ValueError(_NO_EXTENSION)
     stored = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-    where = _where(number.country_code)
+    country_code = number.country_code
+    assert country_code is not None  # parse() sets it on every number it returns
+    where = _where(country_code)
     reason = phonenumbers.is_possible_number_with_reason(number)
     if reason in (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
         raise ValueError(f"is too short for {where}: {stored} (is a digit or the area code missing?)")
@@ -161,7 +163,7 @@ def _parse_tel(text: str) -> str:
         raise ValueError(
             f"has an unknown country code: {digits} does not start with any country's calling code"
         )
-    if not _fits_numbering_plan(number):
+    if not _fits_numbering_plan(number, country_code):
         raise ValueError(f"is not a number of {where}: {stored} fits none of its number ranges")
     return stored
 

@@ -311,6 +311,7 @@ class Health:
         try:
             async with asyncio.timeout(2.0):
                 row = await worker.pool.fetchrow(outbox.BACKLOG)
+            assert row is not None  # an aggregate without GROUP BY: always one row
             backlog, age = int(row["n"]), float(row["age"] or 0.0)
             metrics.OUTBOX_BACKLOG.set(backlog)
             metrics.OUTBOX_OLDEST_AGE.set(age)
@@ -321,7 +322,7 @@ class Health:
                 outbox_ok=age <= worker.settings.ready_max_outbox_age_seconds,
             )
             self._passed("database")
-        except (TimeoutError, *TRANSIENT_ERRORS) as exc:  # PostgreSQL away or slow: expected, not logged
+        except TRANSIENT_ERRORS as exc:  # PostgreSQL away or slow (TimeoutError is one): expected, not logged
             result.update(database_ok=False, database_error=type(exc).__name__)
         except Exception as exc:  # noqa: BLE001  (any error fails the check; it must not escape)
             result.update(database_ok=False, database_error=type(exc).__name__)
@@ -392,8 +393,8 @@ async def _run(
     if worker.relay.left_to_leader:  # what the outbox holds now, read rather than assumed
         try:
             async with asyncio.timeout(2.0):
-                published = int((await worker.pool.fetchrow(outbox.BACKLOG))["n"]) == 0
-        except (TimeoutError, *TRANSIENT_ERRORS):
+                published = await worker.pool.fetchval(outbox.BACKLOG) == 0  # the first column, n
+        except TRANSIENT_ERRORS:  # TimeoutError is one
             published = None  # unknown: the leader publishes it
     log.info(
         "worker stopped",

@@ -98,7 +98,7 @@ class Service:
             first.setdefault((request.command.customer_id, request.message_id), i)
 
         async with self._uow_factory() as uow:
-            targets = [r.command.id for r in requests if hasattr(r.command, "id")]  # type: ignore[attr-defined]
+            targets = [r.command.id for r in requests if hasattr(r.command, "id")]
             if lock:
                 await uow.begin()
                 await uow.lock(targets)

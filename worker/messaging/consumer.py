@@ -38,7 +38,7 @@ from .incoming import Incoming
 from .outgoing import Outgoing, PublishRefused
 from .settlement import Disposition, Happened, Settle, decide, delivery_number
 
-log = structlog.get_logger("outplan_worker.consumer")
+log: structlog.typing.FilteringBoundLogger = structlog.get_logger("outplan_worker.consumer")
 
 
 @dataclass(slots=True)
@@ -472,7 +472,7 @@ def _logger(delivery: Delivery) -> structlog.typing.FilteringBoundLogger:
     message, cmd = delivery.message, delivery.request.command
     return log.bind(
         message_id=message.message_id,
-        correlation_id=message.correlation_id,  # type: ignore[no-any-return]
+        correlation_id=message.correlation_id,
         command=cmd.command,
         customer_id=str(cmd.customer_id),
     )

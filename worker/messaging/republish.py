@@ -29,7 +29,7 @@ def event_properties(
         content_type=names.EVENT_CONTENT_TYPE,
         correlation_id=event.correlation_id,
         delivery_mode=PERSISTENT,
-        headers=dict(headers or {}),  # type: ignore[arg-type]
+        headers=dict(headers or {}),
     )
 
 

@@ -13,6 +13,7 @@ import orjson
 from contracts.timefmt import NOT_DELETED
 
 from ..domain import ConcurrentChange, Versioned
+from .connections import Connection
 from .events import NOTIFY_CHANNEL
 from .inbox import Key
 from .outbox import LoggedEvent
@@ -119,7 +120,7 @@ _WRITE = _statement()
 
 
 async def write_changes(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     inserted: list[Versioned],
     replaced: list[Versioned],
@@ -176,6 +177,7 @@ async def write_changes(
         )
     except (asyncpg.UniqueViolationError, asyncpg.SerializationError) as exc:
         raise ConcurrentChange(str(exc)) from exc
+    assert row is not None  # the statement ends in a SELECT of one row of counts
     expected = (len(inserted), len(replaced), len(events), len(replies))
     if (row["inserted"], row["replaced"], row["events"], row["remembered"]) != expected:
         raise RuntimeError(f"batch write touched {tuple(row.values())[:4]} rows, expected {expected}")

@@ -103,4 +103,5 @@ class OutboxStore:
     async def backlog(self) -> tuple[int, float | None]:
         """How many events wait to be published, and the age in seconds of the oldest."""
         row = await self._conn.fetchrow(BACKLOG)
+        assert row is not None  # an aggregate without GROUP BY: always one row
         return int(row["n"]), row["age"]

@@ -9,6 +9,7 @@ from contracts import Outplan, StoredSource
 from contracts.timefmt import format_time
 
 from ..domain import PagePosition, Versioned
+from .connections import Connection
 
 _COLUMNS = (
     "id, customer_id, name, detail, source_type, source_target, source_target_name, source_name,"
@@ -51,7 +52,7 @@ MUTABLE = _COLUMNS.split(", ")[2:]  # all but id and customer_id
 
 
 class OutplanRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def lock(self, ids: list[UUID]) -> None:

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from ..domain import StoredReply, Versioned
+from .connections import Connection
 from .inbox import Key
 from .outplans import to_versioned
 
@@ -37,7 +36,7 @@ SELECT 't', (NULL::outplans).*, NULL, NULL, NULL, NULL, NULL, NULL, now()
 """
 
 
-async def read_snapshot(conn: asyncpg.Connection, ids: list[UUID], keys: list[Key]) -> Snapshot:
+async def read_snapshot(conn: Connection, ids: list[UUID], keys: list[Key]) -> Snapshot:
     rows = await conn.fetch(_READ, ids, [k[0] for k in keys], [k[1] for k in keys])
     states: dict[UUID, Versioned] = {}
     stored: dict[Key, StoredReply] = {}
