@@ -95,10 +95,10 @@ async def one_round(count: int, size: int) -> dict[str, float]:
                 channel = await connection.channel()
                 dead = await channel.declare_queue(names["dead_letter_queue"], passive=True)
                 deadline = time.monotonic() + 120
-                while dead.declaration_result.message_count < count and time.monotonic() < deadline:
+                while (dead.declaration_result.message_count or 0) < count and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
                     dead = await channel.declare_queue(names["dead_letter_queue"], passive=True)
-                dead_lettered = dead.declaration_result.message_count
+                dead_lettered = dead.declaration_result.message_count or 0
             peak = _status(worker.pid, "VmHWM")
         finally:
             worker.send_signal(signal.SIGTERM)

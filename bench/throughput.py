@@ -148,6 +148,7 @@ async def baseline(count: int) -> float:
                         outplan_id,
                     )
                 row = await db.fetchrow("SELECT * FROM outplans WHERE id = $1", outplan_id)
+                assert row is not None  # inserted above
                 data = json.dumps({k: str(v) for k, v in dict(row).items()})
                 # Numbered and encoded in the same transaction, as the worker does.
                 return bytes(

@@ -70,7 +70,9 @@ json_values = st.recursive(
 edge_ints = st.sampled_from(
     [-1, 0, 1, 30, 999, 1000, 100, 101, 600000, 600001, 604800000, 604800001, 2**31, 2**63]
 )
-wrong_types = st.sampled_from(["30000", 30000.5, 30000.0, True, False, None, [], {}, "", "nan"])
+wrong_types: st.SearchStrategy[object] = st.sampled_from(
+    ["30000", 30000.5, 30000.0, True, False, None, [], {}, "", "nan"]
+)
 texts = st.text(max_size=300) | st.sampled_from(
     ["x" * 255, "x" * 256, "x" * 4096, "x" * 4097, "\u0000", "'; DROP TABLE outplans; --"]
 )

@@ -118,6 +118,7 @@ async def checkpoint_reaches_the_end(database: str, seconds: float) -> tuple[int
                     "SELECT (SELECT published_through FROM outbox_state) AS mark,"
                     " (SELECT coalesce(max(eventsequence), 0) FROM outplan_events) AS last"
                 )
+                assert row is not None  # a SELECT without FROM: one row
                 if row["mark"] >= row["last"]:
                     return int(row["mark"]), int(row["last"])
                 await asyncio.sleep(0.2)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from pamqp.common import FieldTable
 
 from contracts import Reply
 from tests.conftest import AMQP_URL
@@ -30,7 +31,7 @@ from tests.support.workers import WorkerProcess
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
 
 NOT_UTF8 = b"\xc3(bad"
-FULL = {"x-max-length": 1, "x-overflow": "reject-publish"}
+FULL: FieldTable = {"x-max-length": 1, "x-overflow": "reject-publish"}
 
 
 async def send_poison(

@@ -12,6 +12,7 @@ import aio_pika
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from pydantic import SecretStr
 
 from tests.conftest import AMQP_URL
 from worker.messaging.relay import Relay
@@ -121,8 +122,8 @@ class Rig:
 async def rig(fresh_database: str) -> AsyncIterator[Rig]:
     exchange_name = f"test.events.{uuid.uuid4().hex[:8]}"
     settings = Settings(
-        database_url=fresh_database,
-        event_exchange=exchange_name,  # type: ignore[arg-type]
+        database_url=SecretStr(fresh_database),
+        event_exchange=exchange_name,
         relay_poll_seconds=0.2,
     )
     pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=4)

@@ -93,6 +93,7 @@ async def test_an_existing_event_log_keeps_its_published_mark_across_the_upgrade
             row = await conn.fetchrow(
                 "SELECT eventsequence, body FROM outplan_events WHERE event_id = $1", late
             )
+            assert row is not None
             assert row["eventsequence"] == 6
             assert json.loads(row["body"]) == {
                 "specversion": "1.0",
@@ -137,6 +138,7 @@ async def test_change_event_and_record_commit_together(pool: asyncpg.Pool, custo
     record = await pool.fetchrow(
         "SELECT status_code, reply FROM processed_commands WHERE message_id = $1", message_id
     )
+    assert record is not None
     assert (record["status_code"], bytes(record["reply"])) == (201, outcome.reply)
 
 

@@ -58,6 +58,7 @@ async def test_a_write_from_a_stale_read_changes_nothing(
                 moment=snapshot.moment,
             )
     row = await pool.fetchrow("SELECT name, version FROM outplans WHERE id = $1", outplan_id)
+    assert row is not None
     assert (row["name"], row["version"]) == ("theirs", 2)
     assert await pool.fetchval("SELECT count(*) FROM outplan_events WHERE outplan_id = $1", outplan_id) == 2
     assert (
@@ -95,6 +96,7 @@ async def test_concurrent_batches_on_one_outplan_all_apply_with_contiguous_versi
         outplan_id,
         writers + 1,
     )
+    assert stored is not None
     assert stored["version"] == writers + 1 and json.loads(last)["name"] == stored["name"]
 
 

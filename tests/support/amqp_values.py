@@ -199,6 +199,7 @@ class RawPublisher:
         while time.monotonic() < deadline:
             method, reply_props, reply_body = self.channel.basic_get(reply_to, auto_ack=True)
             if method is not None:
+                assert reply_props is not None and reply_body is not None  # both come with a message
                 answered.replies.append((reply_props, reply_body))
                 if len(answered.replies) == 1:  # a second reply would be a second delivery
                     deadline = min(deadline, time.monotonic() + linger)

@@ -11,7 +11,7 @@ import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contracts import (
     CreateOutplan,
@@ -41,7 +41,7 @@ def stored_target(kind: str, target: str) -> str:
     ).source.target
 
 
-def errors(body: dict[str, Any], model: type = CreateOutplan) -> dict[str, str]:
+def errors(body: dict[str, Any], model: type[BaseModel] = CreateOutplan) -> dict[str, str]:
     with pytest.raises(ValidationError) as info:
         model.model_validate_json(json.dumps(body))
     return {d.field: d.message for d in validation_details(info.value)}
@@ -594,7 +594,7 @@ def test_an_outplan_built_from_a_command_equals_the_same_outplan_read_back() -> 
     cmd = CreateOutplan.model_validate_json(
         json.dumps(create(source={"type": "tel", "target": "+44 (0) 20 7946 0958"}))
     )
-    fields = {
+    fields: dict[str, Any] = {
         "id": uuid.uuid4(),
         "customer_id": cmd.customer_id,
         "name": "",

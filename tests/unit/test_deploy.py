@@ -60,7 +60,9 @@ def compose() -> dict[str, Any]:
 def service(name: str) -> dict[str, Any]:
     services: dict[str, Any] = compose()["services"]
     assert name in services, f"compose has no service {name!r}"
-    return services[name]
+    found = services[name]
+    assert isinstance(found, dict)
+    return found
 
 
 def compose_env(svc: dict[str, Any]) -> dict[str, str]:

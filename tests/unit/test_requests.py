@@ -190,7 +190,8 @@ def test_a_lone_surrogate_in_a_key_is_refused_naming_the_key() -> None:
 
 def test_a_valid_surrogate_pair_is_text() -> None:
     result = run(_create_with(name="\\ud83d\\ude00").replace("\\\\u", "\\u").encode())
-    assert isinstance(result, Request) and result.command.name == "\U0001f600"  # type: ignore[union-attr]
+    assert isinstance(result, Request) and isinstance(result.command, CreateOutplan)
+    assert result.command.name == "\U0001f600"
 
 
 @pytest.mark.parametrize(

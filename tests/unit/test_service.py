@@ -270,7 +270,7 @@ async def test_a_collision_runs_the_batch_again_with_its_outplans_locked(
     write = uow.write
     collisions = 0
 
-    async def collide_once(**kwargs: Any) -> list[UUID]:
+    async def collide_once(**kwargs: Any) -> list[LoggedEvent]:
         nonlocal collisions
         if collisions == 0:
             collisions += 1

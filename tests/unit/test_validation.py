@@ -5,7 +5,7 @@ import uuid
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contracts import (
     CreateOutplan,
@@ -27,7 +27,7 @@ def create(**fields: Any) -> dict[str, Any]:
     return body
 
 
-def errors(model: type, body: dict[str, Any] | bytes) -> dict[str, str]:
+def errors(model: type[BaseModel], body: dict[str, Any] | bytes) -> dict[str, str]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises(ValidationError) as info:
         model.model_validate_json(raw)
