@@ -58,8 +58,8 @@ class ReconnectNoise(logging.Filter):
             return False
         if message == "Cancelling cause reader exited abnormally" and record.exc_info:
             return not isinstance(record.exc_info[1], aiormq.exceptions.AMQPConnectionError)
-        if message.startswith("Callback %r error") and record.args:
-            return "RobustChannel._on_close" not in repr(record.args[0])  # type: ignore[index]
+        if message.startswith("Callback %r error") and isinstance(record.args, tuple) and record.args:
+            return "RobustChannel._on_close" not in repr(record.args[0])
         return True
 
 

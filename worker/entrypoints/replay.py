@@ -206,7 +206,11 @@ async def _replay(args: argparse.Namespace, settings: Settings, selection: Event
                 file=sys.stderr,
             )
             return 0
-        total = len(imported) if imported is not None else await count_events(conn, selection)  # type: ignore[arg-type]
+        if imported is not None:
+            total = len(imported)
+        else:
+            assert conn is not None  # connected above when nothing was imported
+            total = await count_events(conn, selection)
         return await _publish(args, settings, selection, conn, imported, total)
     finally:
         if conn is not None:
@@ -242,7 +246,11 @@ async def _publish(
         reporter = Reporter(sys.stderr, total)
 
         async def batches() -> AsyncIterator[list[LoggedEvent]]:
-            source = _listed(imported) if imported is not None else _from_database(conn, selection)  # type: ignore[arg-type]
+            if imported is not None:
+                source = _listed(imported)
+            else:
+                assert conn is not None  # connected when nothing was imported
+                source = _from_database(conn, selection)
             async for batch in source:
                 reporter.update(progress)
                 yield batch

@@ -97,6 +97,8 @@ class Outgoing:
             body = body[:DEAD_LETTER_BODY_MAX]
         headers.update(extra or {})
         properties = spec.Basic.Properties(
+            # pamqp wants a FieldTable; these values were checked by encoding them (encodable_headers),
+            # which their static type (object) cannot say.
             headers=headers,  # type: ignore[arg-type]
             content_type=message.content_type,
             content_encoding=message.content_encoding,
@@ -151,6 +153,8 @@ def encodable_headers(headers: Mapping[str, object], budget: int) -> tuple[dict[
     for key, value in headers.items():
         value = _as_encodable(value)
         try:
+            # Any value is tried: pamqp's FieldValue type lists what it encodes, and what it cannot
+            # raises here and is dropped.
             size = len(key.encode()) + 1 + len(encode.encode_table_value(value))  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - any encoding failure: the header cannot be carried
             dropped.append(key)
