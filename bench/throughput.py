@@ -21,9 +21,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
@@ -32,11 +32,14 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiormq import spec
 from aiormq.abc import AbstractChannel as Underlay
 from aiormq.abc import DeliveredMessage
+from pydantic import SecretStr
 
 from bench.common import AMQP_URL, delete_queue, drop_database, durable_queue, fresh_database, median, save
 from bench.workload import mixed, preload, seed
 from worker.messaging import topology
 from worker.settings import Settings
+
+T = TypeVar("T")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -204,7 +207,14 @@ class Rig:
             "dead_letter_queue": f"bench-{suffix}.dead",
             "event_exchange": f"bench-{suffix}.events",
         }
-        settings = Settings(database_url=url, **names)  # type: ignore[arg-type]
+        settings = Settings(
+            database_url=SecretStr(url),
+            command_exchange=names["command_exchange"],
+            command_queue=names["command_queue"],
+            dead_letter_exchange=names["dead_letter_exchange"],
+            dead_letter_queue=names["dead_letter_queue"],
+            event_exchange=names["event_exchange"],
+        )
         async with await aio_pika.connect(AMQP_URL) as connection:
             channel = await connection.channel()
             topo = await topology.declare(channel, settings)
@@ -534,10 +544,10 @@ def _summary(latencies_ms: list[float]) -> dict[str, float]:
     }
 
 
-def run(main: Awaitable[Any]) -> Any:
+def run(main: Coroutine[Any, Any, T]) -> T:
     """Each part of the run on its own event loop: uvloop, as the worker's, so that the
     instrument's own cycles (taken from the same two cores) are as few as they can be."""
-    return uvloop.run(main)  # type: ignore[arg-type]
+    return uvloop.run(main)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ class Collector:
     """Everything that reaches one exclusive queue, in arrival order."""
 
     messages: list[AbstractIncomingMessage] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None  # the loop of a collector that takes one message at a time
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         self.messages.append(message)

@@ -90,10 +90,11 @@ async def test_customer_b_cannot_reach_customer_a(client: OutplanClient, events:
         await client.delete(b, outplan_id),
     ]
     missing = await client.get(b, uuid.uuid4())
+    assert missing.error is not None
     for reply in attempts:
         assert reply.status_code == 404 and reply.error is not None
         assert reply.error.model_dump() == {
-            **missing.error.model_dump(),  # type: ignore[union-attr]
+            **missing.error.model_dump(),
             "message": reply.error.message,
         }
         assert reply.error.reason == "OUTPLAN_NOT_FOUND"

@@ -88,7 +88,7 @@ async def subscribe(
                     collector.messages.append(message)
                 await asyncio.sleep(every)
 
-        collector.task = asyncio.create_task(slowly())  # type: ignore[attr-defined]
+        collector.task = asyncio.create_task(slowly())
     return collector
 
 
@@ -146,7 +146,8 @@ async def neighbours(worker: WorkerProcess, database: str) -> dict[str, Any]:
         *sent, _ = await asyncio.gather(*(write(client, until) for _ in range(WRITERS)), watch(until))
         mark, last = await checkpoint_reaches_the_end(database, seconds=90)
         await asyncio.sleep(1.0)  # a repeat would have arrived by now
-        full.task.cancel()  # type: ignore[attr-defined]
+        assert full.task is not None
+        full.task.cancel()
         return {
             "commands": sum(sent),
             "last": last,

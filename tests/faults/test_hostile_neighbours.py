@@ -15,6 +15,7 @@ import struct
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import aio_pika
 import pytest
@@ -91,7 +92,7 @@ async def send_poison(
     for routing_key, payload, properties in raw:
         await raw_amqp.publish(channel, exchange, routing_key, payload, properties)
     target = await channel.get_exchange(exchange, ensure=False)
-    plain = [
+    plain: list[tuple[str, str, dict[str, Any]]] = [
         (
             "outplan.list",
             json.dumps({"customer_id": customer, "page_token": "o1.f_________8AAAAAAAAAAAAAAAAAAAAB"}),
@@ -119,7 +120,7 @@ async def send_poison(
     ]
     for routing_key, text, props in plain:
         await target.publish(
-            aio_pika.Message(text.encode(), reply_to=reply_to, **props),  # type: ignore[arg-type]
+            aio_pika.Message(text.encode(), reply_to=reply_to, **props),
             routing_key=routing_key,
         )
     # A create whose reply cannot be delivered: applied all the same, and not sent round again.

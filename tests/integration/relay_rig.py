@@ -90,6 +90,8 @@ class Rig:
         """A relay on a confirm channel of its own, as the worker opens it."""
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=False)
         relay = Relay(self.settings, channel, retry=retry)
+        # An attribute of the test's own (Relay declares none by that name): the channel stays
+        # referenced for as long as the relay is.
         relay._keep_channel = channel  # type: ignore[attr-defined]
         return relay, asyncio.create_task(relay.run())
 

@@ -5,6 +5,7 @@ pamqp marshalled, and publish it beneath aio-pika.
 """
 
 import struct
+from typing import Any
 
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
@@ -21,12 +22,12 @@ class RawProperties(spec.Basic.Properties):
         return self.raw
 
 
-def replaced(old: bytes, new: bytes, *, short_string: bool, **properties: object) -> RawProperties:
+def replaced(old: bytes, new: bytes, *, short_string: bool, **properties: Any) -> RawProperties:
     """The marshalled ``properties`` with the one occurrence of ``old`` replaced by ``new``.
 
     With ``short_string`` the value's length byte, just before it, is set to ``new``'s length.
     """
-    raw = spec.Basic.Properties(**properties).marshal()  # type: ignore[arg-type]
+    raw = spec.Basic.Properties(**properties).marshal()
     assert raw.count(old) == 1, "the placeholder must occur exactly once"
     at = raw.index(old)
     if short_string:
@@ -38,11 +39,11 @@ def replaced(old: bytes, new: bytes, *, short_string: bool, **properties: object
     return RawProperties(raw, message_id=str(properties.get("message_id") or "raw"))
 
 
-def with_headers(table: list[tuple[bytes, bytes]], **properties: object) -> RawProperties:
+def with_headers(table: list[tuple[bytes, bytes]], **properties: Any) -> RawProperties:
     """``properties`` with ``headers`` replaced by a field table of these raw (key, typed value) pairs."""
     entries = b"".join(bytes([len(k)]) + k + v for k, v in table)
     raw_table = struct.pack(">I", len(entries)) + entries
-    placeholder = spec.Basic.Properties(headers={"placeholder": "x"}, **properties)  # type: ignore[arg-type]
+    placeholder = spec.Basic.Properties(headers={"placeholder": "x"}, **properties)
     raw = placeholder.marshal()
     start = raw.index(b"placeholder") - 5  # the table's length, then the key's length byte
     end = start + 4 + struct.unpack(">I", raw[start : start + 4])[0]

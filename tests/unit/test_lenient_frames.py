@@ -6,6 +6,7 @@ tests hold the hook point to the pamqp version that is installed.
 
 import datetime
 import struct
+from typing import Any
 
 import pamqp.frame
 import pytest
@@ -34,8 +35,8 @@ def frame(payload: bytes, channel: int = 1) -> bytes:
     )
 
 
-def header_payload(**properties: object) -> bytes:
-    return ContentHeader(body_size=7, properties=commands.Basic.Properties(**properties)).marshal()  # type: ignore[arg-type]
+def header_payload(**properties: Any) -> bytes:
+    return ContentHeader(body_size=7, properties=commands.Basic.Properties(**properties)).marshal()
 
 
 def unmarshal(payload: bytes) -> ContentHeader:

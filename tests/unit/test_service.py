@@ -264,7 +264,7 @@ async def test_another_customer_cannot_change_an_outplan(service: Service, uow: 
 
 
 async def test_a_collision_runs_the_batch_again_with_its_outplans_locked(
-    service: Service, uow: FakeUnitOfWork
+    service: Service, uow: FakeUnitOfWork, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     created = json.loads((await service.execute(request("outplan.create", CREATE, "c-1"))).reply)["data"]
     write = uow.write
@@ -277,7 +277,7 @@ async def test_a_collision_runs_the_batch_again_with_its_outplans_locked(
             raise ConcurrentChange("another writer was first")
         return await write(**kwargs)
 
-    uow.write = collide_once  # type: ignore[method-assign]
+    monkeypatch.setattr(uow, "write", collide_once)
     update = {"customer_id": CUSTOMER, "id": created["id"], "name": "again", "detail": ""}
     outcome = await service.execute(request("outplan.update_basic_info", update, "u-1"))
     assert outcome.status_code == 200 and collisions == 1
