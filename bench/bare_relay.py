@@ -29,8 +29,13 @@ async def serve(source: str, sink: str, prefetch: int) -> None:
         pending: set[asyncio.Task[None]] = set()
 
         async def forward(msg: DeliveredMessage) -> None:
-            await publish.basic_publish(msg.body, routing_key=sink, properties=spec.Basic.Properties(
-                correlation_id=msg.header.properties.message_id, delivery_mode=2))
+            await publish.basic_publish(
+                msg.body,
+                routing_key=sink,
+                properties=spec.Basic.Properties(
+                    correlation_id=msg.header.properties.message_id, delivery_mode=2
+                ),
+            )
             await consume.basic_ack(msg.delivery_tag or 0)
 
         async def on_message(msg: DeliveredMessage) -> None:

@@ -53,13 +53,18 @@ def median(values: list[float]) -> float:
 def machine() -> dict[str, Any]:
     def version(*cmd: str) -> str:
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+            return (
+                subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+            )
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "unknown"
 
     return {
-        "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-        "rabbitmq": version("rabbitmqctl", "version"), "postgresql": version("psql", "--version"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "rabbitmq": version("rabbitmqctl", "version"),
+        "postgresql": version("psql", "--version"),
     }
 
 

@@ -29,33 +29,78 @@ from worker.requests import decode, fingerprint, strict_json_problems
 
 CUSTOMER = str(uuid.uuid4())
 OUTPLAN = str(uuid.uuid4())
-_DIAL = {"dial_timeout": 30000, "try_interval": 600000, "max_try_count_0": 3, "max_try_count_1": 2,
-         "max_try_count_2": 1, "max_try_count_3": 0, "max_try_count_4": 0}
+_DIAL = {
+    "dial_timeout": 30000,
+    "try_interval": 600000,
+    "max_try_count_0": 3,
+    "max_try_count_1": 2,
+    "max_try_count_2": 1,
+    "max_try_count_3": 0,
+    "max_try_count_4": 0,
+}
 BODIES: dict[str, tuple[str, bytes]] = {
-    "create (tel)": (names.CREATE, json.dumps({
-        "customer_id": CUSTOMER, "name": "Spring renewals, east coast",
-        "detail": "Customers whose contracts end in April; business hours only",
-        "source": {"type": "tel", "target": "+15559876543", "target_name": "Renewals desk", "name": "main line",
-                   "detail": "toll-free"}, **_DIAL}).encode()),
+    "create (tel)": (
+        names.CREATE,
+        json.dumps(
+            {
+                "customer_id": CUSTOMER,
+                "name": "Spring renewals, east coast",
+                "detail": "Customers whose contracts end in April; business hours only",
+                "source": {
+                    "type": "tel",
+                    "target": "+15559876543",
+                    "target_name": "Renewals desk",
+                    "name": "main line",
+                    "detail": "toll-free",
+                },
+                **_DIAL,
+            }
+        ).encode(),
+    ),
     # ':' inside strings, which the quick check for repeated keys must not count as keys.
-    "create (sip:port)": (names.CREATE, json.dumps({
-        "customer_id": CUSTOMER, "name": "Spring renewals, east coast",
-        "detail": "Customers whose contracts end in April; business hours only",
-        "source": {"type": "sip", "target": "renewals@pbx.example.com:5060", "target_name": "Renewals desk",
-                   "name": "main trunk", "detail": "PBX"}, **_DIAL}).encode()),
+    "create (sip:port)": (
+        names.CREATE,
+        json.dumps(
+            {
+                "customer_id": CUSTOMER,
+                "name": "Spring renewals, east coast",
+                "detail": "Customers whose contracts end in April; business hours only",
+                "source": {
+                    "type": "sip",
+                    "target": "renewals@pbx.example.com:5060",
+                    "target_name": "Renewals desk",
+                    "name": "main trunk",
+                    "detail": "PBX",
+                },
+                **_DIAL,
+            }
+        ).encode(),
+    ),
     "list": (names.LIST, json.dumps({"customer_id": CUSTOMER, "page_size": 50, "page_token": ""}).encode()),
-    "update_dial_info": (names.UPDATE_DIAL_INFO, json.dumps({
-        "customer_id": CUSTOMER, "id": OUTPLAN, "source": {"type": "tel", "target": "+15559876543"},
-        **_DIAL}).encode()),
+    "update_dial_info": (
+        names.UPDATE_DIAL_INFO,
+        json.dumps(
+            {
+                "customer_id": CUSTOMER,
+                "id": OUTPLAN,
+                "source": {"type": "tel", "target": "+15559876543"},
+                **_DIAL,
+            }
+        ).encode(),
+    ),
 }
 
 
 _REPEATED = {"customer_id": CUSTOMER, "source": {"type": "tel", "target": "+15559876543"}}
 REFUSED: dict[str, tuple[str, bytes]] = {
-    "customer_id twice": (names.CREATE, json.dumps(_REPEATED).replace(
-        '"source"', f'"customer_id": "{uuid.uuid4()}", "source"').encode()),
-    "64 KiB of repeats": (names.CREATE, (json.dumps(_REPEATED)[:-1] + ', "x": ['
-                                         + ",".join(['{"a:b": 1, "a:b": 2}'] * 3000) + "]}").encode()),
+    "customer_id twice": (
+        names.CREATE,
+        json.dumps(_REPEATED).replace('"source"', f'"customer_id": "{uuid.uuid4()}", "source"').encode(),
+    ),
+    "64 KiB of repeats": (
+        names.CREATE,
+        (json.dumps(_REPEATED)[:-1] + ', "x": [' + ",".join(['{"a:b": 1, "a:b": 2}'] * 3000) + "]}").encode(),
+    ),
 }
 
 
@@ -88,8 +133,14 @@ def new(name: str, body: bytes) -> Callable[[], object]:
 
 def whole(name: str, body: bytes) -> Callable[[], object]:
     def run() -> object:
-        return decode(body, content_type="application/json", routing_key=name, type_=None, message_id="m-1",
-                      correlation_id=None)
+        return decode(
+            body,
+            content_type="application/json",
+            routing_key=name,
+            type_=None,
+            message_id="m-1",
+            correlation_id=None,
+        )
 
     return run
 
@@ -113,8 +164,10 @@ def main() -> None:
         if label in REFUSED and label == next(iter(REFUSED)):
             print("refused as MALFORMED_JSON now (old: accepted, the last value winning)")
         m = {variant: statistics.median(times[(label, variant)]) for variant in variants}
-        print(f"{label:<20}{len(body):>6}{m['old']:>9.2f}{m['new']:>9.2f}{m['new'] / m['old']:>9.2f}"
-              f"{m['decode']:>9.2f}")
+        print(
+            f"{label:<20}{len(body):>6}{m['old']:>9.2f}{m['new']:>9.2f}{m['new'] / m['old']:>9.2f}"
+            f"{m['decode']:>9.2f}"
+        )
 
 
 if __name__ == "__main__":

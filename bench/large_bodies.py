@@ -37,7 +37,9 @@ def _status(pid: int, field: str) -> int:
 
 def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
     script = Path(sys.executable).parent / "outplan-worker"
-    return subprocess.Popen([str(script), "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [str(script), "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 async def _wait_for_consumer(queue: str, seconds: float = 30) -> None:
@@ -57,12 +59,21 @@ async def _wait_for_consumer(queue: str, seconds: float = 30) -> None:
 
 async def one_round(count: int, size: int) -> dict[str, float]:
     tag = uuid.uuid4().hex[:8]
-    names = {"command_exchange": f"bench-{tag}.commands", "command_queue": f"bench-{tag}.worker.commands",
-             "dead_letter_exchange": f"bench-{tag}.dlx", "dead_letter_queue": f"bench-{tag}.dead",
-             "event_exchange": f"bench-{tag}.events"}
+    names = {
+        "command_exchange": f"bench-{tag}.commands",
+        "command_queue": f"bench-{tag}.worker.commands",
+        "dead_letter_exchange": f"bench-{tag}.dlx",
+        "dead_letter_queue": f"bench-{tag}.dead",
+        "event_exchange": f"bench-{tag}.events",
+    }
     database = await fresh_database()
-    env = {**os.environ, "OUTPLAN_DATABASE_URL": database, "OUTPLAN_AMQP_URL": AMQP_URL, "OUTPLAN_METRICS_PORT": "0",
-           **{f"OUTPLAN_{k.upper()}": v for k, v in names.items()}}
+    env = {
+        **os.environ,
+        "OUTPLAN_DATABASE_URL": database,
+        "OUTPLAN_AMQP_URL": AMQP_URL,
+        "OUTPLAN_METRICS_PORT": "0",
+        **{f"OUTPLAN_{k.upper()}": v for k, v in names.items()},
+    }
     try:
         first = _start(env)  # declares the topology
         await _wait_for_consumer(names["command_queue"])
@@ -74,7 +85,8 @@ async def one_round(count: int, size: int) -> dict[str, float]:
             for _ in range(count):
                 await channel.default_exchange.publish(
                     aio_pika.Message(body, message_id=str(uuid.uuid4()), type="outplan.create"),
-                    routing_key=names["command_queue"])
+                    routing_key=names["command_queue"],
+                )
         worker = _start(env)
         try:
             await _wait_for_consumer(names["command_queue"])
@@ -83,10 +95,10 @@ async def one_round(count: int, size: int) -> dict[str, float]:
                 channel = await connection.channel()
                 dead = await channel.declare_queue(names["dead_letter_queue"], passive=True)
                 deadline = time.monotonic() + 120
-                while dead.declaration_result.message_count < count and time.monotonic() < deadline:
+                while (dead.declaration_result.message_count or 0) < count and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
                     dead = await channel.declare_queue(names["dead_letter_queue"], passive=True)
-                dead_lettered = dead.declaration_result.message_count
+                dead_lettered = dead.declaration_result.message_count or 0
             peak = _status(worker.pid, "VmHWM")
         finally:
             worker.send_signal(signal.SIGTERM)
@@ -95,14 +107,23 @@ async def one_round(count: int, size: int) -> dict[str, float]:
             channel = await connection.channel()
             for queue in (names["command_queue"], names["dead_letter_queue"]):
                 await channel.queue_delete(queue)
-            for exchange in (names["command_exchange"], names["dead_letter_exchange"], names["event_exchange"]):
+            for exchange in (
+                names["command_exchange"],
+                names["dead_letter_exchange"],
+                names["event_exchange"],
+            ):
                 await channel.exchange_delete(exchange)
     finally:
         await drop_database(database)
     in_flight = count * size
-    return {"at_rest_mb": at_rest / 1e6, "peak_mb": peak / 1e6, "in_flight_mb": in_flight / 1e6,
-            "extra_per_byte_in_flight": (peak - at_rest) / in_flight, "extra_per_body": (peak - at_rest) / size,
-            "dead_lettered": dead_lettered}
+    return {
+        "at_rest_mb": at_rest / 1e6,
+        "peak_mb": peak / 1e6,
+        "in_flight_mb": in_flight / 1e6,
+        "extra_per_byte_in_flight": (peak - at_rest) / in_flight,
+        "extra_per_body": (peak - at_rest) / size,
+        "dead_lettered": dead_lettered,
+    }
 
 
 async def main() -> None:
@@ -113,12 +134,16 @@ async def main() -> None:
     args = parser.parse_args()
     rounds = [await one_round(args.count, args.mib * MIB) for _ in range(args.rounds)]
     for i, r in enumerate(rounds, 1):
-        print(f"round {i}: at rest {r['at_rest_mb']:.0f} MB, peak {r['peak_mb']:.0f} MB, in flight "
-              f"{r['in_flight_mb']:.0f} MB, (peak - rest) / in flight {r['extra_per_byte_in_flight']:.2f}, "
-              f"(peak - rest) / one body {r['extra_per_body']:.2f}, "
-              f"dead-lettered {r['dead_lettered']:.0f}/{args.count}")
-    print(f"median: peak {median([r['peak_mb'] for r in rounds]):.0f} MB, (peak - rest) / in flight "
-          f"{median([r['extra_per_byte_in_flight'] for r in rounds]):.2f}")
+        print(
+            f"round {i}: at rest {r['at_rest_mb']:.0f} MB, peak {r['peak_mb']:.0f} MB, in flight "
+            f"{r['in_flight_mb']:.0f} MB, (peak - rest) / in flight {r['extra_per_byte_in_flight']:.2f}, "
+            f"(peak - rest) / one body {r['extra_per_body']:.2f}, "
+            f"dead-lettered {r['dead_lettered']:.0f}/{args.count}"
+        )
+    print(
+        f"median: peak {median([r['peak_mb'] for r in rounds]):.0f} MB, (peak - rest) / in flight "
+        f"{median([r['extra_per_byte_in_flight'] for r in rounds]):.2f}"
+    )
     print("results:", save("large-bodies", {"count": args.count, "mib": args.mib, "rounds": rounds}))
 
 

@@ -35,27 +35,68 @@ async def fill_log(url: str, count: int) -> list[bytes]:
         records = []
         for i in range(count):
             outplan_id = uuid.uuid4()
-            data = json.dumps({
-                "id": str(outplan_id), "customer_id": str(customer), "name": f"bench {i}", "detail": "",
-                "source": {"type": "tel", "target": "+15559876543", "target_name": "", "name": "", "detail": ""},
-                "dial_timeout": 30000, "try_interval": 60000, **{f"max_try_count_{k}": 5 for k in range(5)},
-                "tm_create": "2026-01-01 00:00:00.000000", "tm_update": "2026-01-01 00:00:00.000000",
-                "tm_delete": "9999-01-01 00:00:00.000000"}, separators=(",", ":"))
-            records.append((uuid.uuid4(), "outplan_created", outplan_id, customer, 1,
-                            start + timedelta(microseconds=i), data, i + 1))
+            data = json.dumps(
+                {
+                    "id": str(outplan_id),
+                    "customer_id": str(customer),
+                    "name": f"bench {i}",
+                    "detail": "",
+                    "source": {
+                        "type": "tel",
+                        "target": "+15559876543",
+                        "target_name": "",
+                        "name": "",
+                        "detail": "",
+                    },
+                    "dial_timeout": 30000,
+                    "try_interval": 60000,
+                    **{f"max_try_count_{k}": 5 for k in range(5)},
+                    "tm_create": "2026-01-01 00:00:00.000000",
+                    "tm_update": "2026-01-01 00:00:00.000000",
+                    "tm_delete": "9999-01-01 00:00:00.000000",
+                },
+                separators=(",", ":"),
+            )
+            records.append(
+                (
+                    uuid.uuid4(),
+                    "outplan_created",
+                    outplan_id,
+                    customer,
+                    1,
+                    start + timedelta(microseconds=i),
+                    data,
+                    i + 1,
+                )
+            )
         await conn.execute(
             "CREATE TEMP TABLE staged (event_id uuid, event_type text, outplan_id uuid, customer_id uuid,"
-            " outplan_version int, occurred_at timestamptz, data text, eventsequence bigint)")
+            " outplan_version int, occurred_at timestamptz, data text, eventsequence bigint)"
+        )
         await conn.copy_records_to_table(
-            "staged", records=records, columns=["event_id", "event_type", "outplan_id", "customer_id",
-                                                "outplan_version", "occurred_at", "data", "eventsequence"])
+            "staged",
+            records=records,
+            columns=[
+                "event_id",
+                "event_type",
+                "outplan_id",
+                "customer_id",
+                "outplan_version",
+                "occurred_at",
+                "data",
+                "eventsequence",
+            ],
+        )
         rows = await conn.fetch(
-            "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version, occurred_at,"
-            " data, eventsequence, body)"
-            " SELECT event_id, event_type, outplan_id, customer_id, outplan_version, occurred_at, data, eventsequence,"
-            "  outplan_event_body(event_id, $1, event_type, outplan_id, occurred_at, customer_id, outplan_version,"
-            "   eventsequence, data)"
-            " FROM staged ORDER BY eventsequence RETURNING body", json.dumps(names.EVENT_SOURCE))
+            "INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version,"
+            " occurred_at, data, eventsequence, body)"
+            " SELECT event_id, event_type, outplan_id, customer_id, outplan_version, occurred_at, data,"
+            "  eventsequence,"
+            "  outplan_event_body(event_id, $1, event_type, outplan_id, occurred_at, customer_id,"
+            "   outplan_version, eventsequence, data)"
+            " FROM staged ORDER BY eventsequence RETURNING body",
+            json.dumps(names.EVENT_SOURCE),
+        )
         await conn.execute("UPDATE event_sequence SET last_value = $1", count)
         await conn.execute("UPDATE outbox_state SET published_through = $1", count)
         bodies = [row["body"] for row in rows]
@@ -73,8 +114,11 @@ async def broker_rate(bodies: list[bytes], queue: str) -> float:
         pending: collections.deque[asyncio.Task[object]] = collections.deque()
         started = time.perf_counter()
         for body in bodies:
-            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                       content_type="application/cloudevents+json")
+            message = aio_pika.Message(
+                body,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                content_type="application/cloudevents+json",
+            )
             pending.append(asyncio.create_task(exchange.publish(message, routing_key=queue, mandatory=True)))
             if len(pending) >= WINDOW:
                 await pending.popleft()  # confirms arrive in order: wait for the oldest
@@ -88,8 +132,9 @@ def replay_rate(url: str, queue: str, count: int) -> float:
     asyncio.run(durable_queue(queue))
     env = {**os.environ, "OUTPLAN_DATABASE_URL": url, "OUTPLAN_AMQP_URL": AMQP_URL}
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "worker", "replay", "--queue", queue], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "replay", "--queue", queue], env=env, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - started
     asyncio.run(delete_queue(queue))
     if result.returncode != 0:
@@ -116,9 +161,13 @@ def main() -> None:
     finally:
         asyncio.run(drop_database(url))
     result = {
-        "events": args.events, "runs": args.runs, "window": WINDOW,
-        "broker_confirmed_publish_per_s": ceiling, "replay_per_s": replay,
-        "median_broker": median(ceiling), "median_replay": median(replay),
+        "events": args.events,
+        "runs": args.runs,
+        "window": WINDOW,
+        "broker_confirmed_publish_per_s": ceiling,
+        "replay_per_s": replay,
+        "median_broker": median(ceiling),
+        "median_replay": median(replay),
         "ratio_replay_to_broker": median(replay) / median(ceiling),
     }
     print(f"\n{'':<38}{'median':>12}")

@@ -21,9 +21,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
@@ -32,11 +32,14 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiormq import spec
 from aiormq.abc import AbstractChannel as Underlay
 from aiormq.abc import DeliveredMessage
+from pydantic import SecretStr
 
 from bench.common import AMQP_URL, delete_queue, drop_database, durable_queue, fresh_database, median, save
 from bench.workload import mixed, preload, seed
 from worker.messaging import topology
 from worker.settings import Settings
+
+T = TypeVar("T")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -44,8 +47,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def relay_rate(source: str, sink: str, count: int, prefetch: int,
-                     work: Callable[[AbstractIncomingMessage], Awaitable[bytes]]) -> float:
+async def relay_rate(
+    source: str,
+    sink: str,
+    count: int,
+    prefetch: int,
+    work: Callable[[AbstractIncomingMessage], Awaitable[bytes]],
+) -> float:
     """Consume ``count`` messages; for each, publish what ``work`` returns to ``sink`` (persistent,
     confirm awaited), then ack. Messages per second from the first delivery to the last ack."""
     done = asyncio.Event()
@@ -69,7 +77,8 @@ async def relay_rate(source: str, sink: str, count: int, prefetch: int,
                 done.set()
                 raise
             await publish.default_exchange.publish(
-                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=sink)
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=sink
+            )
             await msg.ack()
             acked += 1
             if acked == count:
@@ -83,6 +92,7 @@ async def relay_rate(source: str, sink: str, count: int, prefetch: int,
 
 
 # ---- the ceiling: consume -> publish a confirmed persistent message -> ack, no database ----------
+
 
 async def ceiling(count: int, prefetch: int, body: bytes) -> float:
     source, sink = f"bench-ceiling-in-{uuid.uuid4().hex[:6]}", f"bench-ceiling-out-{uuid.uuid4().hex[:6]}"
@@ -100,6 +110,7 @@ async def ceiling(count: int, prefetch: int, body: bytes) -> float:
 
 
 # ---- the baseline: prefetch 1, one transaction per message, await each confirm ----------------
+
 
 async def baseline(count: int) -> float:
     url = await fresh_database()
@@ -122,28 +133,44 @@ async def baseline(count: int) -> float:
                     await db.execute(
                         "INSERT INTO outplans VALUES ($1, $2, $3, '', 'tel', '+15559876543', '', '', '',"
                         " 30000, 60000, 3, 0, 0, 0, 0, 1, now(), now(), NULL)",
-                        outplan_id, uuid.UUID(body["customer_id"]), body["name"])
+                        outplan_id,
+                        uuid.UUID(body["customer_id"]),
+                        body["name"],
+                    )
                 elif msg.type == "outplan.delete":
                     outplan_id = uuid.UUID(body["id"])
-                    await db.execute("UPDATE outplans SET tm_delete = now(), version = version + 1"
-                                     " WHERE id = $1", outplan_id)
+                    await db.execute(
+                        "UPDATE outplans SET tm_delete = now(), version = version + 1 WHERE id = $1",
+                        outplan_id,
+                    )
                 else:
                     outplan_id = uuid.UUID(body["id"])
-                    await db.execute("UPDATE outplans SET name = 'x', version = version + 1, tm_update = now()"
-                                     " WHERE id = $1", outplan_id)
+                    await db.execute(
+                        "UPDATE outplans SET name = 'x', version = version + 1, tm_update = now()"
+                        " WHERE id = $1",
+                        outplan_id,
+                    )
                 row = await db.fetchrow("SELECT * FROM outplans WHERE id = $1", outplan_id)
+                assert row is not None  # inserted above
                 data = json.dumps({k: str(v) for k, v in dict(row).items()})
                 # Numbered and encoded in the same transaction, as the worker does.
-                return bytes(await db.fetchval(
-                    "WITH n AS (UPDATE event_sequence SET last_value = last_value + 1"
-                    "  RETURNING last_value)"
-                    " INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id, outplan_version,"
-                    "  occurred_at, data, eventsequence, body)"
-                    " SELECT e, 'outplan_updated', $2, $3, $4, now(), $5, n.last_value,"
-                    "  outplan_event_body(e, '\"baseline\"', 'outplan_updated', $2, now(), $3, $4,"
-                    "   n.last_value, $5)"
-                    " FROM n, (SELECT $1::uuid AS e) AS i RETURNING body",
-                    uuid.uuid4(), outplan_id, row["customer_id"], row["version"], data))
+                return bytes(
+                    await db.fetchval(
+                        "WITH n AS (UPDATE event_sequence SET last_value = last_value + 1"
+                        "  RETURNING last_value)"
+                        " INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
+                        "  outplan_version, occurred_at, data, eventsequence, body)"
+                        " SELECT e, 'outplan_updated', $2, $3, $4, now(), $5, n.last_value,"
+                        "  outplan_event_body(e, '\"baseline\"', 'outplan_updated', $2, now(), $3, $4,"
+                        "   n.last_value, $5)"
+                        " FROM n, (SELECT $1::uuid AS e) AS i RETURNING body",
+                        uuid.uuid4(),
+                        outplan_id,
+                        row["customer_id"],
+                        row["version"],
+                        data,
+                    )
+                )
 
         rate = await relay_rate(source, events, count, 1, apply)
         await db.close()
@@ -155,6 +182,7 @@ async def baseline(count: int) -> float:
 
 
 # ---- the worker as shipped -------------------------------------------------------------------
+
 
 @dataclass
 class Rig:
@@ -172,26 +200,49 @@ class Rig:
     async def create(cls, seeded: int = 5000) -> "Rig":
         url = await fresh_database()
         suffix = uuid.uuid4().hex[:6]
-        names = {"command_exchange": f"bench-{suffix}.commands", "command_queue": f"bench-{suffix}.worker",
-                 "dead_letter_exchange": f"bench-{suffix}.dlx", "dead_letter_queue": f"bench-{suffix}.dead",
-                 "event_exchange": f"bench-{suffix}.events"}
-        settings = Settings(database_url=url, **names)  # type: ignore[arg-type]
+        names = {
+            "command_exchange": f"bench-{suffix}.commands",
+            "command_queue": f"bench-{suffix}.worker",
+            "dead_letter_exchange": f"bench-{suffix}.dlx",
+            "dead_letter_queue": f"bench-{suffix}.dead",
+            "event_exchange": f"bench-{suffix}.events",
+        }
+        settings = Settings(
+            database_url=SecretStr(url),
+            command_exchange=names["command_exchange"],
+            command_queue=names["command_queue"],
+            dead_letter_exchange=names["dead_letter_exchange"],
+            dead_letter_queue=names["dead_letter_queue"],
+            event_exchange=names["event_exchange"],
+        )
         async with await aio_pika.connect(AMQP_URL) as connection:
             channel = await connection.channel()
             topo = await topology.declare(channel, settings)
-            events = await channel.declare_queue(f"bench-{suffix}.subscriber", durable=True,
-                                                 arguments={"x-queue-type": "quorum"})
+            events = await channel.declare_queue(
+                f"bench-{suffix}.subscriber", durable=True, arguments={"x-queue-type": "quorum"}
+            )
             await events.bind(topo.events, routing_key="#")
         customer = uuid.uuid4()
         ids = await seed(url, customer, seeded)
-        env = {**os.environ, "OUTPLAN_DATABASE_URL": url, "OUTPLAN_AMQP_URL": AMQP_URL, "OUTPLAN_METRICS_PORT": "0",
-               **{f"OUTPLAN_{k.upper()}": v for k, v in names.items()}}
+        env = {
+            **os.environ,
+            "OUTPLAN_DATABASE_URL": url,
+            "OUTPLAN_AMQP_URL": AMQP_URL,
+            "OUTPLAN_METRICS_PORT": "0",
+            **{f"OUTPLAN_{k.upper()}": v for k, v in names.items()},
+        }
         return cls(url, settings, env, customer, ids, events.name)
 
     def start(self, workers: int = 1) -> None:
         for _ in range(workers):
-            self.processes.append(subprocess.Popen([sys.executable, "-m", "worker", "run"], env=self.env,
-                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "worker", "run"],
+                    env=self.env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
 
     def peak_rss_mb(self) -> list[float]:
         return [_status_kb(p.pid, "VmHWM") / 1024 for p in self.processes]
@@ -279,8 +330,12 @@ async def saturation(count: int, workers: int) -> dict[str, Any]:
                     raise TimeoutError(f"{depth} of {count} events after {now - started:.0f} s")
             rss = rig.peak_rss_mb()
         assert first is not None and depth == count, f"{depth} events for {count} commands"
-        return {"commands": count, "workers": workers, "per_second": (count - first[1]) / (now - first[0]),
-                "peak_rss_mb": rss}
+        return {
+            "commands": count,
+            "workers": workers,
+            "per_second": (count - first[1]) / (now - first[0]),
+            "peak_rss_mb": rss,
+        }
     finally:
         await rig.close()
 
@@ -298,7 +353,9 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
             deletable = list(rig.ids[: len(rig.ids) // 2])  # shared: each outplan is deleted once
 
             async def offered(rate: int, duration: float) -> list[float]:
-                commands = mixed(rig.customer, rig.ids, int(rate * duration), seed_value=rate, deletable=deletable)
+                commands = mixed(
+                    rig.customer, rig.ids, int(rate * duration), seed_value=rate, deletable=deletable
+                )
                 return await _offer(send, clock, commands, rate, rig.settings.command_exchange)
 
             for rate in rates:
@@ -325,17 +382,24 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
                 sampler.cancel()
                 first_half = [mb for at, mb in series if at < soak / 2]
                 second_half = [mb for at, mb in series if at >= soak / 2]
-                results["soak"] = {"seconds": soak, "rate": 1000, "rss_mb_start": warm, "rss_mb_end": rig.rss_mb(),
-                                   "rss_mb_series": series,
-                                   "rss_mb_max_first_half": max(first_half, default=float("nan")),
-                                   "rss_mb_max_second_half": max(second_half, default=float("nan")),
-                                   "latency": _summary(soak_latencies)}
+                results["soak"] = {
+                    "seconds": soak,
+                    "rate": 1000,
+                    "rss_mb_start": warm,
+                    "rss_mb_end": rig.rss_mb(),
+                    "rss_mb_series": series,
+                    "rss_mb_max_first_half": max(first_half, default=float("nan")),
+                    "rss_mb_max_second_half": max(second_half, default=float("nan")),
+                    "latency": _summary(soak_latencies),
+                }
     finally:
         await rig.close()
     return results
 
 
-async def _instrument(connection: aio_pika.abc.AbstractConnection, events_queue: str, clock: EventClock) -> Underlay:
+async def _instrument(
+    connection: aio_pika.abc.AbstractConnection, events_queue: str, clock: EventClock
+) -> Underlay:
     """Subscribe ``clock`` to the events queue; return a confirming channel to send commands on.
 
     Both beneath aio-pika, as the relay works: the instrument shares the two cores with what it
@@ -347,8 +411,14 @@ async def _instrument(connection: aio_pika.abc.AbstractConnection, events_queue:
     return await (await connection.channel(publisher_confirms=True)).get_underlay_channel()
 
 
-async def _offer(send: Underlay, clock: EventClock, commands: list[tuple[str, bytes]], rate: int,
-                 exchange: str, queue: str | None = None) -> list[float]:
+async def _offer(
+    send: Underlay,
+    clock: EventClock,
+    commands: list[tuple[str, bytes]],
+    rate: int,
+    exchange: str,
+    queue: str | None = None,
+) -> list[float]:
     """Send ``commands`` open loop at ``rate``; ms from each one's scheduled send to its event.
 
     Routed by command name on ``exchange``, or straight into ``queue`` through the default
@@ -364,10 +434,16 @@ async def _offer(send: Underlay, clock: EventClock, commands: list[tuple[str, by
             await asyncio.sleep(delay)
         message_id = str(uuid.uuid4())
         scheduled[message_id] = at
-        confirm = asyncio.ensure_future(send.basic_publish(
-            body, exchange=exchange if queue is None else "", routing_key=name if queue is None else queue,
-            properties=spec.Basic.Properties(content_type="application/json", message_type=name,
-                                             message_id=message_id, delivery_mode=2)))
+        confirm = asyncio.ensure_future(
+            send.basic_publish(
+                body,
+                exchange=exchange if queue is None else "",
+                routing_key=name if queue is None else queue,
+                properties=spec.Basic.Properties(
+                    content_type="application/json", message_type=name, message_id=message_id, delivery_mode=2
+                ),
+            )
+        )
         unconfirmed.add(confirm)
         confirm.add_done_callback(unconfirmed.discard)
     await asyncio.gather(*unconfirmed)
@@ -386,8 +462,9 @@ async def floor(rates: list[int], seconds: float, prefetch: int) -> dict[str, An
     source, sink = f"bench-floor-in-{uuid.uuid4().hex[:6]}", f"bench-floor-out-{uuid.uuid4().hex[:6]}"
     await durable_queue(source)
     await durable_queue(sink)
-    relay = subprocess.Popen([sys.executable, "-m", "bench.bare_relay", source, sink, str(prefetch)],
-                             stdout=subprocess.PIPE)
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_relay", source, sink, str(prefetch)], stdout=subprocess.PIPE
+    )
     results: dict[str, Any] = {}
     try:
         assert relay.stdout is not None
@@ -399,7 +476,9 @@ async def floor(rates: list[int], seconds: float, prefetch: int) -> dict[str, An
             command = mixed(uuid.uuid4(), [uuid.uuid4() for _ in range(20)], 1)[0]  # a worker-sized body
             for rate in rates:
                 with no_collector_pauses():
-                    latencies = await _offer(send, clock, [command] * int(rate * seconds), rate, "", queue=source)
+                    latencies = await _offer(
+                        send, clock, [command] * int(rate * seconds), rate, "", queue=source
+                    )
                 results[f"floor_at_{rate}"] = _summary(latencies)
     finally:
         relay.send_signal(signal.SIGTERM)
@@ -409,8 +488,9 @@ async def floor(rates: list[int], seconds: float, prefetch: int) -> dict[str, An
     return results
 
 
-async def _rpc(connection: aio_pika.abc.AbstractConnection, rig: Rig, command: str, rate: int,
-               seconds: float) -> list[float]:
+async def _rpc(
+    connection: aio_pika.abc.AbstractConnection, rig: Rig, command: str, rate: int, seconds: float
+) -> list[float]:
     """Open-loop requests with ``reply_to`` (direct reply-to); latency from scheduled send to reply."""
     channel = await connection.channel(publisher_confirms=False)
     underlay = await channel.get_underlay_channel()
@@ -435,10 +515,18 @@ async def _rpc(connection: aio_pika.abc.AbstractConnection, rig: Rig, command: s
         correlation = str(uuid.uuid4())
         sent[correlation] = at
         await underlay.basic_publish(
-            json.dumps(body).encode(), exchange=rig.settings.command_exchange, routing_key=command,
-            properties=spec.Basic.Properties(content_type="application/json", message_type=command,
-                                             message_id=correlation, correlation_id=correlation,
-                                             reply_to="amq.rabbitmq.reply-to", delivery_mode=2))
+            json.dumps(body).encode(),
+            exchange=rig.settings.command_exchange,
+            routing_key=command,
+            properties=spec.Basic.Properties(
+                content_type="application/json",
+                message_type=command,
+                message_id=correlation,
+                correlation_id=correlation,
+                reply_to="amq.rabbitmq.reply-to",
+                delivery_mode=2,
+            ),
+        )
     deadline = time.perf_counter() + 30
     while len(got) < len(sent) and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
@@ -447,15 +535,19 @@ async def _rpc(connection: aio_pika.abc.AbstractConnection, rig: Rig, command: s
 
 
 def _summary(latencies_ms: list[float]) -> dict[str, float]:
-    return {"count": len(latencies_ms), "p50_ms": round(percentile(latencies_ms, 0.5), 2),
-            "p99_ms": round(percentile(latencies_ms, 0.99), 2), "max_ms": round(max(latencies_ms), 2),
-            "mean_ms": round(statistics.fmean(latencies_ms), 2)}
+    return {
+        "count": len(latencies_ms),
+        "p50_ms": round(percentile(latencies_ms, 0.5), 2),
+        "p99_ms": round(percentile(latencies_ms, 0.99), 2),
+        "max_ms": round(max(latencies_ms), 2),
+        "mean_ms": round(statistics.fmean(latencies_ms), 2),
+    }
 
 
-def run(main: Awaitable[Any]) -> Any:
+def run(main: Coroutine[Any, Any, T]) -> T:
     """Each part of the run on its own event loop: uvloop, as the worker's, so that the
     instrument's own cycles (taken from the same two cores) are as few as they can be."""
-    return uvloop.run(main)  # type: ignore[arg-type]
+    return uvloop.run(main)
 
 
 def main() -> None:
@@ -478,25 +570,42 @@ def main() -> None:
         base = run(baseline(args.baseline_commands))
         one = run(saturation(args.commands, 1))
         two = run(saturation(args.commands, 2))
-        results["rounds"].append({
-            "ceiling_per_second": ceil, "baseline_per_second": base, "worker_one": one, "worker_two": two,
-            "ratio_worker_to_ceiling": one["per_second"] / ceil,
-            "ratio_worker_to_baseline": one["per_second"] / base,
-            "ratio_two_to_one": two["per_second"] / one["per_second"]})
-        print(f"round {n}: ceiling {ceil:,.0f}/s, baseline {base:,.0f}/s, worker x1 {one['per_second']:,.0f}/s"
-              f" (peak RSS {one['peak_rss_mb'][0]:.0f} MB), worker x2 {two['per_second']:,.0f}/s", flush=True)
+        results["rounds"].append(
+            {
+                "ceiling_per_second": ceil,
+                "baseline_per_second": base,
+                "worker_one": one,
+                "worker_two": two,
+                "ratio_worker_to_ceiling": one["per_second"] / ceil,
+                "ratio_worker_to_baseline": one["per_second"] / base,
+                "ratio_two_to_one": two["per_second"] / one["per_second"],
+            }
+        )
+        print(
+            f"round {n}: ceiling {ceil:,.0f}/s, baseline {base:,.0f}/s, worker x1 {one['per_second']:,.0f}/s"
+            f" (peak RSS {one['peak_rss_mb'][0]:.0f} MB), worker x2 {two['per_second']:,.0f}/s",
+            flush=True,
+        )
     rounds = results["rounds"]
-    for key in ("ceiling_per_second", "baseline_per_second", "ratio_worker_to_ceiling", "ratio_worker_to_baseline",
-                "ratio_two_to_one"):
+    for key in (
+        "ceiling_per_second",
+        "baseline_per_second",
+        "ratio_worker_to_ceiling",
+        "ratio_worker_to_baseline",
+        "ratio_two_to_one",
+    ):
         results[key] = median([r[key] for r in rounds])
     results["worker_one_per_second"] = median([r["worker_one"]["per_second"] for r in rounds])
     results["worker_two_per_second"] = median([r["worker_two"]["per_second"] for r in rounds])
-    results["peak_rss_mb"] = max(mb for r in rounds for mb in r["worker_one"]["peak_rss_mb"] + r["worker_two"]["peak_rss_mb"])
+    results["peak_rss_mb"] = max(
+        mb for r in rounds for mb in r["worker_one"]["peak_rss_mb"] + r["worker_two"]["peak_rss_mb"]
+    )
     results.update(run(floor([500, 1000], args.latency_seconds, args.prefetch)))
     results.update(run(open_loop([500, 1000], args.latency_seconds, 500, args.soak)))
     for rate in (500, 1000):
-        results[f"ratio_p99_to_floor_at_{rate}"] = (results[f"events_at_{rate}"]["p99_ms"]
-                                                    / results[f"floor_at_{rate}"]["p99_ms"])
+        results[f"ratio_p99_to_floor_at_{rate}"] = (
+            results[f"events_at_{rate}"]["p99_ms"] / results[f"floor_at_{rate}"]["p99_ms"]
+        )
 
     of = f"median of {args.rounds}" if args.rounds > 1 else "one round"
     rows = [
@@ -511,18 +620,34 @@ def main() -> None:
     ]
     for key, value in results.items():
         if isinstance(value, dict) and "p99_ms" in value:
-            rows.append((f"{key.replace('_', ' ')} p50/p99/max",
-                         f"{value['p50_ms']}/{value['p99_ms']}/{value['max_ms']} ms"))
+            rows.append(
+                (
+                    f"{key.replace('_', ' ')} p50/p99/max",
+                    f"{value['p50_ms']}/{value['p99_ms']}/{value['max_ms']} ms",
+                )
+            )
     for rate in (500, 1000):
         rows.append((f"events p99 / floor p99 at {rate}", f"{results[f'ratio_p99_to_floor_at_{rate}']:.2f}"))
     if "soak" in results:
         soak = results["soak"]
-        rows.append((f"soak {soak['seconds']:.0f}s RSS start -> end",
-                     f"{soak['rss_mb_start'][0]:.0f} -> {soak['rss_mb_end'][0]:.0f} MB"))
-        rows.append(("soak RSS max, first half / second half",
-                     f"{soak['rss_mb_max_first_half']:.0f} / {soak['rss_mb_max_second_half']:.0f} MB"))
-        rows.append(("soak events p50/p99/max", f"{soak['latency']['p50_ms']}/{soak['latency']['p99_ms']}"
-                                                 f"/{soak['latency']['max_ms']} ms"))
+        rows.append(
+            (
+                f"soak {soak['seconds']:.0f}s RSS start -> end",
+                f"{soak['rss_mb_start'][0]:.0f} -> {soak['rss_mb_end'][0]:.0f} MB",
+            )
+        )
+        rows.append(
+            (
+                "soak RSS max, first half / second half",
+                f"{soak['rss_mb_max_first_half']:.0f} / {soak['rss_mb_max_second_half']:.0f} MB",
+            )
+        )
+        rows.append(
+            (
+                "soak events p50/p99/max",
+                f"{soak['latency']['p50_ms']}/{soak['latency']['p99_ms']}/{soak['latency']['max_ms']} ms",
+            )
+        )
     print()
     for name, value in rows:
         print(f"{name:<58}{value:>22}")

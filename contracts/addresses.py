@@ -37,8 +37,16 @@ WHITE_SPACE: Final = (
 # isolates (U+2066..U+2069). In a dialer's screen or a log line they hide or reorder what follows.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _CONTROL_NAMES: Final = {
-    "\x00": "NUL", "\x07": "bell", "\x08": "backspace", "\t": "tab", "\n": "line feed",
-    "\v": "vertical tab", "\f": "form feed", "\r": "carriage return", "\x1b": "escape", "\x7f": "delete",
+    "\x00": "NUL",
+    "\x07": "bell",
+    "\x08": "backspace",
+    "\t": "tab",
+    "\n": "line feed",
+    "\v": "vertical tab",
+    "\f": "form feed",
+    "\r": "carriage return",
+    "\x1b": "escape",
+    "\x7f": "delete",
     "\x85": "next line",
 }
 
@@ -75,7 +83,9 @@ def control_character(value: str, *, ends_trimmed: bool = False) -> str | None:
 _TEL_SEPARATORS: Final = frozenset(" -.()/\u1680\u2010\u2011\u2012\u2013\u2014\u2015\u2212")
 _TEL_CHARACTERS: Final = _TEL_SEPARATORS | frozenset(string.digits)
 _TEL_EXAMPLE: Final = "e.g. +44 20 7946 0958 or 0044 20 7946 0958"
-_NO_EXTENSION: Final = "must not have an extension (x, ext, #): a caller ID cannot carry one; send the main number"
+_NO_EXTENSION: Final = (
+    "must not have an extension (x, ext, #): a caller ID cannot carry one; send the main number"
+)
 
 
 def _where(country_code: int) -> str:
@@ -86,16 +96,18 @@ def _where(country_code: int) -> str:
     return f"country code +{country_code} ({named})"
 
 
-def _fits_numbering_plan(number: PhoneNumber) -> bool:
+def _fits_numbering_plan(number: PhoneNumber, country_code: int) -> bool:
     """The national significant number fullmatches the general pattern of a region with this
     calling code (``general_desc.national_number_pattern`` of libphonenumber's metadata).
 
     Weaker than ``is_valid_number``, which also wants a known number type: that one refuses the
     drama range ``+1 555 01xx`` and the whole ``555`` exchange the tutorial uses."""
     national = phonenumbers.national_significant_number(number)
-    for region in phonenumbers.region_codes_for_country_code(number.country_code):
-        metadata = PhoneMetadata.metadata_for_region_or_calling_code(number.country_code, region)
-        pattern = metadata.general_desc.national_number_pattern if metadata and metadata.general_desc else None
+    for region in phonenumbers.region_codes_for_country_code(country_code):
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+        pattern = (
+            metadata.general_desc.national_number_pattern if metadata and metadata.general_desc else None
+        )
         if pattern and re.fullmatch(pattern, national):
             return True
     return False
@@ -131,14 +143,18 @@ def _parse_tel(text: str) -> str:
         number = phonenumbers.parse(international, None)
     except NumberParseException as exc:
         if exc.error_type == NumberParseException.INVALID_COUNTRY_CODE:
-            raise ValueError(f"has an unknown country code: {digits} does not start with any country's calling code") from None
+            raise ValueError(
+                f"has an unknown country code: {digits} does not start with any country's calling code"
+            ) from None
         if exc.error_type == NumberParseException.TOO_LONG:
             raise ValueError(f"is too long to be a phone number ({digits})") from None
         raise ValueError(f"is too short to be a phone number ({digits})") from None
     if number.extension:
         raise ValueError(_NO_EXTENSION)
     stored = phonenumbers.format_number(number, PhoneNumberFormat.E164)
-    where = _where(number.country_code)
+    country_code = number.country_code
+    assert country_code is not None  # parse() sets it on every number it returns
+    where = _where(country_code)
     reason = phonenumbers.is_possible_number_with_reason(number)
     if reason in (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
         raise ValueError(f"is too short for {where}: {stored} (is a digit or the area code missing?)")
@@ -147,12 +163,16 @@ def _parse_tel(text: str) -> str:
     if reason == ValidationResult.INVALID_LENGTH:
         raise ValueError(f"has a length no number of {where} has: {stored}")
     if reason == ValidationResult.INVALID_COUNTRY_CODE:
-        raise ValueError(f"has an unknown country code: {digits} does not start with any country's calling code")
-    if not _fits_numbering_plan(number):
+        raise ValueError(
+            f"has an unknown country code: {digits} does not start with any country's calling code"
+        )
+    if not _fits_numbering_plan(number, country_code):
         raise ValueError(f"is not a number of {where}: {stored} fits none of its number ranges")
     if len(stored) - 1 > E164_DIGITS_MAX:  # libphonenumber admits longer national numbers (Germany)
-        raise ValueError(f"is too long: {stored} has {len(stored) - 1} digits; E.164 allows at most "
-                         f"{E164_DIGITS_MAX}, country code included")
+        raise ValueError(
+            f"is too long: {stored} has {len(stored) - 1} digits; E.164 allows at most "
+            f"{E164_DIGITS_MAX}, country code included"
+        )
     return stored
 
 
@@ -243,7 +263,9 @@ def _sip_host(host: str) -> str:
     if not host:
         raise ValueError(f"{_SIP_SHAPE}; the host after @ is empty")
     if not host.isascii():
-        raise ValueError("has a host that is not ASCII: write an internationalised domain name in its xn-- form")
+        raise ValueError(
+            "has a host that is not ASCII: write an internationalised domain name in its xn-- form"
+        )
     host = host.lower()
     labels = host.split(".")
     if all(label.isdigit() for label in labels if label) and len(labels) == 4:
@@ -256,7 +278,9 @@ def _sip_host(host: str) -> str:
         raise ValueError(f"has a host name longer than {DNS_NAME_MAX} characters")
     for label in labels:
         if not label:
-            raise ValueError(f"has an empty label in the host name {host!r} (two dots, or a dot at either end)")
+            raise ValueError(
+                f"has an empty label in the host name {host!r} (two dots, or a dot at either end)"
+            )
         if len(label) > DNS_LABEL_MAX:
             raise ValueError(f"has a host name label longer than {DNS_LABEL_MAX} characters")
         if not _LABEL.fullmatch(label):
@@ -307,14 +331,16 @@ def normalise_sip(target: str) -> str:
     host, colon, port = rest, "", ""
     if rest.startswith("[") and "]" in rest:
         closing = rest.index("]")
-        host, after = rest[: closing + 1], rest[closing + 1:]
+        host, after = rest[: closing + 1], rest[closing + 1 :]
         if after and not after.startswith(":"):
             raise ValueError(f"{_SIP_SHAPE}; unexpected text after the IPv6 address")
         colon, port = after[:1], after[1:]
     elif ":" in rest:
         host, colon, port = rest.partition(":")
         if ":" in port:
-            raise ValueError(f"{_SIP_SHAPE}; an IPv6 host must be written in brackets, e.g. alice@[2001:db8::1]")
+            raise ValueError(
+                f"{_SIP_SHAPE}; an IPv6 host must be written in brackets, e.g. alice@[2001:db8::1]"
+            )
     stored_host = _sip_host(host)
     if colon:
         if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:

@@ -29,15 +29,23 @@ EVENT_SUMMARIES: Final = {
     names.OUTPLAN_DELETED: "An outplan was deleted; data is its final state.",
 }
 
+
 def command(name: str, model: type[Command], title: str, exchange: str, queue: str) -> Parts:
     channel = _channel(
-        name, name, exchange, "direct",
+        name,
+        name,
+        exchange,
+        "direct",
         f"The exchange routes {name} to the quorum queue {queue}; publishing straight to that "
         f"queue works too, with the AMQP type {name}.",
     )
     message = _message(
-        name, title, COMMAND_SUMMARIES[name], names.REQUEST_CONTENT_TYPE,
-        command_headers(name, mutation=model.mutates), message_type=name,
+        name,
+        title,
+        COMMAND_SUMMARIES[name],
+        names.REQUEST_CONTENT_TYPE,
+        command_headers(name, mutation=model.mutates),
+        message_type=name,
     )
     operation = {
         "action": "receive",
@@ -75,13 +83,20 @@ def reply(title: str, outplan_title: str, page_title: str) -> Parts:
 
 def event(event_type: str, title: str, exchange: str) -> Parts:
     channel = _channel(
-        event_type, event_type, exchange, "topic",
+        event_type,
+        event_type,
+        exchange,
+        "topic",
         f"{event_type} events; the routing key is the type. Bind a queue before relying on them: "
         "unroutable events are held back and retried, not dropped.",
     )
     message = _message(
-        event_type, title, EVENT_SUMMARIES[event_type], names.EVENT_CONTENT_TYPE,
-        event_headers(event_type), message_type=event_type,
+        event_type,
+        title,
+        EVENT_SUMMARIES[event_type],
+        names.EVENT_CONTENT_TYPE,
+        event_headers(event_type),
+        message_type=event_type,
     )
     operation = {
         "action": "send",
@@ -96,7 +111,10 @@ def event(event_type: str, title: str, exchange: str) -> Parts:
 
 def dead_letter(exchange: str, queue: str) -> Parts:
     channel = _channel(
-        None, DEAD_LETTER, exchange, "fanout",
+        None,
+        DEAD_LETTER,
+        exchange,
+        "fanout",
         f"Invalid input and commands that kept failing, set aside with their reasons in the queue {queue}. "
         "RabbitMQ also routes here what exceeds the command queue's x-delivery-limit.",
     )
@@ -124,10 +142,18 @@ def _channel(address: str | None, message: str, exchange: str, kind: str, descri
         "address": address,
         "description": description,
         "messages": {message: _ref("components", "messages", message)},
-        "bindings": _amqp(**{
-            "is": "routingKey",
-            "exchange": {"name": exchange, "type": kind, "durable": True, "autoDelete": False, "vhost": "/"},
-        }),
+        "bindings": _amqp(
+            **{
+                "is": "routingKey",
+                "exchange": {
+                    "name": exchange,
+                    "type": kind,
+                    "durable": True,
+                    "autoDelete": False,
+                    "vhost": "/",
+                },
+            }
+        ),
     }
 
 

@@ -15,7 +15,8 @@ try:
     from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError(
-        "contracts.client needs aio-pika: pip install 'outplan-contracts[client]'", name=exc.name,
+        "contracts.client needs aio-pika: pip install 'outplan-contracts[client]'",
+        name=exc.name,
     ) from exc
 
 from . import names
@@ -65,8 +66,9 @@ def expect(reply: Reply) -> Any:
 class OutplanClient:
     """Send commands and await their replies; mutations get a fresh ``message_id`` unless given."""
 
-    def __init__(self, connection: AbstractConnection, *, exchange: str = names.COMMAND_EXCHANGE,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, connection: AbstractConnection, *, exchange: str = names.COMMAND_EXCHANGE, timeout: float = 10.0
+    ) -> None:
         self._connection = connection
         self._exchange_name = exchange
         self._timeout = timeout
@@ -106,8 +108,13 @@ class OutplanClient:
             future.set_result(Reply.model_validate_json(message.body))
 
     async def send(
-        self, command: str, body: dict[str, Any] | bytes, *, message_id: str | None = None,
-        content_type: str | None = "application/json", timeout: float | None = None,
+        self,
+        command: str,
+        body: dict[str, Any] | bytes,
+        *,
+        message_id: str | None = None,
+        content_type: str | None = "application/json",
+        timeout: float | None = None,
     ) -> Reply:
         """Send one command (a name from ``contracts.names``) and wait for its reply."""
         assert self._channel is not None, "call start() first"
@@ -121,8 +128,12 @@ class OutplanClient:
             exchange = await self._channel.get_exchange(self._exchange_name, ensure=False)
             await exchange.publish(
                 aio_pika.Message(
-                    payload, content_type=content_type, message_id=message_id,
-                    correlation_id=correlation_id, reply_to=REPLY_TO, type=command,
+                    payload,
+                    content_type=content_type,
+                    message_id=message_id,
+                    correlation_id=correlation_id,
+                    reply_to=REPLY_TO,
+                    type=command,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
                 routing_key=command,
@@ -135,22 +146,31 @@ class OutplanClient:
     async def create(self, customer_id: UUID | str, **fields: Any) -> Reply:
         return await self.send(names.CREATE, {"customer_id": str(customer_id), **fields})
 
-    async def get(self, customer_id: UUID | str, outplan_id: UUID | str, *, include_deleted: bool = False) -> Reply:
-        return await self.send(names.GET, {"customer_id": str(customer_id), "id": str(outplan_id),
-                                           "include_deleted": include_deleted})
+    async def get(
+        self, customer_id: UUID | str, outplan_id: UUID | str, *, include_deleted: bool = False
+    ) -> Reply:
+        return await self.send(
+            names.GET,
+            {"customer_id": str(customer_id), "id": str(outplan_id), "include_deleted": include_deleted},
+        )
 
     async def list(self, customer_id: UUID | str, *, page_size: int = 100, page_token: str = "") -> Reply:
-        return await self.send(names.LIST, {"customer_id": str(customer_id), "page_size": page_size,
-                                            "page_token": page_token})
+        return await self.send(
+            names.LIST, {"customer_id": str(customer_id), "page_size": page_size, "page_token": page_token}
+        )
 
-    async def update_basic_info(self, customer_id: UUID | str, outplan_id: UUID | str, *, name: str,
-                                detail: str) -> Reply:
-        return await self.send(names.UPDATE_BASIC_INFO, {"customer_id": str(customer_id), "id": str(outplan_id),
-                                                          "name": name, "detail": detail})
+    async def update_basic_info(
+        self, customer_id: UUID | str, outplan_id: UUID | str, *, name: str, detail: str
+    ) -> Reply:
+        return await self.send(
+            names.UPDATE_BASIC_INFO,
+            {"customer_id": str(customer_id), "id": str(outplan_id), "name": name, "detail": detail},
+        )
 
     async def update_dial_info(self, customer_id: UUID | str, outplan_id: UUID | str, **fields: Any) -> Reply:
-        return await self.send(names.UPDATE_DIAL_INFO, {"customer_id": str(customer_id), "id": str(outplan_id),
-                                                         **fields})
+        return await self.send(
+            names.UPDATE_DIAL_INFO, {"customer_id": str(customer_id), "id": str(outplan_id), **fields}
+        )
 
     async def delete(self, customer_id: UUID | str, outplan_id: UUID | str) -> Reply:
         return await self.send(names.DELETE, {"customer_id": str(customer_id), "id": str(outplan_id)})

@@ -33,7 +33,11 @@ EVENTS: Final[dict[str, type[BaseModel]]] = {
 }
 # The keywords of ``asyncapi``, named as the worker's settings name them.
 TOPOLOGY_NAMES: Final = (
-    "command_exchange", "command_queue", "dead_letter_exchange", "dead_letter_queue", "event_exchange"
+    "command_exchange",
+    "command_queue",
+    "dead_letter_exchange",
+    "dead_letter_queue",
+    "event_exchange",
 )
 
 
@@ -69,8 +73,10 @@ def asyncapi(
     exchanges and queues: ``asyncapi(**settings.model_dump(include=set(TOPOLOGY_NAMES)))``."""
     schemas, titles = _component_schemas(json_schemas())
     parts: dict[str, Parts] = {
-        **{name: command(name, model, titles[name], command_exchange, command_queue)
-           for name, model in COMMANDS.items()},
+        **{
+            name: command(name, model, titles[name], command_exchange, command_queue)
+            for name, model in COMMANDS.items()
+        },
         REPLY: reply(titles[REPLY], titles[OUTPLAN], titles[OUTPLAN_PAGE]),
         **{event_type: event(event_type, titles[event_type], event_exchange) for event_type in EVENTS},
         DEAD_LETTER: dead_letter(dead_letter_exchange, dead_letter_queue),
@@ -86,8 +92,12 @@ def asyncapi(
         },
         "defaultContentType": names.REQUEST_CONTENT_TYPE,
         "servers": {
-            "local": {"host": "localhost:5672", "protocol": "amqp", "protocolVersion": "0.9.1",
-                      "description": "RabbitMQ, vhost /."},
+            "local": {
+                "host": "localhost:5672",
+                "protocol": "amqp",
+                "protocolVersion": "0.9.1",
+                "description": "RabbitMQ, vhost /.",
+            },
         },
         "channels": {key: channel for key, (channel, _, _) in parts.items()},
         "operations": {key: operation for key, (_, _, operation) in parts.items() if operation is not None},
@@ -125,7 +135,9 @@ def _component_schemas(schemas: dict[str, Schema]) -> tuple[dict[str, Schema], d
 def _rewrite_refs(node: Any) -> Any:
     if isinstance(node, dict):
         return {
-            key: value.replace("#/$defs/", "#/components/schemas/", 1) if key == "$ref" else _rewrite_refs(value)
+            key: value.replace("#/$defs/", "#/components/schemas/", 1)
+            if key == "$ref"
+            else _rewrite_refs(value)
             for key, value in node.items()
         }
     if isinstance(node, list):

@@ -65,11 +65,19 @@ _NO_CONTROLS: Final = (
 _FREE_TEXT: Final = "Free text: any characters but NUL (U+0000) and lone UTF-16 surrogates."
 
 Text = Annotated[str, AfterValidator(_storable)]
-Name = Annotated[str, Field(max_length=NAME_MAX, description=f"A name shown to people. {_NO_CONTROLS}"),
-                 AfterValidator(_storable), AfterValidator(_printable)]
+Name = Annotated[
+    str,
+    Field(max_length=NAME_MAX, description=f"A name shown to people. {_NO_CONTROLS}"),
+    AfterValidator(_storable),
+    AfterValidator(_printable),
+]
 Detail = Annotated[str, Field(max_length=DETAIL_MAX, description=_FREE_TEXT), AfterValidator(_storable)]
-Label = Annotated[str, Field(max_length=SHORT_MAX, description=f"A name shown to people. {_NO_CONTROLS}"),
-                  AfterValidator(_storable), AfterValidator(_printable)]
+Label = Annotated[
+    str,
+    Field(max_length=SHORT_MAX, description=f"A name shown to people. {_NO_CONTROLS}"),
+    AfterValidator(_storable),
+    AfterValidator(_printable),
+]
 ShortDetail = Annotated[str, Field(max_length=SHORT_MAX, description=_FREE_TEXT), AfterValidator(_storable)]
 TryCount = Annotated[int, Field(ge=0, le=MAX_TRY_COUNT_MAX)]
 
@@ -89,10 +97,16 @@ def _milliseconds(lowest: int) -> AfterValidator:
 
 
 # The minimum is checked in code (for the seconds hint) and stated in the JSON Schema too.
-DialTimeout = Annotated[int, Field(le=DIAL_TIMEOUT_MAX, json_schema_extra={"minimum": DIAL_TIMEOUT_MIN}),
-                        _milliseconds(DIAL_TIMEOUT_MIN)]
-TryInterval = Annotated[int, Field(le=TRY_INTERVAL_MAX, json_schema_extra={"minimum": TRY_INTERVAL_MIN}),
-                        _milliseconds(TRY_INTERVAL_MIN)]
+DialTimeout = Annotated[
+    int,
+    Field(le=DIAL_TIMEOUT_MAX, json_schema_extra={"minimum": DIAL_TIMEOUT_MIN}),
+    _milliseconds(DIAL_TIMEOUT_MIN),
+]
+TryInterval = Annotated[
+    int,
+    Field(le=TRY_INTERVAL_MAX, json_schema_extra={"minimum": TRY_INTERVAL_MIN}),
+    _milliseconds(TRY_INTERVAL_MIN),
+]
 
 
 _TARGET_RULES: Final = (
@@ -122,7 +136,9 @@ class StoredSource(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, revalidate_instances="subclass-instances")
 
     type: Literal["tel", "sip"]
-    target: Annotated[str, Field(description="The caller ID, as stored: E.164 for tel, user@host[:port] for sip.")]
+    target: Annotated[
+        str, Field(description="The caller ID, as stored: E.164 for tel, user@host[:port] for sip.")
+    ]
     target_name: str = ""
     name: str = ""
     detail: str = ""

@@ -12,9 +12,15 @@ from . import names, replies
 Schema = dict[str, Any]
 
 _INVALID_INPUT_REASONS = (
-    replies.VALIDATION_FAILED, replies.MALFORMED_JSON, replies.NOT_AN_OBJECT, replies.BODY_TOO_LARGE,
-    replies.UNSUPPORTED_CONTENT_TYPE, replies.UNSUPPORTED_CONTENT_ENCODING, replies.UNKNOWN_COMMAND,
-    replies.MESSAGE_ID_REQUIRED, replies.INVALID_PROPERTIES,
+    replies.VALIDATION_FAILED,
+    replies.MALFORMED_JSON,
+    replies.NOT_AN_OBJECT,
+    replies.BODY_TOO_LARGE,
+    replies.UNSUPPORTED_CONTENT_TYPE,
+    replies.UNSUPPORTED_CONTENT_ENCODING,
+    replies.UNKNOWN_COMMAND,
+    replies.MESSAGE_ID_REQUIRED,
+    replies.INVALID_PROPERTIES,
 )
 
 
@@ -31,15 +37,21 @@ def command_headers(command: str, *, mutation: bool) -> Schema:
         {
             "message_id": _text(message_id),
             "correlation_id": _text("Copied to the reply."),
-            "reply_to": _text("Where the reply goes: a queue, or amq.rabbitmq.reply-to. Without it, "
-                              "nothing is answered."),
-            "type": _text("The command name; needed only when publishing straight to the command queue.",
-                          const=command),
-            "content_type": _text(f"{names.REQUEST_CONTENT_TYPE}, UTF-8 (a charset parameter may say "
-                                  "utf-8 or utf8, in any case, quoted or not); a missing content_type is "
-                                  "taken as JSON, any other is refused UNSUPPORTED_CONTENT_TYPE."),
-            "content_encoding": _text("Absent, empty or identity: the body is sent as it is. Any other "
-                                      "(gzip, deflate, ...) is refused UNSUPPORTED_CONTENT_ENCODING."),
+            "reply_to": _text(
+                "Where the reply goes: a queue, or amq.rabbitmq.reply-to. Without it, nothing is answered."
+            ),
+            "type": _text(
+                "The command name; needed only when publishing straight to the command queue.", const=command
+            ),
+            "content_type": _text(
+                f"{names.REQUEST_CONTENT_TYPE}, UTF-8 (a charset parameter may say "
+                "utf-8 or utf8, in any case, quoted or not); a missing content_type is "
+                "taken as JSON, any other is refused UNSUPPORTED_CONTENT_TYPE."
+            ),
+            "content_encoding": _text(
+                "Absent, empty or identity: the body is sent as it is. Any other "
+                "(gzip, deflate, ...) is refused UNSUPPORTED_CONTENT_ENCODING."
+            ),
         },
         required=("message_id",) if mutation else (),
     )
@@ -59,14 +71,20 @@ def reply_headers() -> Schema:
 def event_headers(event_type: str) -> Schema:
     return _object(
         {
-            "message_id": _text("The event id, the same as the body's id on every (re-)publish.",
-                                format="uuid"),
+            "message_id": _text(
+                "The event id, the same as the body's id on every (re-)publish.", format="uuid"
+            ),
             "type": _text("The event type, the same as the body's type.", const=event_type),
-            "correlation_id": _text("The message_id of the command that made the change; absent on "
-                                    "events replayed from an exported file."),
+            "correlation_id": _text(
+                "The message_id of the command that made the change; absent on "
+                "events replayed from an exported file."
+            ),
             "content_type": _text("CloudEvents structured mode.", const=names.EVENT_CONTENT_TYPE),
-            "x-replayed": {"type": "boolean", "const": True,
-                           "description": "Present only on events re-published by outplan-worker replay."},
+            "x-replayed": {
+                "type": "boolean",
+                "const": True,
+                "description": "Present only on events re-published by outplan-worker replay.",
+            },
             "x-replay-run-id": _text("Identifies one replay run; present only on replayed events."),
         },
         required=("message_id", "type", "content_type"),
@@ -76,26 +94,35 @@ def event_headers(event_type: str) -> Schema:
 def dead_letter_headers() -> Schema:
     # No header is required: RabbitMQ itself dead-letters a message past the queue's
     # x-delivery-limit, and such copies carry its x-death header instead of the worker's.
-    return _object({
-        "x-error-status": {"type": "string", "enum": [replies.INVALID_ARGUMENT, replies.INTERNAL]},
-        "x-error-reason": {"type": "string", "enum": [*_INVALID_INPUT_REASONS, replies.INTERNAL_ERROR]},
-        "x-error-message": _text("What was wrong, at most 1000 characters."),
-        "x-original-exchange": _text("The exchange the command was published to."),
-        "x-original-routing-key": _text("Its routing key."),
-        "x-exception-class": _text("For INTERNAL_ERROR: the class of the handler's exception."),
-        "x-exception-message": _text("For INTERNAL_ERROR: its message, at most 1000 characters."),
-        "x-deliveries": {"type": "integer", "description": "For INTERNAL_ERROR: deliveries attempted."},
-        "x-error-unreadable-properties": _text("For INVALID_PROPERTIES: the properties and headers that "
-                                               "could not be decoded (left out of this copy), comma-separated."),
-        "x-error-dropped-headers": _text("Original headers left out of this copy because they could not be "
-                                         "encoded again or did not fit in 64 KiB, comma-separated."),
-        "x-original-body-size": {"type": "integer", "description": "Present when the body was longer than "
-                                 "64 KiB: its size in bytes; the copy keeps the first 64 KiB."},
-        "message_id": _text("The original message_id."),
-        "correlation_id": _text("The original correlation_id."),
-        "reply_to": _text("The original reply_to."),
-        "type": _text("The original AMQP type."),
-    })
+    return _object(
+        {
+            "x-error-status": {"type": "string", "enum": [replies.INVALID_ARGUMENT, replies.INTERNAL]},
+            "x-error-reason": {"type": "string", "enum": [*_INVALID_INPUT_REASONS, replies.INTERNAL_ERROR]},
+            "x-error-message": _text("What was wrong, at most 1000 characters."),
+            "x-original-exchange": _text("The exchange the command was published to."),
+            "x-original-routing-key": _text("Its routing key."),
+            "x-exception-class": _text("For INTERNAL_ERROR: the class of the handler's exception."),
+            "x-exception-message": _text("For INTERNAL_ERROR: its message, at most 1000 characters."),
+            "x-deliveries": {"type": "integer", "description": "For INTERNAL_ERROR: deliveries attempted."},
+            "x-error-unreadable-properties": _text(
+                "For INVALID_PROPERTIES: the properties and headers that "
+                "could not be decoded (left out of this copy), comma-separated."
+            ),
+            "x-error-dropped-headers": _text(
+                "Original headers left out of this copy because they could not be "
+                "encoded again or did not fit in 64 KiB, comma-separated."
+            ),
+            "x-original-body-size": {
+                "type": "integer",
+                "description": "Present when the body was longer than "
+                "64 KiB: its size in bytes; the copy keeps the first 64 KiB.",
+            },
+            "message_id": _text("The original message_id."),
+            "correlation_id": _text("The original correlation_id."),
+            "reply_to": _text("The original reply_to."),
+            "type": _text("The original AMQP type."),
+        }
+    )
 
 
 def _object(properties: dict[str, Schema], required: tuple[str, ...] = ()) -> Schema:

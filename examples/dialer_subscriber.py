@@ -40,9 +40,18 @@ def apply(db: sqlite3.Connection, body: bytes) -> str:
         d = event.data
         db.execute(
             "INSERT OR REPLACE INTO outplans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (str(d.id), str(d.customer_id), event.outplanversion, int(isinstance(event, OutplanDeleted)),
-             d.source.type, d.source.target, d.dial_timeout, d.try_interval,
-             ",".join(str(getattr(d, f"max_try_count_{i}")) for i in range(5)), d.model_dump_json()),
+            (
+                str(d.id),
+                str(d.customer_id),
+                event.outplanversion,
+                int(isinstance(event, OutplanDeleted)),
+                d.source.type,
+                d.source.target,
+                d.dial_timeout,
+                d.try_interval,
+                ",".join(str(getattr(d, f"max_try_count_{i}")) for i in range(5)),
+                d.model_dump_json(),
+            ),
         )
     return "applied"
 

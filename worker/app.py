@@ -60,20 +60,29 @@ def misconfiguration(what: str, exc: BaseException) -> Misconfigured | None:
     if isinstance(exc, TRANSIENT_ERRORS) and not refused:
         return None
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return Misconfigured(f"{exc}: run `outplan-worker migrate` (it creates the database), or fix the"
-                             " database name in OUTPLAN_DATABASE_URL")
+        return Misconfigured(
+            f"{exc}: run `outplan-worker migrate` (it creates the database), or fix the"
+            " database name in OUTPLAN_DATABASE_URL"
+        )
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):  # no such role, wrong password
-        return Misconfigured(f"PostgreSQL refused the login ({exc}): fix the user or password in"
-                             " OUTPLAN_DATABASE_URL, or the server's pg_hba.conf")
+        return Misconfigured(
+            f"PostgreSQL refused the login ({exc}): fix the user or password in"
+            " OUTPLAN_DATABASE_URL, or the server's pg_hba.conf"
+        )
     if isinstance(exc, asyncpg.InsufficientPrivilegeError):  # e.g. no CONNECT on the database
-        return Misconfigured(f"PostgreSQL denied a privilege ({exc}): grant it to the role in"
-                             " OUTPLAN_DATABASE_URL, or use another role")
+        return Misconfigured(
+            f"PostgreSQL denied a privilege ({exc}): grant it to the role in"
+            " OUTPLAN_DATABASE_URL, or use another role"
+        )
     if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
-        return Misconfigured("RabbitMQ refused the login (ACCESS_REFUSED): fix the user or password in"
-                             " OUTPLAN_AMQP_URL")
+        return Misconfigured(
+            "RabbitMQ refused the login (ACCESS_REFUSED): fix the user or password in OUTPLAN_AMQP_URL"
+        )
     if isinstance(exc, aiormq.exceptions.AMQPError):  # e.g. a virtual host that does not exist
-        return Misconfigured(f"RabbitMQ closed the connection while opening it ({type(exc).__name__}): check"
-                             " the virtual host and the user's permissions in OUTPLAN_AMQP_URL")
+        return Misconfigured(
+            f"RabbitMQ closed the connection while opening it ({type(exc).__name__}): check"
+            " the virtual host and the user's permissions in OUTPLAN_AMQP_URL"
+        )
     return None  # not known to be permanent: the caller decides
 
 
@@ -93,8 +102,12 @@ async def _keep_trying(what: str, connect: Callable[[], Awaitable[T]], stop: asy
                 raise
             delay = backoff.next()
             # Only the class: some drivers put the connection string in their messages.
-            log.warning(f"{what} unreachable; retrying", error=type(exc).__name__, retry_in=delay,
-                        hint="it may still be starting, or the network is interrupted")
+            log.warning(
+                f"{what} unreachable; retrying",
+                error=type(exc).__name__,
+                retry_in=delay,
+                hint="it may still be starting, or the network is interrupted",
+            )
         await sleep_unless(delay, stop)
         if stop.is_set():
             raise StoppedWhileStarting(what)
@@ -129,7 +142,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def open_broker(settings: Settings, stop: asyncio.Event, role: str = "worker") -> AbstractRobustConnection:
+async def open_broker(
+    settings: Settings, stop: asyncio.Event, role: str = "worker"
+) -> AbstractRobustConnection:
     """A robust connection named ``outplan-worker <role> on <host> pid <pid>`` (as the broker lists it).
 
     A lost connection is logged once as a warning and counted in
@@ -138,7 +153,8 @@ async def open_broker(settings: Settings, stop: asyncio.Event, role: str = "work
     url = settings.amqp_url.get_secret_value()
     name = f"outplan-worker {role} on {socket.gethostname()} pid {os.getpid()}"
     connection = await _keep_trying(
-        "broker", lambda: aio_pika.connect_robust(url, client_properties={"connection_name": name}), stop)
+        "broker", lambda: aio_pika.connect_robust(url, client_properties={"connection_name": name}), stop
+    )
     connection.close_callbacks.add(lambda _, exc=None: _lost(role, connection, exc))
     connection.reconnect_callbacks.add(lambda *_: _restored(role))
     return connection
@@ -147,8 +163,12 @@ async def open_broker(settings: Settings, stop: asyncio.Event, role: str = "work
 def _lost(role: str, connection: AbstractRobustConnection, exc: BaseException | None) -> None:
     if exc is None or getattr(connection, "_close_called", False):
         return  # closed by this process: nothing went wrong
-    log.warning("broker connection lost; reconnecting", connection=role, error=type(exc).__name__,
-                detail=str(exc)[:200])
+    log.warning(
+        "broker connection lost; reconnecting",
+        connection=role,
+        error=type(exc).__name__,
+        detail=str(exc)[:200],
+    )
 
 
 def _restored(role: str) -> None:
@@ -192,12 +212,19 @@ async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = T
         relay = Relay(settings, relay_channel)
         consumer = None
         if consume:
-            service = Service(lambda **kw: PgUnitOfWork(pool, event_source=settings.event_source,
-                                                        on_commit=relay.offer, **kw),
-                              fault_hook=settings.fault_hook)
-            consumer = CommandConsumer(settings, service, Outgoing(publish_channel, settings.dead_letter_exchange))
+            service = Service(
+                lambda **kw: PgUnitOfWork(
+                    pool, event_source=settings.event_source, on_commit=relay.offer, **kw
+                ),
+                fault_hook=settings.fault_hook,
+            )
+            consumer = CommandConsumer(
+                settings, service, Outgoing(publish_channel, settings.dead_letter_exchange)
+            )
             await consumer.start(topo.command_queue)
-        yield Worker(settings, pool, connections, [consume_channel, publish_channel, relay_channel], consumer, relay)
+        yield Worker(
+            settings, pool, connections, [consume_channel, publish_channel, relay_channel], consumer, relay
+        )
 
 
 async def purge_idempotency_records(pool: asyncpg.Pool, hours: float, stop: asyncio.Event) -> None:
@@ -284,13 +311,18 @@ class Health:
         try:
             async with asyncio.timeout(2.0):
                 row = await worker.pool.fetchrow(outbox.BACKLOG)
+            assert row is not None  # an aggregate without GROUP BY: always one row
             backlog, age = int(row["n"]), float(row["age"] or 0.0)
             metrics.OUTBOX_BACKLOG.set(backlog)
             metrics.OUTBOX_OLDEST_AGE.set(age)
-            result.update(database_ok=True, outbox_backlog=backlog, outbox_oldest_age_seconds=round(age, 3),
-                          outbox_ok=age <= worker.settings.ready_max_outbox_age_seconds)
+            result.update(
+                database_ok=True,
+                outbox_backlog=backlog,
+                outbox_oldest_age_seconds=round(age, 3),
+                outbox_ok=age <= worker.settings.ready_max_outbox_age_seconds,
+            )
             self._passed("database")
-        except (TimeoutError, *TRANSIENT_ERRORS) as exc:  # PostgreSQL away or slow: expected, not logged
+        except TRANSIENT_ERRORS as exc:  # PostgreSQL away or slow (TimeoutError is one): expected, not logged
             result.update(database_ok=False, database_error=type(exc).__name__)
         except Exception as exc:  # noqa: BLE001  (any error fails the check; it must not escape)
             result.update(database_ok=False, database_error=type(exc).__name__)
@@ -300,8 +332,13 @@ class Health:
     def _unexpected(self, check: str, exc: Exception) -> None:
         if check not in self._failing:
             self._failing.add(check)
-            log.error("readiness check failed unexpectedly; failing it until it passes", check=check,
-                      error=type(exc).__name__, detail=str(exc)[:200], exc_info=exc)
+            log.error(
+                "readiness check failed unexpectedly; failing it until it passes",
+                check=check,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+                exc_info=exc,
+            )
 
     def _passed(self, check: str) -> None:
         if check in self._failing:
@@ -320,7 +357,9 @@ class Health:
                 await asyncio.wait_for(stop.wait(), self.MONITOR_SECONDS)
 
 
-async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, health: Health, *, consume: bool) -> None:
+async def _run(
+    worker: Worker, settings: Settings, stop: asyncio.Event, health: Health, *, consume: bool
+) -> None:
     """Serve until ``stop``; then stop taking messages, drain those in flight, publish the outbox."""
     relay_task = asyncio.create_task(worker.relay.run(), name="relay")
     purge_task = asyncio.create_task(
@@ -331,8 +370,13 @@ async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, health: 
     # is left out of every later collection, so a full collection stays short under load.
     gc.collect()
     gc.freeze()
-    log.info("worker started", consume=consume, queue=settings.command_queue, prefetch=settings.prefetch,
-             metrics_port=settings.metrics_port)
+    log.info(
+        "worker started",
+        consume=consume,
+        queue=settings.command_queue,
+        prefetch=settings.prefetch,
+        metrics_port=settings.metrics_port,
+    )
     await stop.wait()
     log.info("stopping: no new messages; draining", drain_seconds=settings.drain_seconds)
     loop = asyncio.get_running_loop()
@@ -349,11 +393,13 @@ async def _run(worker: Worker, settings: Settings, stop: asyncio.Event, health: 
     if worker.relay.left_to_leader:  # what the outbox holds now, read rather than assumed
         try:
             async with asyncio.timeout(2.0):
-                published = int((await worker.pool.fetchrow(outbox.BACKLOG))["n"]) == 0
-        except (TimeoutError, *TRANSIENT_ERRORS):
+                published = await worker.pool.fetchval(outbox.BACKLOG) == 0  # the first column, n
+        except TRANSIENT_ERRORS:  # TimeoutError is one
             published = None  # unknown: the leader publishes it
     log.info(
-        "worker stopped", messages_drained=drained, outbox_empty=published,
+        "worker stopped",
+        messages_drained=drained,
+        outbox_empty=published,
         outbox_published_by="the leading relay" if worker.relay.left_to_leader else "this process",
         handled=worker.consumer.handled if worker.consumer else 0,
     )

@@ -18,8 +18,9 @@ class Backoff:
     ``first`` (after a success). ``wait()`` sleeps that delay, ending early when ``stop`` is set.
     """
 
-    def __init__(self, first: float, most: float, *,
-                 uniform: Callable[[float, float], float] = random.uniform) -> None:
+    def __init__(
+        self, first: float, most: float, *, uniform: Callable[[float, float], float] = random.uniform
+    ) -> None:
         if not 0 < first <= most:
             raise ValueError(f"need 0 < first <= most, got first={first}, most={most}")
         self.first, self.most = first, most

@@ -36,8 +36,10 @@ class Batcher(Generic[T]):
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._write(lane), name=f"batch-writer-{i}")
-                       for i, lane in enumerate(self._lanes)]
+        self._tasks = [
+            asyncio.create_task(self._write(lane), name=f"batch-writer-{i}")
+            for i, lane in enumerate(self._lanes)
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -33,8 +33,9 @@ __all__ = [
 ]
 
 
-async def connect_when_ready(connection: AbstractConnection, *, exchange: str = names.COMMAND_EXCHANGE,
-                             seconds: float = 30.0) -> OutplanClient:
+async def connect_when_ready(
+    connection: AbstractConnection, *, exchange: str = names.COMMAND_EXCHANGE, seconds: float = 30.0
+) -> OutplanClient:
     """A started client, once a worker answers a query (it declares its exchange when it starts).
 
     Tries again with backoff (0.2 s doubling to 2 s, jittered) until ``seconds`` have passed, then

@@ -50,7 +50,9 @@ class Change:
 
 def _dial(cmd: CreateOutplan | UpdateDialInfo) -> dict[str, Any]:
     return {
-        "source": cmd.source, "dial_timeout": cmd.dial_timeout, "try_interval": cmd.try_interval,
+        "source": cmd.source,
+        "dial_timeout": cmd.dial_timeout,
+        "try_interval": cmd.try_interval,
         **{f"max_try_count_{i}": getattr(cmd, f"max_try_count_{i}") for i in range(5)},
     }
 
@@ -62,8 +64,16 @@ def _existing(cmd: UpdateBasicInfo | UpdateDialInfo | DeleteOutplan, current: Ve
 
 
 def create_outplan(cmd: CreateOutplan, current: Versioned | None, ctx: Context) -> Change:
-    outplan = Outplan(id=ctx.new_id(), customer_id=cmd.customer_id, name=cmd.name, detail=cmd.detail, **_dial(cmd),
-                      tm_create=ctx.now, tm_update=ctx.now, tm_delete=NOT_DELETED)
+    outplan = Outplan(
+        id=ctx.new_id(),
+        customer_id=cmd.customer_id,
+        name=cmd.name,
+        detail=cmd.detail,
+        **_dial(cmd),
+        tm_create=ctx.now,
+        tm_update=ctx.now,
+        tm_delete=NOT_DELETED,
+    )
     return Change(names.OUTPLAN_CREATED, Versioned(outplan, 1), 201)
 
 

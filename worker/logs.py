@@ -58,8 +58,8 @@ class ReconnectNoise(logging.Filter):
             return False
         if message == "Cancelling cause reader exited abnormally" and record.exc_info:
             return not isinstance(record.exc_info[1], aiormq.exceptions.AMQPConnectionError)
-        if message.startswith("Callback %r error") and record.args:
-            return "RobustChannel._on_close" not in repr(record.args[0])  # type: ignore[index]
+        if message.startswith("Callback %r error") and isinstance(record.args, tuple) and record.args:
+            return "RobustChannel._on_close" not in repr(record.args[0])
         return True
 
 
@@ -75,12 +75,16 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
         # command is written at full speed, and at a third of the cost.
         structlog.configure(
             processors=[*_SHARED, structlog.processors.format_exc_info, _dump_bytes],
-            logger_factory=_named, wrapper_class=wrapper, cache_logger_on_first_use=True,
+            logger_factory=_named,
+            wrapper_class=wrapper,
+            cache_logger_on_first_use=True,
         )
     else:
         structlog.configure(
             processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-            logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=wrapper, cache_logger_on_first_use=True,
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=wrapper,
+            cache_logger_on_first_use=True,
         )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -59,7 +59,7 @@ def decode(token: str) -> PagePosition | None:
     if token == "":
         return None
     if token.startswith(_PREFIX):
-        raw = _unbase64(token[len(_PREFIX):])
+        raw = _unbase64(token[len(_PREFIX) :])
         if len(raw) != _RAW_LENGTH:
             raise InvalidPageToken(_RULE)
         return PagePosition(from_micros(int.from_bytes(raw[:8], "big", signed=True)), UUID(bytes=raw[8:]))

@@ -79,7 +79,9 @@ class Rejection:
     def reply(self) -> Reply:
         return Reply(
             status_code=self.status_code,
-            error=ErrorInfo(status=self.status, reason=self.reason, message=self.message, details=self.details),
+            error=ErrorInfo(
+                status=self.status, reason=self.reason, message=self.message, details=self.details
+            ),
         )
 
 
@@ -154,9 +156,12 @@ def decode(
         details = [ErrorDetail(field=prop, message=why) for prop, why in unreadable.items()]
         return Rejection(
             replies.INVALID_PROPERTIES,
-            "the message's " + "; ".join(f"{d.field} is {d.message}" for d in details)[:900]
-            + "; send AMQP properties and headers as the AMQP 0-9-1 spec defines them (short strings in UTF-8)",
-            details, command=name,
+            "the message's "
+            + "; ".join(f"{d.field} is {d.message}" for d in details)[:900]
+            + "; send AMQP properties and headers as the AMQP 0-9-1 spec defines them"
+            + " (short strings in UTF-8)",
+            details,
+            command=name,
         )
     if len(body) > BODY_MAX_BYTES:
         return Rejection(
@@ -171,10 +176,16 @@ def decode(
             command=name,
         )
     if not _identity_encoding(content_encoding):
-        unsupported = (f"content_encoding {content_encoding!r} is not supported; send the body as plain "
-                       "UTF-8 JSON without a content_encoding (identity is accepted too)")
-        return Rejection(replies.UNSUPPORTED_CONTENT_ENCODING, unsupported,
-                         [ErrorDetail(field="content_encoding", message=unsupported)], command=name)
+        unsupported = (
+            f"content_encoding {content_encoding!r} is not supported; send the body as plain "
+            "UTF-8 JSON without a content_encoding (identity is accepted too)"
+        )
+        return Rejection(
+            replies.UNSUPPORTED_CONTENT_ENCODING,
+            unsupported,
+            [ErrorDetail(field="content_encoding", message=unsupported)],
+            command=name,
+        )
     if name is None:
         return Rejection(
             replies.UNKNOWN_COMMAND,
@@ -189,8 +200,12 @@ def decode(
             command=name,
         )
     if message_id is not None and (problem := _message_id_problem(message_id)):
-        return Rejection(replies.VALIDATION_FAILED, problem, [ErrorDetail(field="message_id", message=problem)],
-                         command=name)
+        return Rejection(
+            replies.VALIDATION_FAILED,
+            problem,
+            [ErrorDetail(field="message_id", message=problem)],
+            command=name,
+        )
     if details := strict_json_problems(body):
         return _not_strict_json(details, name)
     try:
@@ -230,7 +245,9 @@ def fingerprint(command: Command) -> bytes:
     try:
         canonical = orjson.dumps(command.__dict__, default=_fields, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
-        canonical = json.dumps(command.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+        canonical = json.dumps(
+            command.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        ).encode()
     return hashlib.sha256(command.command.encode() + b"\0" + canonical).digest()
 
 
@@ -347,25 +364,57 @@ def _problems(body: bytes) -> list[ErrorDetail]:
         budget -= 1
         if isinstance(value, _Token):
             where = field_path(loc) or "the body"
-            details.append(ErrorDetail(field=field_path(loc), message=(
-                f"{where} is {value}, which is not a JSON number (RFC 8259 §6 has no NaN or Infinity); "
-                "send a number")))
+            details.append(
+                ErrorDetail(
+                    field=field_path(loc),
+                    message=(
+                        f"{where} is {value}, which is not a JSON number (RFC 8259 §6 has no NaN or "
+                        "Infinity); send a number"
+                    ),
+                )
+            )
         elif isinstance(value, dict):
             for name in value.names if isinstance(value, _Repeated) else ():
                 path = field_path((*loc, name))
-                details.append(ErrorDetail(field=path, message=(
-                    f"the key {path} appears more than once in one object; JSON readers disagree about "
-                    "which value counts (RFC 8259 §4), so send each key once")))
-            pending.extend(reversed([((*loc, key), item) for key, item in value.items()
-                                     if isinstance(item, _CONTAINERS) and item]))
+                details.append(
+                    ErrorDetail(
+                        field=path,
+                        message=(
+                            f"the key {path} appears more than once in one object; JSON readers disagree "
+                            "about which value counts (RFC 8259 §4), so send each key once"
+                        ),
+                    )
+                )
+            pending.extend(
+                reversed(
+                    [
+                        ((*loc, key), item)
+                        for key, item in value.items()
+                        if isinstance(item, _CONTAINERS) and item
+                    ]
+                )
+            )
         elif isinstance(value, list):
-            pending.extend(reversed([((*loc, i), item) for i, item in enumerate(value)
-                                     if isinstance(item, _CONTAINERS) and item]))
+            pending.extend(
+                reversed(
+                    [
+                        ((*loc, i), item)
+                        for i, item in enumerate(value)
+                        if isinstance(item, _CONTAINERS) and item
+                    ]
+                )
+            )
     shown = details[:STRICT_JSON_DETAILS_MAX]
     if not shown:  # out of budget before the first one: say what it is, if not where
-        return [ErrorDetail(field="", message=(
-            f"{count} keys repeated in their objects or NaN/Infinity tokens (RFC 8259 allows neither), "
-            f"the first one met being {first[0]}; send each key once and numbers only"))]
+        return [
+            ErrorDetail(
+                field="",
+                message=(
+                    f"{count} keys repeated in their objects or NaN/Infinity tokens (RFC 8259 allows "
+                    f"neither), the first one met being {first[0]}; send each key once and numbers only"
+                ),
+            )
+        ]
     if count > len(shown):
         last = shown[-1]
         shown[-1] = ErrorDetail(field=last.field, message=f"{last.message}; and {count - len(shown)} more")
@@ -390,9 +439,7 @@ def _invalid(exc: ValidationError, name: str, body: bytes) -> Rejection:
     if first["type"] == "json_invalid":
         if details := unstorable_details(body):  # JSON, but with a string no database can hold
             return Rejection(replies.VALIDATION_FAILED, summarise(details), details, command=name)
-        return Rejection(
-            replies.MALFORMED_JSON, f"the body is not UTF-8 JSON: {first['msg']}", command=name
-        )
+        return Rejection(replies.MALFORMED_JSON, f"the body is not UTF-8 JSON: {first['msg']}", command=name)
     if not first["loc"] and first["type"] in ("model_type", "dict_type"):
         return Rejection(replies.NOT_AN_OBJECT, "the body must be a JSON object", command=name)
     details = validation_details(exc)

@@ -24,7 +24,9 @@ def render_asyncapi_yaml(**topology: str) -> str:
     """The AsyncAPI document as YAML; ``topology`` overrides exchange and queue names
     (see ``contracts.documents.TOPOLOGY_NAMES``)."""
     # Key order is kept as built (asyncapi, info, servers, channels, ...), the order people read in.
-    return yaml.dump(asyncapi(**topology), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        asyncapi(**topology), Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=100
+    )
 
 
 def write_documents(out_dir: Path, **topology: str) -> list[Path]:

@@ -98,7 +98,7 @@ class Service:
             first.setdefault((request.command.customer_id, request.message_id), i)
 
         async with self._uow_factory() as uow:
-            targets = [r.command.id for r in requests if hasattr(r.command, "id")]  # type: ignore[attr-defined]
+            targets = [r.command.id for r in requests if hasattr(r.command, "id")]
             if lock:
                 await uow.begin()
                 await uow.lock(targets)
@@ -108,12 +108,14 @@ class Service:
                 request, stored = requests[i], snapshot.stored.get(key)
                 if stored is None:
                     fresh.append(i)
-                elif (stored.command != request.command.command
-                      or not request.is_recorded_as(stored.body_hash)):
+                elif stored.command != request.command.command or not request.is_recorded_as(
+                    stored.body_hash
+                ):
                     outcomes[i] = _refusal(IdempotencyKeyReused(key[1]), getattr(request.command, "id", None))
                 else:
-                    outcomes[i] = Outcome(stored.status_code, stored.reply, getattr(request.command, "id", None),
-                                          replayed=True)
+                    outcomes[i] = Outcome(
+                        stored.status_code, stored.reply, getattr(request.command, "id", None), replayed=True
+                    )
             if fresh:
                 order = sorted(fresh)
                 applied = await self._apply(uow, [requests[i] for i in order], snapshot)
@@ -123,16 +125,23 @@ class Service:
 
         # The same message_id twice in one batch: the later copy is a repeat of the first.
         for i, request in enumerate(requests):
-            j = first[(request.command.customer_id, request.message_id)]  # type: ignore[index]
+            assert request.message_id is not None  # enforced when the request was decoded
+            j = first[(request.command.customer_id, request.message_id)]
             if i != j:
                 original = outcomes[j]
                 assert original is not None
-                same = (requests[j].fingerprint == request.fingerprint
-                        and requests[j].command.command == request.command.command)
-                outcomes[i] = (Outcome(original.status_code, original.reply, original.outplan_id, replayed=True)
-                               if same else _refusal(IdempotencyKeyReused(request.message_id or ""), None))
-        assert all(outcome is not None for outcome in outcomes)
-        return outcomes  # type: ignore[return-value]
+                same = (
+                    requests[j].fingerprint == request.fingerprint
+                    and requests[j].command.command == request.command.command
+                )
+                outcomes[i] = (
+                    Outcome(original.status_code, original.reply, original.outplan_id, replayed=True)
+                    if same
+                    else _refusal(IdempotencyKeyReused(request.message_id or ""), None)
+                )
+        done = [outcome for outcome in outcomes if outcome is not None]
+        assert len(done) == len(outcomes)
+        return done
 
     async def _apply(self, uow: UnitOfWork, requests: list[Request], snapshot: Snapshot) -> list[Outcome]:
         ctx = Context(now=format_time(snapshot.moment))
@@ -149,8 +158,9 @@ class Service:
                 raise InjectedFault("handler failure injected by the test fault hook")
             outplan_id: UUID | None = getattr(cmd, "id", None)
             current = states.get(outplan_id) if outplan_id is not None else None
-            if current is not None and (current.outplan.customer_id != cmd.customer_id
-                                        or current.outplan.tm_delete != NOT_DELETED):
+            if current is not None and (
+                current.outplan.customer_id != cmd.customer_id or current.outplan.tm_delete != NOT_DELETED
+            ):
                 current = None  # another customer's, or deleted: as if it did not exist
             try:
                 change: Change = CHANGES[type(cmd)](cmd, current, ctx)
@@ -164,10 +174,22 @@ class Service:
                 events.append(NewEvent(change.event_type, stored, request.message_id, data))
                 body = b'{"status_code":%d,"data":%s}' % (change.status_code, data.encode())
                 outcome = Outcome(change.status_code, body, stored.outplan.id)
-            replies.append(Remembered((cmd.customer_id, request.message_id or ""), cmd.command,
-                                      request.fingerprint, outcome.status_code, outcome.reply))
+            replies.append(
+                Remembered(
+                    (cmd.customer_id, request.message_id or ""),
+                    cmd.command,
+                    request.fingerprint,
+                    outcome.status_code,
+                    outcome.reply,
+                )
+            )
             outcomes.append(outcome)
-        await uow.write(inserted=[states[i] for i in created],
-                        replaced=[s for i, s in changed.items() if i not in created], events=events, replies=replies,
-                        read_versions=read_versions, moment=snapshot.moment)
+        await uow.write(
+            inserted=[states[i] for i in created],
+            replaced=[s for i, s in changed.items() if i not in created],
+            events=events,
+            replies=replies,
+            read_versions=read_versions,
+            moment=snapshot.moment,
+        )
         return outcomes

@@ -16,8 +16,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in LOG_LEVELS:
-        raise PydanticCustomError("log_level", "must be one of {levels} (any case)",
-                                  {"levels": ", ".join(LOG_LEVELS)})
+        raise PydanticCustomError(
+            "log_level", "must be one of {levels} (any case)", {"levels": ", ".join(LOG_LEVELS)}
+        )
     return level
 
 
@@ -45,7 +46,9 @@ class Settings(BaseSettings):
     prefetch: int = Field(300, ge=1, le=65535)
     batch_size: int = Field(100, ge=1, description="changes applied together in one transaction, at most")
     batch_writers: int = Field(1, ge=1, description="lanes: batches written side by side")
-    retry_limit: int = Field(5, ge=1, description="deliveries of a failing command before it is dead-lettered")
+    retry_limit: int = Field(
+        5, ge=1, description="deliveries of a failing command before it is dead-lettered"
+    )
     queue_delivery_limit: int = Field(20, ge=1, description="the command queue's x-delivery-limit backstop")
     db_pool_size: int = Field(10, ge=1)
     relay_batch_size: int = Field(200, ge=1)
@@ -53,12 +56,17 @@ class Settings(BaseSettings):
     idempotency_retention_hours: float = Field(72.0, ge=24.0)
     drain_seconds: float = Field(10.0, ge=0)
     log_level: Annotated[str, AfterValidator(_log_level)] = Field(
-        "INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case; kept upper-case")
+        "INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case; kept upper-case"
+    )
     uvloop: bool = Field(True, description="run the worker on uvloop")
-    metrics_port: int = Field(9464, ge=0, le=65535, description="HTTP port for /metrics, /livez, /readyz; 0: off")
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="HTTP port for /metrics, /livez, /readyz; 0: off"
+    )
     metrics_host: str = "0.0.0.0"
     ready_max_outbox_age_seconds: float = Field(30.0, gt=0, description="/readyz fails past this outbox age")
-    fault_hook: bool = Field(False, description="test-only: a body with name '__raise__' makes the handler raise")
+    fault_hook: bool = Field(
+        False, description="test-only: a body with name '__raise__' makes the handler raise"
+    )
 
 
 def load() -> Settings:

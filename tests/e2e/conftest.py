@@ -32,6 +32,7 @@ class Collector:
     """Everything that reaches one exclusive queue, in arrival order."""
 
     messages: list[AbstractIncomingMessage] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None  # the loop of a collector that takes one message at a time
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         self.messages.append(message)
@@ -46,14 +47,18 @@ class Collector:
                 await asyncio.sleep(0.02)
         return self.bodies(**match)
 
-    async def wait_for_message(self, message_id: str | None = None, seconds: float = 10, *,
-                               correlation_id: str | None = None) -> AbstractIncomingMessage:
+    async def wait_for_message(
+        self, message_id: str | None = None, seconds: float = 10, *, correlation_id: str | None = None
+    ) -> AbstractIncomingMessage:
         """The first message with this ``message_id`` (or, when given, ``correlation_id``)."""
         async with asyncio.timeout(seconds):
             while True:
                 for message in self.messages:
-                    if (message.correlation_id == correlation_id if correlation_id is not None
-                            else message.message_id == message_id):
+                    if (
+                        message.correlation_id == correlation_id
+                        if correlation_id is not None
+                        else message.message_id == message_id
+                    ):
                         return message
                 await asyncio.sleep(0.02)
 

@@ -35,9 +35,12 @@ from tests.support.workers import WorkerProcess, delete_names, start_worker
 pytestmark = pytest.mark.e2e
 
 # Log lines that mean a message was delivered more than once.
-REDELIVERY_EVENTS = ("handler failed; redelivering", "message left for redelivery",
-                     "could not settle the message; returning it to the queue",
-                     "command dead-lettered after repeated failures")
+REDELIVERY_EVENTS = (
+    "handler failed; redelivering",
+    "message left for redelivery",
+    "could not settle the message; returning it to the queue",
+    "command dead-lettered after repeated failures",
+)
 OUT_OF_RANGE_TOKEN = "o1.f_________8AAAAAAAAAAAAAAAAAAAAB"  # the issue's: a time far past year 9999
 
 
@@ -46,9 +49,17 @@ def redeliveries(worker: WorkerProcess, message_id: str | None = None) -> list[d
     return [e for e in found if message_id is None or e.get("message_id") == message_id]
 
 
-async def send_counting(connection: AbstractRobustConnection, exchange: str, command: str, body: bytes,
-                        *, message_id: str | None, linger: float = 1.0) -> list[Reply]:
-    """Publish one command with its own reply queue; every reply it gets until ``linger`` s after the first."""
+async def send_counting(
+    connection: AbstractRobustConnection,
+    exchange: str,
+    command: str,
+    body: bytes,
+    *,
+    message_id: str | None,
+    linger: float = 1.0,
+) -> list[Reply]:
+    """Publish one command with its own reply queue; every reply it gets until ``linger`` s after the
+    first."""
     channel = await connection.channel()
     try:
         queue = await channel.declare_queue(exclusive=True)
@@ -59,9 +70,16 @@ async def send_counting(connection: AbstractRobustConnection, exchange: str, com
 
         await queue.consume(on_reply, no_ack=True)
         target = await channel.get_exchange(exchange, ensure=False)
-        await target.publish(aio_pika.Message(body, message_id=message_id, correlation_id=str(uuid.uuid4()),
-                                              content_type="application/json", reply_to=queue.name),
-                             routing_key=command)
+        await target.publish(
+            aio_pika.Message(
+                body,
+                message_id=message_id,
+                correlation_id=str(uuid.uuid4()),
+                content_type="application/json",
+                reply_to=queue.name,
+            ),
+            routing_key=command,
+        )
         async with asyncio.timeout(15):
             while not got:
                 await asyncio.sleep(0.02)
@@ -78,7 +96,9 @@ async def stored_rows(database: str, customer_id: uuid.UUID) -> tuple[int, int, 
         row = await conn.fetchrow(
             "SELECT (SELECT count(*) FROM outplans WHERE customer_id = $1),"
             " (SELECT count(*) FROM outplan_events WHERE customer_id = $1),"
-            " (SELECT count(*) FROM processed_commands WHERE customer_id = $1)", customer_id)
+            " (SELECT count(*) FROM processed_commands WHERE customer_id = $1)",
+            customer_id,
+        )
     finally:
         await conn.close()
     assert row is not None
@@ -96,13 +116,18 @@ def refused_naming(replies: list[Reply], field: str, rule: str) -> None:
 
 # ---- the issue's rows ---------------------------------------------------------------------------
 
+
 async def test_a_page_token_out_of_range_is_a_400_naming_it_on_the_first_delivery(
-    worker: WorkerProcess, connection: AbstractRobustConnection, dead_letters: Collector, customer_id: uuid.UUID,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    dead_letters: Collector,
+    customer_id: uuid.UUID,
 ) -> None:
     message_id = str(uuid.uuid4())  # a query needs none; it tells this message apart in the log
     body = json.dumps({"customer_id": str(customer_id), "page_token": OUT_OF_RANGE_TOKEN}).encode()
-    replies = await send_counting(connection, worker.names.command_exchange, names.LIST, body,
-                                  message_id=message_id)
+    replies = await send_counting(
+        connection, worker.names.command_exchange, names.LIST, body, message_id=message_id
+    )
     refused_naming(replies, "page_token", "outside years 1 to 9999")
     copy = await dead_letters.wait_for_message(message_id)
     assert copy.headers["x-error-reason"] == "VALIDATION_FAILED" and "x-deliveries" not in copy.headers
@@ -110,13 +135,18 @@ async def test_a_page_token_out_of_range_is_a_400_naming_it_on_the_first_deliver
 
 
 async def test_a_nul_in_message_id_is_a_400_naming_it_and_never_reaches_the_database(
-    worker: WorkerProcess, connection: AbstractRobustConnection, dead_letters: Collector,
-    session_database: str, customer_id: uuid.UUID,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    dead_letters: Collector,
+    session_database: str,
+    customer_id: uuid.UUID,
 ) -> None:
-    body = json.dumps({"customer_id": str(customer_id),
-                       "source": {"type": "tel", "target": "+15559876543"}}).encode()
-    replies = await send_counting(connection, worker.names.command_exchange, names.CREATE, body,
-                                  message_id="abc\u0000def")
+    body = json.dumps(
+        {"customer_id": str(customer_id), "source": {"type": "tel", "target": "+15559876543"}}
+    ).encode()
+    replies = await send_counting(
+        connection, worker.names.command_exchange, names.CREATE, body, message_id="abc\u0000def"
+    )
     refused_naming(replies, "message_id", "must not contain the NUL character")
     copy = await dead_letters.wait_for_message("abc\u0000def")
     assert copy.headers["x-error-reason"] == "VALIDATION_FAILED"
@@ -129,42 +159,71 @@ BODY_CASES = [
     (names.CREATE, '"name": "a\\u0000b"', "name", "NUL"),
     (names.CREATE, '"detail": "\\u0000"', "detail", "NUL"),
     (names.CREATE, '"source": {"type": "sip", "target": "bob\\u0000@example.com"}', "source.target", "NUL"),
-    (names.CREATE, '"source": {"type": "tel", "target": "+15559876543", "target_name": "\\u0000"}',
-     "source.target_name", "NUL"),
-    (names.CREATE, '"source": {"type": "tel", "target": "+15559876543", "name": "x\\u0000"}', "source.name", "NUL"),
-    (names.CREATE, '"source": {"type": "tel", "target": "+15559876543", "detail": "\\u0000x"}',
-     "source.detail", "NUL"),
+    (
+        names.CREATE,
+        '"source": {"type": "tel", "target": "+15559876543", "target_name": "\\u0000"}',
+        "source.target_name",
+        "NUL",
+    ),
+    (
+        names.CREATE,
+        '"source": {"type": "tel", "target": "+15559876543", "name": "x\\u0000"}',
+        "source.name",
+        "NUL",
+    ),
+    (
+        names.CREATE,
+        '"source": {"type": "tel", "target": "+15559876543", "detail": "\\u0000x"}',
+        "source.detail",
+        "NUL",
+    ),
     (names.UPDATE_BASIC_INFO, '"name": "ok", "detail": "\\u0000"', "detail", "NUL"),
     (names.LIST, '"page_token": "o1.\\u0000"', "page_token", "NUL"),
     (names.CREATE, '"name": "a\\ud800b"', "name", "lone UTF-16 surrogate"),
     (names.CREATE, '"detail": "\\udfff"', "detail", "lone UTF-16 surrogate"),
-    (names.CREATE, '"source": {"type": "sip", "target": "\\udc00@example.com"}', "source.target",
-     "lone UTF-16 surrogate"),
+    (
+        names.CREATE,
+        '"source": {"type": "sip", "target": "\\udc00@example.com"}',
+        "source.target",
+        "lone UTF-16 surrogate",
+    ),
     (names.UPDATE_BASIC_INFO, '"name": "\\ud83d", "detail": ""', "name", "lone UTF-16 surrogate"),
     (names.LIST, '"page_token": "\\ud800"', "page_token", "lone UTF-16 surrogate"),
 ]
 
 
-@pytest.mark.parametrize(("command", "fields", "field", "rule"), BODY_CASES,
-                         ids=[f"{c[0]}:{c[2]}:{c[3]}" for c in BODY_CASES])
+@pytest.mark.parametrize(
+    ("command", "fields", "field", "rule"), BODY_CASES, ids=[f"{c[0]}:{c[2]}:{c[3]}" for c in BODY_CASES]
+)
 async def test_a_string_the_database_cannot_hold_in_the_body_is_a_400_naming_the_field(
-    worker: WorkerProcess, connection: AbstractRobustConnection, session_database: str, customer_id: uuid.UUID,
-    command: str, fields: str, field: str, rule: str,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    session_database: str,
+    customer_id: uuid.UUID,
+    command: str,
+    fields: str,
+    field: str,
+    rule: str,
 ) -> None:
-    defaults = {names.CREATE: '"source": {"type": "tel", "target": "+15559876543"}',
-                names.UPDATE_BASIC_INFO: f'"id": "{uuid.uuid4()}"', names.LIST: '"page_size": 5'}[command]
+    defaults = {
+        names.CREATE: '"source": {"type": "tel", "target": "+15559876543"}',
+        names.UPDATE_BASIC_INFO: f'"id": "{uuid.uuid4()}"',
+        names.LIST: '"page_size": 5',
+    }[command]
     if '"source"' in fields:
         defaults = ""
     body = "{" + ", ".join(p for p in (f'"customer_id": "{customer_id}"', defaults, fields) if p) + "}"
     message_id = str(uuid.uuid4())
-    replies = await send_counting(connection, worker.names.command_exchange, command, body.encode(),
-                                  message_id=message_id)
+    replies = await send_counting(
+        connection, worker.names.command_exchange, command, body.encode(), message_id=message_id
+    )
     refused_naming(replies, field, rule)
     assert not redeliveries(worker, message_id)
     assert await stored_rows(session_database, customer_id) == (0, 0, 0)
 
 
 # ---- arbitrary page tokens and property values, through a worker of its own ---------------------------
+
 
 def _token(raw: bytes) -> str:
     return "o1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -175,27 +234,42 @@ page_tokens = st.one_of(
     st.binary(min_size=24, max_size=24).map(_token),
     st.binary(max_size=40).map(_token),
     st.from_regex(r"o1\.[A-Za-z0-9_\-=+/]{0,40}", fullmatch=True),
-    st.builds("{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}.{}".format, st.integers(0, 10_000), st.integers(0, 13),
-              st.integers(0, 32), st.integers(0, 25), st.integers(0, 61), st.integers(0, 61),
-              st.text("0123456789", max_size=8)),
+    st.builds(
+        "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}.{}".format,
+        st.integers(0, 10_000),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 25),
+        st.integers(0, 61),
+        st.integers(0, 61),
+        st.text("0123456789", max_size=8),
+    ),
 )
-properties = st.fixed_dictionaries({}, optional={
-    "message_id": amqp.short_strings,
-    "correlation_id": amqp.short_strings,
-    "type": amqp.short_strings | st.sampled_from(names.COMMAND_NAMES),
-    "content_type": st.sampled_from([None, "application/json"]) | amqp.short_strings,
-    "content_encoding": amqp.short_strings,
-    "app_id": amqp.short_strings,
-    "timestamp": amqp.timestamps,
-    "headers": amqp.headers,
-    "priority": st.integers(0, 255),
-    "delivery_mode": st.sampled_from([1, 2]),
-})
+properties = st.fixed_dictionaries(
+    {},
+    optional={
+        "message_id": amqp.short_strings,
+        "correlation_id": amqp.short_strings,
+        "type": amqp.short_strings | st.sampled_from(names.COMMAND_NAMES),
+        "content_type": st.sampled_from([None, "application/json"]) | amqp.short_strings,
+        "content_encoding": amqp.short_strings,
+        "app_id": amqp.short_strings,
+        "timestamp": amqp.timestamps,
+        "headers": amqp.headers,
+        "priority": st.integers(0, 255),
+        "delivery_mode": st.sampled_from([1, 2]),
+    },
+)
 # No shrinking: a message that breaks the connection leaves the worker unanswering for a while,
 # and every shrinking step would wait out the reply timeout again.
-PROPERTY_TEST = settings(max_examples=60, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-RECONNECTS = re.compile(r'^outplan_reconnects_total\{[^}]*\} ([0-9.e+]+)$', re.MULTILINE)
+PROPERTY_TEST = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+RECONNECTS = re.compile(r"^outplan_reconnects_total\{[^}]*\} ([0-9.e+]+)$", re.MULTILINE)
 
 
 def reconnects(worker: WorkerProcess) -> float:
@@ -265,10 +339,14 @@ def _body(command: str, customer_id: str) -> dict[str, Any]:
 @PROPERTY_TEST
 @given(command=st.sampled_from([names.CREATE, names.GET, names.LIST]), props=properties, valid=st.booleans())
 @example(command=names.CREATE, props={"message_id": "abc\u0000def"}, valid=True)
-@example(command=names.CREATE, props={"message_id": str(uuid.uuid4()), "headers": {"x-delivery-count": 4}},
-         valid=True)
-def test_any_property_and_header_values_are_answered_once(probe: Probe, command: str, props: dict[str, Any],
-                                                          valid: bool) -> None:
+@example(
+    command=names.CREATE,
+    props={"message_id": str(uuid.uuid4()), "headers": {"x-delivery-count": 4}},
+    valid=True,
+)
+def test_any_property_and_header_values_are_answered_once(
+    probe: Probe, command: str, props: dict[str, Any], valid: bool
+) -> None:
     # An invalid body takes the refusal path too: a 400 reply and a dead-letter copy of the headers.
     body = _body(command, probe.customer_id) if valid else {"customer_id": "not a uuid"}
     reply = probe.send(command, body, props)
@@ -277,9 +355,17 @@ def test_any_property_and_header_values_are_answered_once(probe: Probe, command:
         assert reply.status_code == 400, f"{cannot_read} cannot be read: {reply}"
         assert reply.error is not None and reply.error.reason == "INVALID_PROPERTIES", reply
     message_id = props.get("message_id")
-    if cannot_read is None and isinstance(message_id, str) and "\x00" in message_id and reply.status_code == 400:
+    if (
+        cannot_read is None
+        and isinstance(message_id, str)
+        and "\x00" in message_id
+        and reply.status_code == 400
+    ):
         assert reply.error is not None and reply.error.reason in (
-            "VALIDATION_FAILED", "UNSUPPORTED_CONTENT_TYPE", "UNSUPPORTED_CONTENT_ENCODING"), reply
+            "VALIDATION_FAILED",
+            "UNSUPPORTED_CONTENT_TYPE",
+            "UNSUPPORTED_CONTENT_ENCODING",
+        ), reply
 
 
 # The property values the issue names, each on its own: a reply, not silence.
@@ -294,7 +380,9 @@ UNREADABLE = {
 
 
 @pytest.mark.parametrize("props", UNREADABLE.values(), ids=UNREADABLE.keys())
-def test_a_property_that_cannot_be_read_is_a_400_invalid_properties(probe: Probe, props: dict[str, Any]) -> None:
+def test_a_property_that_cannot_be_read_is_a_400_invalid_properties(
+    probe: Probe, props: dict[str, Any]
+) -> None:
     reply = probe.send(names.CREATE, _body(names.CREATE, probe.customer_id), props)
     assert reply.status_code == 400 and reply.error is not None, reply
     assert reply.error.reason == "INVALID_PROPERTIES", reply

@@ -23,7 +23,11 @@ ACCEPTED = [
     ("tel", "+39 06 1234 5678", "+390612345678"),
     ("tel", "\n+44 20 7946 0958\t", "+442079460958"),
     ("tel", "+44\u00a020\u00a07946\u00a00958", "+442079460958"),
-    ("tel", "\uff0b\uff14\uff14 \uff12\uff10 \uff17\uff19\uff14\uff16 \uff10\uff19\uff15\uff18", "+442079460958"),
+    (
+        "tel",
+        "\uff0b\uff14\uff14 \uff12\uff10 \uff17\uff19\uff14\uff16 \uff10\uff19\uff15\uff18",
+        "+442079460958",
+    ),
     ("tel", "+44/20/7946\u20130958", "+442079460958"),
     ("tel", "+15559876543", "+15559876543"),
     ("sip", "sip:Alice@PBX.Example.COM:5060", "Alice@pbx.example.com:5060"),
@@ -36,23 +40,45 @@ REFUSED = [
     ("tel", "+44 20 7946 0958 x12", "must not have an extension (x, ext, #): a caller ID cannot carry one"),
     ("tel", "+49 00 30 1234567", "is not a number of country code +49"),
     ("tel", "020 7946 0958", "must be an international number starting with + or 00"),
-    ("tel", "+44 20\n7946 0958", "must not contain control or bidirectional-formatting characters; "
-                                 "found \\u000a (line feed)"),
+    (
+        "tel",
+        "+44 20\n7946 0958",
+        "must not contain control or bidirectional-formatting characters; found \\u000a (line feed)",
+    ),
     ("sip", "alice@example.com:99999", "has an invalid port '99999'"),
     ("sip", "alice@example..com", "has an empty label in the host name 'example..com'"),
-    ("sip", "alice\x07@example.com", "must not contain control or bidirectional-formatting characters; "
-                                     "found \\u0007 (bell)"),
-    ("sip", "alice@example.com\u202e", "must not contain control or bidirectional-formatting characters; "
-                                       "found \\u202e (RIGHT-TO-LEFT OVERRIDE)"),
-    ("sip", "sips:alice@example.com", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); sips:"),
-    ("sip", "alice@example.com;transport=tcp", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); "
-                                               "URI parameters"),
+    (
+        "sip",
+        "alice\x07@example.com",
+        "must not contain control or bidirectional-formatting characters; found \\u0007 (bell)",
+    ),
+    (
+        "sip",
+        "alice@example.com\u202e",
+        "must not contain control or bidirectional-formatting characters; "
+        "found \\u202e (RIGHT-TO-LEFT OVERRIDE)",
+    ),
+    (
+        "sip",
+        "sips:alice@example.com",
+        "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); sips:",
+    ),
+    (
+        "sip",
+        "alice@example.com;transport=tcp",
+        "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); URI parameters",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("kind", "given", "stored"), ACCEPTED, ids=[repr(g) for _, g, _ in ACCEPTED])
 async def test_caller_ids_are_stored_as_dialled(
-    client: OutplanClient, events: Collector, customer_id: uuid.UUID, kind: str, given: str, stored: str,
+    client: OutplanClient,
+    events: Collector,
+    customer_id: uuid.UUID,
+    kind: str,
+    given: str,
+    stored: str,
 ) -> None:
     created = await client.create(customer_id, source={"type": kind, "target": given})
     assert created.status_code == 201, created
@@ -65,7 +91,11 @@ async def test_caller_ids_are_stored_as_dialled(
 
 @pytest.mark.parametrize(("kind", "given", "rule"), REFUSED, ids=[repr(g) for _, g, _ in REFUSED])
 async def test_caller_ids_no_carrier_can_dial_are_refused(
-    client: OutplanClient, customer_id: uuid.UUID, kind: str, given: str, rule: str,
+    client: OutplanClient,
+    customer_id: uuid.UUID,
+    kind: str,
+    given: str,
+    rule: str,
 ) -> None:
     reply = await client.create(customer_id, source={"type": kind, "target": given})
     assert reply.status_code == 400 and reply.error is not None, reply
@@ -77,22 +107,38 @@ async def test_caller_ids_no_carrier_can_dial_are_refused(
 
 async def test_update_dial_info_applies_the_same_rules(client: OutplanClient, customer_id: uuid.UUID) -> None:
     outplan = (await client.create(customer_id, source={"type": "tel", "target": "+15559876543"})).data
-    dial: dict[str, Any] = {"dial_timeout": 30000, "try_interval": 60000, **{f"max_try_count_{i}": 1 for i in range(5)}}
-    ok = await client.update_dial_info(customer_id, outplan["id"], source={"type": "tel", "target": "+33 06 12 34 56 78"},
-                                       **dial)
+    dial: dict[str, Any] = {
+        "dial_timeout": 30000,
+        "try_interval": 60000,
+        **{f"max_try_count_{i}": 1 for i in range(5)},
+    }
+    ok = await client.update_dial_info(
+        customer_id, outplan["id"], source={"type": "tel", "target": "+33 06 12 34 56 78"}, **dial
+    )
     assert (ok.status_code, ok.data["source"]["target"]) == (200, "+33612345678")
-    bad = await client.update_dial_info(customer_id, outplan["id"], source={"type": "sip", "target": "a@b..c"}, **dial)
+    bad = await client.update_dial_info(
+        customer_id, outplan["id"], source={"type": "sip", "target": "a@b..c"}, **dial
+    )
     assert bad.status_code == 400 and bad.error is not None
     assert [d.field for d in bad.error.details] == ["source.target"]
 
 
-@pytest.mark.parametrize(("field", "body"), [
-    ("name", {"name": "Sales\nTeam"}),
-    ("source.name", {"source": {"type": "tel", "target": "+15559876543", "name": "Sales\u202emaeT"}}),
-    ("source.target_name", {"source": {"type": "tel", "target": "+15559876543", "target_name": "a\x1b[31mb"}}),
-])
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("name", {"name": "Sales\nTeam"}),
+        ("source.name", {"source": {"type": "tel", "target": "+15559876543", "name": "Sales\u202emaeT"}}),
+        (
+            "source.target_name",
+            {"source": {"type": "tel", "target": "+15559876543", "target_name": "a\x1b[31mb"}},
+        ),
+    ],
+)
 async def test_names_with_control_characters_are_refused(
-    client: OutplanClient, customer_id: uuid.UUID, field: str, body: dict[str, Any],
+    client: OutplanClient,
+    customer_id: uuid.UUID,
+    field: str,
+    body: dict[str, Any],
 ) -> None:
     reply = await client.create(customer_id, **{"source": {"type": "tel", "target": "+15559876543"}, **body})
     assert reply.status_code == 400 and reply.error is not None
@@ -102,19 +148,29 @@ async def test_names_with_control_characters_are_refused(
 
 async def test_detail_keeps_line_breaks(client: OutplanClient, customer_id: uuid.UUID) -> None:
     detail = "line 1\nline 2\ttabbed"
-    reply = await client.create(customer_id, detail=detail, source={"type": "tel", "target": "+15559876543",
-                                                                    "detail": detail})
-    assert reply.status_code == 201 and reply.data["detail"] == detail and reply.data["source"]["detail"] == detail
+    reply = await client.create(
+        customer_id, detail=detail, source={"type": "tel", "target": "+15559876543", "detail": detail}
+    )
+    assert (
+        reply.status_code == 201
+        and reply.data["detail"] == detail
+        and reply.data["source"]["detail"] == detail
+    )
 
 
 async def test_an_outplan_stored_under_the_old_rules_is_served_and_published_as_stored(
-    client: OutplanClient, events: Collector, customer_id: uuid.UUID, session_database: str,
+    client: OutplanClient,
+    events: Collector,
+    customer_id: uuid.UUID,
+    session_database: str,
 ) -> None:
     outplan = (await client.create(customer_id, source={"type": "tel", "target": "+442079460958"})).data
     conn = await asyncpg.connect(session_database)
     try:  # what the earlier rules stored for "+44 (0) 20 7946 0958"
-        await conn.execute("UPDATE outplans SET source_target = '+4402079460958', source_name = 'old\nname' "
-                           "WHERE id = $1", uuid.UUID(outplan["id"]))
+        await conn.execute(
+            "UPDATE outplans SET source_target = '+4402079460958', source_name = 'old\nname' WHERE id = $1",
+            uuid.UUID(outplan["id"]),
+        )
     finally:
         await conn.close()
     got = await client.get(customer_id, outplan["id"])

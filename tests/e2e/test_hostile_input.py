@@ -43,7 +43,9 @@ class Sender:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
     def send(self, command: str, body: bytes, content_type: str | None) -> Reply:
-        return self.run(self.client.send(command, body, content_type=content_type, message_id=str(uuid.uuid4())))
+        return self.run(
+            self.client.send(command, body, content_type=content_type, message_id=str(uuid.uuid4()))
+        )
 
     def close(self) -> None:
         self.run(self.client.close())
@@ -65,15 +67,36 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=30,
 )
-edge_ints = st.sampled_from([-1, 0, 1, 30, 999, 1000, 100, 101, 600000, 600001, 604800000, 604800001, 2**31, 2**63])
-wrong_types = st.sampled_from(["30000", 30000.5, 30000.0, True, False, None, [], {}, "", "nan"])
-texts = (st.text(max_size=300) | st.sampled_from(["x" * 255, "x" * 256, "x" * 4096, "x" * 4097, "\u0000", "'; DROP TABLE outplans; --"]))
-targets = st.sampled_from(["+15559876543", "+1 (555) 987-6543", "5559876543", "+0123456789", "+123456",
-                           "+1234567890123456", "bob@Example.COM", "bob", "@", ""]) | st.text(max_size=40)
-sources = st.fixed_dictionaries(
-    {"type": st.sampled_from(["tel", "sip", "fax", "", 1]), "target": targets},
-    optional={"target_name": texts, "name": texts, "detail": texts, "extra": json_values},
-) | json_values
+edge_ints = st.sampled_from(
+    [-1, 0, 1, 30, 999, 1000, 100, 101, 600000, 600001, 604800000, 604800001, 2**31, 2**63]
+)
+wrong_types: st.SearchStrategy[object] = st.sampled_from(
+    ["30000", 30000.5, 30000.0, True, False, None, [], {}, "", "nan"]
+)
+texts = st.text(max_size=300) | st.sampled_from(
+    ["x" * 255, "x" * 256, "x" * 4096, "x" * 4097, "\u0000", "'; DROP TABLE outplans; --"]
+)
+targets = st.sampled_from(
+    [
+        "+15559876543",
+        "+1 (555) 987-6543",
+        "5559876543",
+        "+0123456789",
+        "+123456",
+        "+1234567890123456",
+        "bob@Example.COM",
+        "bob",
+        "@",
+        "",
+    ]
+) | st.text(max_size=40)
+sources = (
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["tel", "sip", "fax", "", 1]), "target": targets},
+        optional={"target_name": texts, "name": texts, "detail": texts, "extra": json_values},
+    )
+    | json_values
+)
 field_values = {
     "customer_id": st.sampled_from(CUSTOMERS) | st.text(max_size=40) | wrong_types,
     "id": st.uuids().map(str) | st.text(max_size=10),
@@ -89,13 +112,24 @@ field_values = {
 }
 near_valid = st.fixed_dictionaries(
     {"customer_id": st.sampled_from(CUSTOMERS), "source": st.just({"type": "tel", "target": "+15559876543"})},
-    optional={**{k: v for k, v in field_values.items() if k not in ("customer_id", "source")},
-              "unknown_field": json_values},
+    optional={
+        **{k: v for k, v in field_values.items() if k not in ("customer_id", "source")},
+        "unknown_field": json_values,
+    },
 )
 structured = st.fixed_dictionaries({}, optional=field_values)
 commands = st.sampled_from(names.COMMAND_NAMES)
-content_types = st.sampled_from([None, "application/json", "application/json; charset=utf-8", "text/plain",
-                                 "application/json; charset=utf-16", ";;;", "application/cloudevents+json"])
+content_types = st.sampled_from(
+    [
+        None,
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain",
+        "application/json; charset=utf-16",
+        ";;;",
+        "application/cloudevents+json",
+    ]
+)
 HYPOTHESIS = settings(max_examples=700, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
@@ -125,7 +159,9 @@ def test_every_field_at_and_past_its_bounds(sender: Sender, command: str, body: 
 
 @HYPOTHESIS
 @given(command=commands, value=json_values, content_type=content_types)
-def test_random_json_and_content_types(sender: Sender, command: str, value: Any, content_type: str | None) -> None:
+def test_random_json_and_content_types(
+    sender: Sender, command: str, value: Any, content_type: str | None
+) -> None:
     TRIED["random json"] += 1
     check(sender.send(command, json.dumps(value).encode(), content_type))
 
@@ -137,13 +173,16 @@ def test_raw_bytes_and_invalid_utf8(sender: Sender, command: str, raw: bytes) ->
     check(sender.send(command, raw, "application/json"))
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 100_000,  # too large and too deep
-    b"[" * 60_000 + b"]" * 60_00,
-    b'{"customer_id": "' + b"x" * 65_530 + b'"}',
-    json.dumps({"customer_id": CUSTOMERS[0], "n": [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]}).encode(),
-    b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000,  # too large and too deep
+        b"[" * 60_000 + b"]" * 60_00,
+        b'{"customer_id": "' + b"x" * 65_530 + b'"}',
+        json.dumps({"customer_id": CUSTOMERS[0], "n": [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]}).encode(),
+        b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+    ],
+)
 def test_huge_and_deeply_nested(sender: Sender, body: bytes) -> None:
     TRIED["huge or deep"] += 1
     reply = sender.send(names.CREATE, body, "application/json")
@@ -159,11 +198,18 @@ async def test_the_database_holds_only_valid_outplans(session_database: str, sen
     assert rows, "the generated inputs should have created some outplans"
     for row in rows:
         body = {
-            "customer_id": str(row["customer_id"]), "name": row["name"], "detail": row["detail"],
-            "source": {"type": row["source_type"], "target": row["source_target"],
-                       "target_name": row["source_target_name"], "name": row["source_name"],
-                       "detail": row["source_detail"]},
-            "dial_timeout": row["dial_timeout"], "try_interval": row["try_interval"],
+            "customer_id": str(row["customer_id"]),
+            "name": row["name"],
+            "detail": row["detail"],
+            "source": {
+                "type": row["source_type"],
+                "target": row["source_target"],
+                "target_name": row["source_target_name"],
+                "name": row["source_name"],
+                "detail": row["source_detail"],
+            },
+            "dial_timeout": row["dial_timeout"],
+            "try_interval": row["try_interval"],
             **{f"max_try_count_{i}": row[f"max_try_count_{i}"] for i in range(5)},
         }
         again = CreateOutplan.model_validate_json(json.dumps(body))  # every stored row passes the contract

@@ -41,7 +41,9 @@ def create_body(customer_id: uuid.UUID, **fields: object) -> bytes:
 
 def metric(worker: WorkerProcess, name: str, **labels: str) -> float:
     """The sum of one metric's samples with these labels, 0 when it has none."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).read().decode()
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).read().decode()
+    )
     total = 0.0
     for line in text.splitlines():
         match = re.match(rf"{name}(?:\{{(.*)\}})? (\S+)$", line)
@@ -65,7 +67,9 @@ class Replies:
         return self
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        self.by_correlation.setdefault(message.correlation_id or "", []).append(Reply.model_validate_json(message.body))
+        self.by_correlation.setdefault(message.correlation_id or "", []).append(
+            Reply.model_validate_json(message.body)
+        )
 
     async def wait(self, correlation_id: str, seconds: float = 10) -> Reply:
         async with asyncio.timeout(seconds):
@@ -79,25 +83,46 @@ async def replies(connection: AbstractRobustConnection) -> Replies:
     return await Replies(await connection.channel()).start()
 
 
-async def dead_letter_of(dead_letters: Collector, correlation_id: str, seconds: float = 10) -> AbstractIncomingMessage:
+async def dead_letter_of(
+    dead_letters: Collector, correlation_id: str, seconds: float = 10
+) -> AbstractIncomingMessage:
     return await dead_letters.wait_for_message(correlation_id=correlation_id, seconds=seconds)
 
 
 def unreadable_message_id(correlation_id: str, reply_to: str) -> raw_amqp.RawProperties:
-    return raw_amqp.replaced(b"PLACEHOLDER", NOT_UTF8, short_string=True, message_id="PLACEHOLDER",
-                             correlation_id=correlation_id, reply_to=reply_to, content_type="application/json")
+    return raw_amqp.replaced(
+        b"PLACEHOLDER",
+        NOT_UTF8,
+        short_string=True,
+        message_id="PLACEHOLDER",
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        content_type="application/json",
+    )
 
 
 def microsecond_timestamp(correlation_id: str, reply_to: str) -> raw_amqp.RawProperties:
     moment = datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)
-    return raw_amqp.replaced(struct.pack(">Q", int(moment.timestamp())), struct.pack(">Q", MICROSECONDS),
-                             short_string=False, timestamp=moment, message_id=str(uuid.uuid4()),
-                             correlation_id=correlation_id, reply_to=reply_to, content_type="application/json")
+    return raw_amqp.replaced(
+        struct.pack(">Q", int(moment.timestamp())),
+        struct.pack(">Q", MICROSECONDS),
+        short_string=False,
+        timestamp=moment,
+        message_id=str(uuid.uuid4()),
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        content_type="application/json",
+    )
 
 
 def unreadable_header_key(correlation_id: str, reply_to: str) -> raw_amqp.RawProperties:
-    return raw_amqp.with_headers([(NOT_UTF8, b"t\x01")], message_id=str(uuid.uuid4()),
-                                 correlation_id=correlation_id, reply_to=reply_to, content_type="application/json")
+    return raw_amqp.with_headers(
+        [(NOT_UTF8, b"t\x01")],
+        message_id=str(uuid.uuid4()),
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        content_type="application/json",
+    )
 
 
 POISON = {  # what is sent, the property named, the header carrying it as sent (and its value)
@@ -109,15 +134,25 @@ POISON = {  # what is sent, the property named, the header carrying it as sent (
 
 @pytest.mark.parametrize("case", POISON)
 async def test_a_property_that_cannot_be_read_is_refused_alone_while_others_are_served(
-    case: str, worker: WorkerProcess, connection: AbstractRobustConnection, client: OutplanClient,
-    replies: Replies, dead_letters: Collector, customer_id: uuid.UUID,
+    case: str,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    client: OutplanClient,
+    replies: Replies,
+    dead_letters: Collector,
+    customer_id: uuid.UUID,
 ) -> None:
     build, field, original = POISON[case]
     reconnects = metric(worker, "outplan_reconnects_total")
     correlation_id = str(uuid.uuid4())
     channel = await connection.channel()
-    await raw_amqp.publish(channel, worker.names.command_exchange, "outplan.create", create_body(customer_id),
-                           build(correlation_id, replies.queue_name))
+    await raw_amqp.publish(
+        channel,
+        worker.names.command_exchange,
+        "outplan.create",
+        create_body(customer_id),
+        build(correlation_id, replies.queue_name),
+    )
     sent = time.monotonic()
     # Everybody else is served while it is in the queue: no pause beyond a second or two.
     slowest = 0.0
@@ -147,20 +182,33 @@ async def test_a_property_that_cannot_be_read_is_refused_alone_while_others_are_
 
 
 async def test_a_dead_letter_copy_leaves_out_headers_it_cannot_carry_and_keeps_its_reason(
-    worker: WorkerProcess, connection: AbstractRobustConnection, replies: Replies, dead_letters: Collector,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    replies: Replies,
+    dead_letters: Collector,
     customer_id: uuid.UUID,
 ) -> None:
     correlation_id = str(uuid.uuid4())
     raw_bytes = b"\xff\xfe" * 2000
     properties = raw_amqp.with_headers(
-        [(b"huge", raw_amqp.double(1e300)), (b"raw", raw_amqp.long_string(raw_bytes)),
-         (b"kept", raw_amqp.long_string(b"plain"))],
-        message_id=str(uuid.uuid4()), correlation_id=correlation_id, reply_to=replies.queue_name,
+        [
+            (b"huge", raw_amqp.double(1e300)),
+            (b"raw", raw_amqp.long_string(raw_bytes)),
+            (b"kept", raw_amqp.long_string(b"plain")),
+        ],
+        message_id=str(uuid.uuid4()),
+        correlation_id=correlation_id,
+        reply_to=replies.queue_name,
         content_type="application/json",
     )
     channel = await connection.channel()
-    await raw_amqp.publish(channel, worker.names.command_exchange, "outplan.create",
-                           create_body(customer_id, dial_timeout=-1), properties)
+    await raw_amqp.publish(
+        channel,
+        worker.names.command_exchange,
+        "outplan.create",
+        create_body(customer_id, dial_timeout=-1),
+        properties,
+    )
     reply = await replies.wait(correlation_id)
     assert reply.status_code == 400 and reply.error is not None and reply.error.reason == "VALIDATION_FAILED"
     dead = await dead_letter_of(dead_letters, correlation_id)
@@ -173,18 +221,29 @@ async def test_a_dead_letter_copy_leaves_out_headers_it_cannot_carry_and_keeps_i
 
 
 async def test_a_refused_reply_does_not_requeue_the_command_whose_outcome_stands(
-    worker: WorkerProcess, connection: AbstractRobustConnection, client: OutplanClient, customer_id: uuid.UUID,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    client: OutplanClient,
+    customer_id: uuid.UUID,
 ) -> None:
     channel = await connection.channel()
     refusing = await channel.declare_queue(
-        f"test-refusing-replies-{uuid.uuid4().hex[:8]}", auto_delete=True,
-        arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+        f"test-refusing-replies-{uuid.uuid4().hex[:8]}",
+        auto_delete=True,
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+    )
     failed = metric(worker, "outplan_replies_failed_total", reason="nacked")
     message_id = str(uuid.uuid4())
     await channel.default_exchange.publish(
-        aio_pika.Message(create_body(customer_id, name="reply refused"), message_id=message_id,
-                         reply_to=refusing.name, content_type="application/json", type="outplan.create"),
-        routing_key=worker.names.command_queue)
+        aio_pika.Message(
+            create_body(customer_id, name="reply refused"),
+            message_id=message_id,
+            reply_to=refusing.name,
+            content_type="application/json",
+            type="outplan.create",
+        ),
+        routing_key=worker.names.command_queue,
+    )
     async with asyncio.timeout(10):
         while not (listed := (await client.list(customer_id)).data["result"]):
             await asyncio.sleep(0.05)
@@ -198,15 +257,24 @@ async def test_a_refused_reply_does_not_requeue_the_command_whose_outcome_stands
 
 
 async def test_a_large_invalid_body_is_dead_lettered_as_a_bounded_prefix(
-    worker: WorkerProcess, connection: AbstractRobustConnection, replies: Replies, dead_letters: Collector,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    replies: Replies,
+    dead_letters: Collector,
 ) -> None:
     body = b'{"detail": "' + b"x" * (50 * 1024 * 1024) + b'"}'
     correlation_id = str(uuid.uuid4())
     channel = await connection.channel()
     await channel.default_exchange.publish(
-        aio_pika.Message(body, message_id=str(uuid.uuid4()), correlation_id=correlation_id,
-                         reply_to=replies.queue_name, content_type="application/json"),
-        routing_key=worker.names.command_queue)
+        aio_pika.Message(
+            body,
+            message_id=str(uuid.uuid4()),
+            correlation_id=correlation_id,
+            reply_to=replies.queue_name,
+            content_type="application/json",
+        ),
+        routing_key=worker.names.command_queue,
+    )
     reply = await replies.wait(correlation_id, seconds=30)
     assert reply.error is not None and reply.error.reason == "BODY_TOO_LARGE"
     dead = await dead_letter_of(dead_letters, correlation_id, seconds=30)
@@ -227,10 +295,16 @@ def own_worker(session_database: str, tmp_path: Path) -> Iterator[list[WorkerPro
 
 
 async def test_only_the_brokers_delivery_count_counts(
-    own_worker: list[WorkerProcess], session_database: str, tmp_path: Path, connection: AbstractRobustConnection,
-    replies: Replies, customer_id: uuid.UUID,
+    own_worker: list[WorkerProcess],
+    session_database: str,
+    tmp_path: Path,
+    connection: AbstractRobustConnection,
+    replies: Replies,
+    customer_id: uuid.UUID,
 ) -> None:
-    worker = await asyncio.to_thread(start_worker, session_database, tmp_path, fault_hook="true", retry_limit="3")
+    worker = await asyncio.to_thread(
+        start_worker, session_database, tmp_path, fault_hook="true", retry_limit="3"
+    )
     own_worker.append(worker)
     dead_letters = Collector()
     channel = await connection.channel()
@@ -239,10 +313,17 @@ async def test_only_the_brokers_delivery_count_counts(
     await dead_queue.consume(dead_letters, no_ack=True)
     correlation_id = str(uuid.uuid4())
     await channel.default_exchange.publish(
-        aio_pika.Message(create_body(customer_id, name="__raise__"), message_id=str(uuid.uuid4()),
-                         correlation_id=correlation_id, reply_to=replies.queue_name,
-                         content_type="application/json", type="outplan.create", headers={"x-delivery-count": 4}),
-        routing_key=worker.names.command_queue)
+        aio_pika.Message(
+            create_body(customer_id, name="__raise__"),
+            message_id=str(uuid.uuid4()),
+            correlation_id=correlation_id,
+            reply_to=replies.queue_name,
+            content_type="application/json",
+            type="outplan.create",
+            headers={"x-delivery-count": 4},
+        ),
+        routing_key=worker.names.command_queue,
+    )
     reply = await replies.wait(correlation_id, seconds=20)
     assert reply.status_code == 500
     dead = await dead_letter_of(dead_letters, correlation_id)
@@ -252,8 +333,12 @@ async def test_only_the_brokers_delivery_count_counts(
 
 def broker_connections(pid: int) -> list[tuple[str, str]]:
     """(connection pid, name) of the broker connections a worker process opened."""
-    out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     found = []
     for line in out.splitlines():
         match = re.search(r'"connection_name","(outplan-worker (\w+) on \S+ pid (\d+))"', line)
@@ -263,7 +348,10 @@ def broker_connections(pid: int) -> list[tuple[str, str]]:
 
 
 async def test_an_ordinary_reconnect_is_one_warning_and_counted(
-    own_worker: list[WorkerProcess], session_database: str, tmp_path: Path, connection: AbstractRobustConnection,
+    own_worker: list[WorkerProcess],
+    session_database: str,
+    tmp_path: Path,
+    connection: AbstractRobustConnection,
     customer_id: uuid.UUID,
 ) -> None:
     worker = await asyncio.to_thread(start_worker, session_database, tmp_path)
@@ -271,8 +359,12 @@ async def test_an_ordinary_reconnect_is_one_warning_and_counted(
     connections = await asyncio.to_thread(broker_connections, worker.process.pid)
     assert sorted(role for _, role in connections) == ["consumer", "publisher", "relay"]
     for broker_pid, _ in connections:
-        await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "-q", "close_connection", broker_pid, "test"],
-                                check=True, capture_output=True)
+        await asyncio.to_thread(
+            subprocess.run,
+            ["rabbitmqctl", "-q", "close_connection", broker_pid, "test"],
+            check=True,
+            capture_output=True,
+        )
     async with asyncio.timeout(15):
         while metric(worker, "outplan_reconnects_total") < 3:
             await asyncio.sleep(0.1)

@@ -29,20 +29,32 @@ async def test_the_same_message_id_twice_is_one_outplan_one_event_one_reply(
     assert [e["subject"] for e in received] == [first.data["id"], marker.data["id"]]
 
 
-async def test_concurrent_duplicates_apply_once(client: OutplanClient, events: Collector, customer_id: uuid.UUID) -> None:
+async def test_concurrent_duplicates_apply_once(
+    client: OutplanClient, events: Collector, customer_id: uuid.UUID
+) -> None:
     message_id = str(uuid.uuid4())
     body = {"customer_id": str(customer_id), "name": "racing", "source": SOURCE}
-    replies = await asyncio.gather(*(client.send("outplan.create", body, message_id=message_id) for _ in range(8)))
+    replies = await asyncio.gather(
+        *(client.send("outplan.create", body, message_id=message_id) for _ in range(8))
+    )
     assert len({r.model_dump_json() for r in replies}) == 1 and replies[0].status_code == 201
     assert len((await client.list(customer_id)).data["result"]) == 1
 
 
-async def test_a_reused_message_id_with_another_body_is_refused(client: OutplanClient, customer_id: uuid.UUID) -> None:
+async def test_a_reused_message_id_with_another_body_is_refused(
+    client: OutplanClient, customer_id: uuid.UUID
+) -> None:
     message_id = str(uuid.uuid4())
-    await client.send("outplan.create", {"customer_id": str(customer_id), "name": "a", "source": SOURCE},
-                      message_id=message_id)
-    reused = await client.send("outplan.create", {"customer_id": str(customer_id), "name": "b", "source": SOURCE},
-                               message_id=message_id)
+    await client.send(
+        "outplan.create",
+        {"customer_id": str(customer_id), "name": "a", "source": SOURCE},
+        message_id=message_id,
+    )
+    reused = await client.send(
+        "outplan.create",
+        {"customer_id": str(customer_id), "name": "b", "source": SOURCE},
+        message_id=message_id,
+    )
     assert reused.status_code == 409 and reused.error is not None
     assert reused.error.reason == "IDEMPOTENCY_KEY_REUSED"
     assert [o["name"] for o in (await client.list(customer_id)).data["result"]] == ["a"]
@@ -51,10 +63,12 @@ async def test_a_reused_message_id_with_another_body_is_refused(client: OutplanC
 async def test_message_ids_are_scoped_per_customer(client: OutplanClient, customer_id: uuid.UUID) -> None:
     message_id = str(uuid.uuid4())
     other = uuid.uuid4()
-    mine = await client.send("outplan.create", {"customer_id": str(customer_id), "source": SOURCE},
-                             message_id=message_id)
-    theirs = await client.send("outplan.create", {"customer_id": str(other), "source": SOURCE},
-                               message_id=message_id)
+    mine = await client.send(
+        "outplan.create", {"customer_id": str(customer_id), "source": SOURCE}, message_id=message_id
+    )
+    theirs = await client.send(
+        "outplan.create", {"customer_id": str(other), "source": SOURCE}, message_id=message_id
+    )
     assert mine.status_code == theirs.status_code == 201 and mine.data["id"] != theirs.data["id"]
 
 
@@ -62,8 +76,12 @@ async def test_customer_b_cannot_reach_customer_a(client: OutplanClient, events:
     a, b = uuid.uuid4(), uuid.uuid4()
     created = await client.create(a, name="a's", source=SOURCE)
     outplan_id = created.data["id"]
-    dial = {"source": SOURCE, "dial_timeout": 30000, "try_interval": 60000,
-            **{f"max_try_count_{i}": 1 for i in range(5)}}
+    dial = {
+        "source": SOURCE,
+        "dial_timeout": 30000,
+        "try_interval": 60000,
+        **{f"max_try_count_{i}": 1 for i in range(5)},
+    }
     attempts = [
         await client.get(b, outplan_id),
         await client.get(b, outplan_id, include_deleted=True),
@@ -72,10 +90,13 @@ async def test_customer_b_cannot_reach_customer_a(client: OutplanClient, events:
         await client.delete(b, outplan_id),
     ]
     missing = await client.get(b, uuid.uuid4())
+    assert missing.error is not None
     for reply in attempts:
         assert reply.status_code == 404 and reply.error is not None
-        assert reply.error.model_dump() == {**missing.error.model_dump(),  # type: ignore[union-attr]
-                                            "message": reply.error.message}
+        assert reply.error.model_dump() == {
+            **missing.error.model_dump(),
+            "message": reply.error.message,
+        }
         assert reply.error.reason == "OUTPLAN_NOT_FOUND"
     assert (await client.list(b)).data == {"result": [], "next_page_token": ""}
     # a page token made from A's data lists nothing of A's for B

@@ -19,11 +19,18 @@ pytestmark = pytest.mark.e2e
 TEL = '{"type": "tel", "target": "+15559876543"}'
 
 
-async def send(worker: WorkerProcess, connection: AbstractRobustConnection, body: bytes, *,
-               command: str = "outplan.create", **props: Any) -> Reply:
+async def send(
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    body: bytes,
+    *,
+    command: str = "outplan.create",
+    **props: Any,
+) -> Reply:
     props.setdefault("content_type", "application/json")
-    _, reply = await send_raw(connection, exchange=worker.names.command_exchange, routing_key=command, body=body,
-                              **props)
+    _, reply = await send_raw(
+        connection, exchange=worker.names.command_exchange, routing_key=command, body=body, **props
+    )
     return reply
 
 
@@ -35,12 +42,20 @@ def refused(reply: Reply, reason: str) -> list[str]:
 
 
 async def test_a_customer_id_twice_is_refused_and_nobody_gets_an_outplan(
-    worker: WorkerProcess, connection: AbstractRobustConnection, client: OutplanClient, dead_letters: Collector,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    client: OutplanClient,
+    dead_letters: Collector,
 ) -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
     body = f'{{"customer_id": "{first}", "customer_id": "{second}", "source": {TEL}}}'.encode()
-    message_id, reply = await send_raw(connection, exchange=worker.names.command_exchange,
-                                       routing_key="outplan.create", body=body, content_type="application/json")
+    message_id, reply = await send_raw(
+        connection,
+        exchange=worker.names.command_exchange,
+        routing_key="outplan.create",
+        body=body,
+        content_type="application/json",
+    )
     assert refused(reply, "MALFORMED_JSON") == ["customer_id"]
     assert reply.error is not None and "the key customer_id appears more than once" in reply.error.message
     for customer in (first, second):
@@ -50,32 +65,51 @@ async def test_a_customer_id_twice_is_refused_and_nobody_gets_an_outplan(
 
 
 async def test_a_key_twice_inside_the_source_is_refused_naming_its_path(
-    worker: WorkerProcess, connection: AbstractRobustConnection, customer_id: uuid.UUID,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    customer_id: uuid.UUID,
 ) -> None:
-    body = f'{{"customer_id": "{customer_id}", "source": {{"type": "sip", "target": "bob@example.com", ' \
-           f'"type": "tel"}}}}'.encode()
+    body = (
+        f'{{"customer_id": "{customer_id}", "source": {{"type": "sip", "target": "bob@example.com", '
+        f'"type": "tel"}}}}'.encode()
+    )
     assert refused(await send(worker, connection, body), "MALFORMED_JSON") == ["source.type"]
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 async def test_nan_and_infinity_are_not_json(
-    token: str, worker: WorkerProcess, connection: AbstractRobustConnection, customer_id: uuid.UUID,
+    token: str,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    customer_id: uuid.UUID,
 ) -> None:
     body = f'{{"customer_id": "{customer_id}", "source": {TEL}, "dial_timeout": {token}}}'.encode()
     reply = await send(worker, connection, body)
     assert refused(reply, "MALFORMED_JSON") == ["dial_timeout"]
-    assert reply.error is not None and f"dial_timeout is {token}, which is not a JSON number" in reply.error.message
+    assert (
+        reply.error is not None
+        and f"dial_timeout is {token}, which is not a JSON number" in reply.error.message
+    )
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["plain body", "gzip body"])
 async def test_a_content_encoding_is_refused_not_guessed(
-    compressed: bool, worker: WorkerProcess, connection: AbstractRobustConnection, client: OutplanClient,
-    customer_id: uuid.UUID, dead_letters: Collector,
+    compressed: bool,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    client: OutplanClient,
+    customer_id: uuid.UUID,
+    dead_letters: Collector,
 ) -> None:
     body = create_body(customer_id)
-    message_id, reply = await send_raw(connection, exchange=worker.names.command_exchange,
-                                       routing_key="outplan.create", body=gzip.compress(body) if compressed else body,
-                                       content_type="application/json", content_encoding="gzip")
+    message_id, reply = await send_raw(
+        connection,
+        exchange=worker.names.command_exchange,
+        routing_key="outplan.create",
+        body=gzip.compress(body) if compressed else body,
+        content_type="application/json",
+        content_encoding="gzip",
+    )
     assert refused(reply, "UNSUPPORTED_CONTENT_ENCODING") == ["content_encoding"]
     assert reply.error is not None and "content_encoding 'gzip' is not supported" in reply.error.message
     assert (await client.list(customer_id)).data == {"result": [], "next_page_token": ""}
@@ -83,13 +117,19 @@ async def test_a_content_encoding_is_refused_not_guessed(
     assert dead.headers["x-error-reason"] == "UNSUPPORTED_CONTENT_ENCODING"
 
 
-@pytest.mark.parametrize(("content_type", "content_encoding"), [
-    ("application/json; charset=utf8", None),
-    ('Application/JSON; Charset="UTF-8"', None),
-    ("application/json", "identity"),
-])
+@pytest.mark.parametrize(
+    ("content_type", "content_encoding"),
+    [
+        ("application/json; charset=utf8", None),
+        ('Application/JSON; Charset="UTF-8"', None),
+        ("application/json", "identity"),
+    ],
+)
 async def test_json_in_utf8_is_served_however_it_is_labelled(
-    content_type: str, content_encoding: str | None, worker: WorkerProcess, connection: AbstractRobustConnection,
+    content_type: str,
+    content_encoding: str | None,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
     customer_id: uuid.UUID,
 ) -> None:
     props = {"content_encoding": content_encoding} if content_encoding else {}
@@ -104,11 +144,18 @@ def _reordered(value: Any) -> Any:
 
 
 async def test_a_retry_that_means_the_same_gets_the_original_reply(
-    worker: WorkerProcess, connection: AbstractRobustConnection, client: OutplanClient, events: Collector,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    client: OutplanClient,
+    events: Collector,
     customer_id: uuid.UUID,
 ) -> None:
-    fields = {"customer_id": str(customer_id), "name": "renewals", "source": {"type": "tel", "target": "+15559876543"},
-              "dial_timeout": 45000}
+    fields = {
+        "customer_id": str(customer_id),
+        "name": "renewals",
+        "source": {"type": "tel", "target": "+15559876543"},
+        "dial_timeout": 45000,
+    }
     message_id = str(uuid.uuid4())
     first = await send(worker, connection, json.dumps(fields).encode(), message_id=message_id)
     assert first.status_code == 201, first
@@ -116,13 +163,16 @@ async def test_a_retry_that_means_the_same_gets_the_original_reply(
         "key order": json.dumps(_reordered(fields)),
         "whitespace": json.dumps(fields, indent=2) + "\n",
         "upper-case UUID": json.dumps({**fields, "customer_id": str(customer_id).upper()}),
-        "defaults sent": json.dumps({**fields, "detail": "", "try_interval": 60000,
-                                     **{f"max_try_count_{i}": 0 for i in range(5)}}),
+        "defaults sent": json.dumps(
+            {**fields, "detail": "", "try_interval": 60000, **{f"max_try_count_{i}": 0 for i in range(5)}}
+        ),
     }
     for spelling, body in retries.items():
         again = await send(worker, connection, body.encode(), message_id=message_id)
         assert again == first, spelling
-    other = await send(worker, connection, json.dumps({**fields, "name": "Renewals"}).encode(), message_id=message_id)
+    other = await send(
+        worker, connection, json.dumps({**fields, "name": "Renewals"}).encode(), message_id=message_id
+    )
     assert other.status_code == 409 and other.error is not None
     assert other.error.reason == "IDEMPOTENCY_KEY_REUSED"
     assert [o["id"] for o in (await client.list(customer_id)).data["result"]] == [first.data["id"]]

@@ -1,4 +1,5 @@
-"""Each kind of invalid input: a 400 reply, a dead-lettered copy with its reason, and the worker carries on."""
+"""Each kind of invalid input: a 400 reply, a dead-lettered copy with its reason, and the worker
+carries on."""
 
 import asyncio
 import json
@@ -34,15 +35,17 @@ async def send_raw(
     message_id = props.pop("message_id", str(uuid.uuid4()))
     target = await channel.get_exchange(exchange, ensure=False) if exchange else channel.default_exchange
     await target.publish(
-        aio_pika.Message(body, message_id=message_id, reply_to=reply_queue.name, **props), routing_key=routing_key
+        aio_pika.Message(body, message_id=message_id, reply_to=reply_queue.name, **props),
+        routing_key=routing_key,
     )
     async with asyncio.timeout(10):
         return message_id, Reply.model_validate_json(await replies.get())
 
 
 def create_body(customer_id: uuid.UUID, **fields: Any) -> bytes:
-    return json.dumps({"customer_id": str(customer_id), "source": {"type": "tel", "target": "+15559876543"},
-                       **fields}).encode()
+    return json.dumps(
+        {"customer_id": str(customer_id), "source": {"type": "tel", "target": "+15559876543"}, **fields}
+    ).encode()
 
 
 CASES = {
@@ -57,14 +60,19 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 async def test_invalid_input_is_answered_and_dead_lettered(
-    case: str, worker: WorkerProcess, connection: AbstractRobustConnection, client: OutplanClient,
-    dead_letters: Collector, customer_id: uuid.UUID,
+    case: str,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    client: OutplanClient,
+    dead_letters: Collector,
+    customer_id: uuid.UUID,
 ) -> None:
     body, props, reason = CASES[case]
     body = body or create_body(customer_id, dial_timeout=30, bogus=True)
     props = {"content_type": "application/json", **props}
-    message_id, reply = await send_raw(connection, exchange=worker.names.command_exchange,
-                                       routing_key="outplan.create", body=body, **props)
+    message_id, reply = await send_raw(
+        connection, exchange=worker.names.command_exchange, routing_key="outplan.create", body=body, **props
+    )
     assert reply.status_code == 400 and reply.error is not None
     assert (reply.error.status, reply.error.reason) == ("INVALID_ARGUMENT", reason)
     if reason == "VALIDATION_FAILED":
@@ -81,10 +89,19 @@ async def test_invalid_input_is_answered_and_dead_lettered(
 
 
 async def test_an_unknown_command_sent_to_the_queue(
-    worker: WorkerProcess, connection: AbstractRobustConnection, dead_letters: Collector, client: OutplanClient,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    dead_letters: Collector,
+    client: OutplanClient,
 ) -> None:
-    message_id, reply = await send_raw(connection, exchange="", routing_key=worker.names.command_queue,
-                                       body=b"{}", type="outplan.rename", content_type="application/json")
+    message_id, reply = await send_raw(
+        connection,
+        exchange="",
+        routing_key=worker.names.command_queue,
+        body=b"{}",
+        type="outplan.rename",
+        content_type="application/json",
+    )
     assert reply.status_code == 400 and reply.error is not None and reply.error.reason == "UNKNOWN_COMMAND"
     assert "outplan.rename" in reply.error.message
     dead = await dead_letters.wait_for_message(message_id)
@@ -93,15 +110,26 @@ async def test_an_unknown_command_sent_to_the_queue(
 
 
 async def test_a_command_sent_to_the_queue_with_its_type_is_served(
-    worker: WorkerProcess, connection: AbstractRobustConnection, customer_id: uuid.UUID,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    customer_id: uuid.UUID,
 ) -> None:
-    _, reply = await send_raw(connection, exchange="", routing_key=worker.names.command_queue,
-                              body=create_body(customer_id), type="outplan.create", content_type="application/json")
+    _, reply = await send_raw(
+        connection,
+        exchange="",
+        routing_key=worker.names.command_queue,
+        body=create_body(customer_id),
+        type="outplan.create",
+        content_type="application/json",
+    )
     assert reply.status_code == 201
 
 
 async def test_a_mutation_without_message_id_is_refused(
-    worker: WorkerProcess, connection: AbstractRobustConnection, dead_letters: Collector, client: OutplanClient,
+    worker: WorkerProcess,
+    connection: AbstractRobustConnection,
+    dead_letters: Collector,
+    client: OutplanClient,
     customer_id: uuid.UUID,
 ) -> None:
     # aio-pika fills in a random message_id when there is none, so a plain AMQP client sends this one.
@@ -114,9 +142,12 @@ async def test_a_mutation_without_message_id_is_refused(
         blocking = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
         try:
             blocking.channel().basic_publish(
-                worker.names.command_exchange, "outplan.create", body,
-                pika.BasicProperties(content_type="application/json", reply_to=reply_queue.name,
-                                     correlation_id=correlation_id),
+                worker.names.command_exchange,
+                "outplan.create",
+                body,
+                pika.BasicProperties(
+                    content_type="application/json", reply_to=reply_queue.name, correlation_id=correlation_id
+                ),
             )
         finally:
             blocking.close()
@@ -129,7 +160,9 @@ async def test_a_mutation_without_message_id_is_refused(
             message = await reply_queue.get(no_ack=True, fail=False, timeout=5)
     assert message.correlation_id == correlation_id
     reply = Reply.model_validate_json(message.body)
-    assert reply.status_code == 400 and reply.error is not None and reply.error.reason == "MESSAGE_ID_REQUIRED"
+    assert (
+        reply.status_code == 400 and reply.error is not None and reply.error.reason == "MESSAGE_ID_REQUIRED"
+    )
     async with asyncio.timeout(10):
         while not any(m.correlation_id == correlation_id for m in dead_letters.messages):
             await asyncio.sleep(0.02)

@@ -26,14 +26,18 @@ def node() -> str:
 def test_a_node_producer_creates_and_sees_the_event(node: str, worker: WorkerProcess) -> None:
     customer = str(uuid.uuid4())
     env = {**worker.env, "CUSTOMER_ID": customer}
-    result = subprocess.run([node, "producer.mjs"], cwd=NODE_DIR, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [node, "producer.mjs"], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     reply, event = seen["reply"], seen["event"]
     assert reply["status_code"] == 201 and seen["replyContentType"] == "application/json"
     assert reply["data"]["source"]["target"] == "+15559876543" and reply["data"]["customer_id"] == customer
     assert event["type"] == "outplan_created" and event["data"] == reply["data"]
-    assert seen["eventProperties"] == {"messageId": event["id"], "type": "outplan_created",
-                                       "contentType": "application/cloudevents+json",
-                                       "correlationId": seen["messageId"]}
+    assert seen["eventProperties"] == {
+        "messageId": event["id"],
+        "type": "outplan_created",
+        "contentType": "application/cloudevents+json",
+        "correlationId": seen["messageId"],
+    }

@@ -32,8 +32,9 @@ def get(worker: WorkerProcess, path: str, method: str = "GET") -> tuple[int, str
 
 
 def check(worker: WorkerProcess, *args: str) -> int:
-    return subprocess.run([*worker_command(), "check", *args], env=worker.env, capture_output=True,
-                          timeout=30).returncode
+    return subprocess.run(
+        [*worker_command(), "check", *args], env=worker.env, capture_output=True, timeout=30
+    ).returncode
 
 
 async def traffic(worker: WorkerProcess, customer: str) -> None:
@@ -58,7 +59,9 @@ def test_health_endpoints_and_the_check_command(worker: WorkerProcess) -> None:
 
 def test_check_fails_when_no_worker_answers(worker: WorkerProcess) -> None:
     env = {**worker.env, "OUTPLAN_METRICS_PORT": "1"}
-    assert subprocess.run([*worker_command(), "check"], env=env, capture_output=True, timeout=30).returncode == 1
+    assert (
+        subprocess.run([*worker_command(), "check"], env=env, capture_output=True, timeout=30).returncode == 1
+    )
 
 
 def test_metrics_count_commands_events_and_dead_letters(worker: WorkerProcess) -> None:
@@ -67,11 +70,16 @@ def test_metrics_count_commands_events_and_dead_letters(worker: WorkerProcess) -
     while True:
         status, text = get(worker, "/metrics")
         assert status == 200
-        wanted = ['outplan_commands_total{command="outplan.create",outcome="201"}',
-                  'outplan_commands_total{command="outplan.get",outcome="200"}',
-                  'outplan_dead_lettered_total{reason="MALFORMED_JSON"}',
-                  "outplan_command_duration_seconds_bucket", "outplan_outbox_backlog",
-                  "outplan_outbox_oldest_age_seconds", "outplan_consumer_attached 1.0", "outplan_relay_leader"]
+        wanted = [
+            'outplan_commands_total{command="outplan.create",outcome="201"}',
+            'outplan_commands_total{command="outplan.get",outcome="200"}',
+            'outplan_dead_lettered_total{reason="MALFORMED_JSON"}',
+            "outplan_command_duration_seconds_bucket",
+            "outplan_outbox_backlog",
+            "outplan_outbox_oldest_age_seconds",
+            "outplan_consumer_attached 1.0",
+            "outplan_relay_leader",
+        ]
         missing = [w for w in wanted if w not in text]
         if not missing or time.monotonic() > deadline:
             break
@@ -82,9 +90,16 @@ def test_metrics_count_commands_events_and_dead_letters(worker: WorkerProcess) -
 def test_metrics_include_the_process_gc_and_platform_collectors(worker: WorkerProcess) -> None:
     status, text = get(worker, "/metrics")
     assert status == 200
-    samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
-    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
-                 "python_gc_objects_collected_total", "python_info"):
+    samples = {
+        line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")
+    }
+    for name in (
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "python_gc_objects_collected_total",
+        "python_info",
+    ):
         assert name in samples, name
 
 
@@ -104,7 +119,8 @@ def test_readiness_fails_while_the_outbox_cannot_drain(tmp_path: Path, fresh_dat
 
 
 def test_a_readiness_check_that_breaks_answers_503_naming_it_and_the_worker_carries_on(
-    tmp_path: Path, fresh_database: str,
+    tmp_path: Path,
+    fresh_database: str,
 ) -> None:
     """A table the readiness check reads goes missing (an operator's mistake, a bad restore): the
     probe gets 503 with the failing check named, not a closed connection; it passes once the
@@ -125,7 +141,9 @@ def test_a_readiness_check_that_breaks_answers_503_naming_it_and_the_worker_carr
             assert status == 503
             if method == "GET":
                 ready = json.loads(body)
-                assert ready["database_ok"] is False and ready["database_error"] == "UndefinedTableError", body
+                assert ready["database_ok"] is False and ready["database_error"] == "UndefinedTableError", (
+                    body
+                )
             else:
                 assert body == ""
         asyncio.run(sql("ALTER TABLE outbox_state_away RENAME TO outbox_state"))
@@ -147,16 +165,29 @@ def test_logs_are_json_lines_with_the_message_fields(worker: WorkerProcess) -> N
     handled = [e for e in lines if e.get("event") == "command handled" and e.get("customer_id") == customer]
     assert handled
     for entry in handled:
-        assert {"message_id", "correlation_id", "command", "customer_id", "outplan_id", "outcome",
-                "duration_ms", "level", "timestamp"} <= set(entry)
-    rejected = [e for e in lines if e.get("event") == "command rejected" and e.get("outcome") == "MALFORMED_JSON"]
+        assert {
+            "message_id",
+            "correlation_id",
+            "command",
+            "customer_id",
+            "outplan_id",
+            "outcome",
+            "duration_ms",
+            "level",
+            "timestamp",
+        } <= set(entry)
+    rejected = [
+        e for e in lines if e.get("event") == "command rejected" and e.get("outcome") == "MALFORMED_JSON"
+    ]
     assert rejected and all("duration_ms" in e and "message_id" in e for e in rejected)
 
 
 def test_alive_but_not_ready_while_the_database_is_unreachable(tmp_path: Path) -> None:
     from tests.support.workers import WorkerNames
 
-    worker = start_worker("postgresql://postgres@127.0.0.1:1/outplans", tmp_path, WorkerNames.fresh(), wait=False)
+    worker = start_worker(
+        "postgresql://postgres@127.0.0.1:1/outplans", tmp_path, WorkerNames.fresh(), wait=False
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -175,7 +206,8 @@ def test_alive_but_not_ready_while_the_database_is_unreachable(tmp_path: Path) -
 
 
 def test_the_command_queue_deleted_under_a_running_worker_is_declared_again(
-    tmp_path: Path, session_database: str,
+    tmp_path: Path,
+    session_database: str,
 ) -> None:
     """An operator deletes the queue by mistake: the broker cancels the consumer, the worker
     declares the queue (and its bindings) again, subscribes again, and answers as before."""

@@ -29,8 +29,22 @@ def ctl(worker: WorkerProcess, customer: str, *args: str) -> tuple[int, Any, str
 
 def test_the_tutorial_from_the_command_line(worker: WorkerProcess) -> None:
     customer = str(uuid.uuid4())
-    dial = ["--source-type", "tel", "--source-target", "+15559876543", "--dial-timeout", "30000",
-            "--try-interval", "600000", "--max-try-count", "5", "5", "5", "5", "5"]
+    dial = [
+        "--source-type",
+        "tel",
+        "--source-target",
+        "+15559876543",
+        "--dial-timeout",
+        "30000",
+        "--try-interval",
+        "600000",
+        "--max-try-count",
+        "5",
+        "5",
+        "5",
+        "5",
+        "5",
+    ]
     code, created, _ = ctl(worker, customer, "create", "--name", "test outplan", "--detail", "d", *dial)
     assert code == 0 and created["name"] == "test outplan" and created["max_try_count_4"] == 5
     outplan_id = created["id"]
@@ -38,7 +52,9 @@ def test_the_tutorial_from_the_command_line(worker: WorkerProcess) -> None:
     assert ctl(worker, customer, "list")[1] == {"result": [created], "next_page_token": ""}
     code, basic, _ = ctl(worker, customer, "update-basic-info", outplan_id, "--name", "n2", "--detail", "d2")
     assert code == 0 and (basic["name"], basic["detail"]) == ("n2", "d2")
-    code, changed, _ = ctl(worker, customer, "update-dial-info", outplan_id, *dial[:-5], "0", "1", "2", "3", "4")
+    code, changed, _ = ctl(
+        worker, customer, "update-dial-info", outplan_id, *dial[:-5], "0", "1", "2", "3", "4"
+    )
     assert code == 0 and [changed[f"max_try_count_{i}"] for i in range(5)] == [0, 1, 2, 3, 4]
     code, deleted, _ = ctl(worker, customer, "delete", outplan_id)
     assert code == 0 and deleted["tm_delete"] != "9999-01-01 00:00:00.000000"
@@ -48,8 +64,17 @@ def test_the_tutorial_from_the_command_line(worker: WorkerProcess) -> None:
 
 def test_errors_go_to_stderr_with_field_messages_and_a_status_exit_code(worker: WorkerProcess) -> None:
     customer = str(uuid.uuid4())
-    code, _, stderr = ctl(worker, customer, "create", "--source-type", "tel", "--source-target", "+15559876543",
-                          "--dial-timeout", "30")
+    code, _, stderr = ctl(
+        worker,
+        customer,
+        "create",
+        "--source-type",
+        "tel",
+        "--source-target",
+        "+15559876543",
+        "--dial-timeout",
+        "30",
+    )
     assert code == 3
     assert "VALIDATION_FAILED" in stderr and "dial_timeout: dial_timeout is in milliseconds" in stderr
     code, _, stderr = ctl(worker, customer, "get", "not-a-uuid")
@@ -61,15 +86,26 @@ def test_errors_go_to_stderr_with_field_messages_and_a_status_exit_code(worker: 
 
 
 def test_no_customer_or_no_worker(worker: WorkerProcess) -> None:
-    result = subprocess.run([CTL, "list"], env={k: v for k, v in worker.env.items() if k != "OUTPLAN_CUSTOMER_ID"},
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [CTL, "list"],
+        env={k: v for k, v in worker.env.items() if k != "OUTPLAN_CUSTOMER_ID"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2 and "--customer-id" in result.stderr
-    env = {**worker.env, "OUTPLAN_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "OUTPLAN_CUSTOMER_ID": str(uuid.uuid4())}
+    env = {
+        **worker.env,
+        "OUTPLAN_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/",
+        "OUTPLAN_CUSTOMER_ID": str(uuid.uuid4()),
+    }
     result = subprocess.run([CTL, "list"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 7 and "cannot reach the broker" in result.stderr
 
 
-async def test_the_python_client_raises_typed_errors(client: OutplanClient, connection: AbstractRobustConnection) -> None:
+async def test_the_python_client_raises_typed_errors(
+    client: OutplanClient, connection: AbstractRobustConnection
+) -> None:
     customer = str(uuid.uuid4())
     created = expect(await client.create(customer, source={"type": "sip", "target": "a@B.example"}))
     assert created["source"]["target"] == "a@b.example"
@@ -81,11 +117,14 @@ async def test_the_python_client_raises_typed_errors(client: OutplanClient, conn
     assert [d.field for d in invalid.value.details] == ["source.target", "max_try_count_0"]
 
 
-async def test_the_client_times_out_and_drops_a_late_reply(client: OutplanClient,
-                                                            connection: AbstractRobustConnection) -> None:
+async def test_the_client_times_out_and_drops_a_late_reply(
+    client: OutplanClient, connection: AbstractRobustConnection
+) -> None:
     # An exchange whose queue nobody consumes: the command is routed, and no worker answers it.
     channel = await connection.channel()
-    exchange = await channel.declare_exchange(f"test-unanswered-{uuid.uuid4().hex[:8]}", "topic", auto_delete=True)
+    exchange = await channel.declare_exchange(
+        f"test-unanswered-{uuid.uuid4().hex[:8]}", "topic", auto_delete=True
+    )
     queue = await channel.declare_queue(exclusive=True)
     await queue.bind(exchange, routing_key="#")
     slow = OutplanClient(connection, exchange=exchange.name, timeout=0.3)
@@ -98,7 +137,8 @@ async def test_the_client_times_out_and_drops_a_late_reply(client: OutplanClient
     async def answer(request: aio_pika.abc.AbstractIncomingMessage, body: bytes) -> None:
         await channel.default_exchange.publish(
             aio_pika.Message(body, correlation_id=request.correlation_id, headers={"status_code": 200}),
-            routing_key=request.reply_to or "")
+            routing_key=request.reply_to or "",
+        )
 
     await answer(late, b'{"status_code":200,"data":{"result":[],"next_page_token":"late"}}')
     await asyncio.sleep(0.2)  # the late reply arrives and is dropped without harm

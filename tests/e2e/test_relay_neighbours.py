@@ -64,8 +64,14 @@ def readiness(worker: WorkerProcess) -> dict[str, Any]:
         return dict(json.loads(exc.read()))
 
 
-async def subscribe(connection: aio_pika.abc.AbstractConnection, exchange: str, routing_key: str,
-                    arguments: dict[str, Any] | None = None, *, every: float | None = None) -> Collector:
+async def subscribe(
+    connection: aio_pika.abc.AbstractConnection,
+    exchange: str,
+    routing_key: str,
+    arguments: dict[str, Any] | None = None,
+    *,
+    every: float | None = None,
+) -> Collector:
     """A queue bound to the events exchange; consumed at once, or one message per ``every`` s."""
     channel = await connection.channel()
     queue = await channel.declare_queue(exclusive=True, arguments=arguments)
@@ -74,13 +80,15 @@ async def subscribe(connection: aio_pika.abc.AbstractConnection, exchange: str, 
     if every is None:
         await queue.consume(collector, no_ack=True)
     else:
+
         async def slowly() -> None:
             while True:
                 message = await queue.get(no_ack=True, fail=False)
                 if message is not None:
                     collector.messages.append(message)
                 await asyncio.sleep(every)
-        collector.task = asyncio.create_task(slowly())  # type: ignore[attr-defined]
+
+        collector.task = asyncio.create_task(slowly())
     return collector
 
 
@@ -106,8 +114,11 @@ async def checkpoint_reaches_the_end(database: str, seconds: float) -> tuple[int
     try:
         async with asyncio.timeout(seconds):
             while True:
-                row = await conn.fetchrow("SELECT (SELECT published_through FROM outbox_state) AS mark,"
-                                          " (SELECT coalesce(max(eventsequence), 0) FROM outplan_events) AS last")
+                row = await conn.fetchrow(
+                    "SELECT (SELECT published_through FROM outbox_state) AS mark,"
+                    " (SELECT coalesce(max(eventsequence), 0) FROM outplan_events) AS last"
+                )
+                assert row is not None  # a SELECT without FROM: one row
                 if row["mark"] >= row["last"]:
                     return int(row["mark"]), int(row["last"])
                 await asyncio.sleep(0.2)
@@ -135,9 +146,17 @@ async def neighbours(worker: WorkerProcess, database: str) -> dict[str, Any]:
         *sent, _ = await asyncio.gather(*(write(client, until) for _ in range(WRITERS)), watch(until))
         mark, last = await checkpoint_reaches_the_end(database, seconds=90)
         await asyncio.sleep(1.0)  # a repeat would have arrived by now
-        full.task.cancel()  # type: ignore[attr-defined]
-        return {"commands": sum(sent), "last": last, "checkpoint": mark, "healthy": healthy,
-                "selective": selective, "full": full, "max_outbox_age": max(ages, default=0.0)}
+        assert full.task is not None
+        full.task.cancel()
+        return {
+            "commands": sum(sent),
+            "last": last,
+            "checkpoint": mark,
+            "healthy": healthy,
+            "selective": selective,
+            "full": full,
+            "max_outbox_age": max(ages, default=0.0),
+        }
 
 
 @pytest.mark.timeout(300)
@@ -151,11 +170,17 @@ def test_a_minute_beside_a_selective_and_a_full_subscriber(tmp_path: Path, datab
     healthy: Collector = seen["healthy"]
     copies = Counter(b["eventsequence"] for b in healthy.bodies())
     # At DEBUG the worker names every event the broker refused (at INFO only the first of a burst).
-    refused = {e["eventsequence"] for name in ("event refused by the broker (basic.nack); publishing it again",
-                                              "event refused by the broker while refusals are ongoing; left to replay")
-               for e in worker.log_events(name)}
+    refused = {
+        e["eventsequence"]
+        for name in (
+            "event refused by the broker (basic.nack); publishing it again",
+            "event refused by the broker while refusals are ongoing; left to replay",
+        )
+        for e in worker.log_events(name)
+    }
     first_given_up = worker.log_events(
-        "events refused by the broker; refusals are ongoing: refused events are left to replay")
+        "events refused by the broker; refusals are ongoing: refused events are left to replay"
+    )
     summaries = worker.log_events("events refused by the broker and left to replay")
     given_up = {e["eventsequence"] for e in first_given_up}
     missing = set(range(1, seen["last"] + 1)) - set(copies)
@@ -165,14 +190,17 @@ def test_a_minute_beside_a_selective_and_a_full_subscriber(tmp_path: Path, datab
     for body in healthy.bodies():
         versions[body["subject"]].append(body["outplanversion"])
     out_of_order = [o for o, v in versions.items() if v != sorted(v)]
-    print(f"\n{TRAFFIC_SECONDS:.0f} s of traffic: {seen['commands']} commands, {seen['last']} events; "
-          f"healthy subscriber: {len(healthy.messages)} messages, {len(missing)} missing, "
-          f"{len(confirmed_twice)} confirmed events twice, {len(refused)} events nacked at least once "
-          f"(copies of those: {dict(sorted(nacked_copies.items()))}), {len(given_up)} episodes of ongoing refusals, "
-          f"{sum(e['events'] for e in summaries)} events left to replay in {len(summaries)} summary lines, "
-          f"{len(out_of_order)} outplans out of order; full subscriber took {len(seen['full'].messages)}; "
-          f"selective took {len(seen['selective'].messages)}; max outbox age {seen['max_outbox_age']:.1f} s; "
-          f"checkpoint {seen['checkpoint']}")
+    print(
+        f"\n{TRAFFIC_SECONDS:.0f} s of traffic: {seen['commands']} commands, {seen['last']} events; "
+        f"healthy subscriber: {len(healthy.messages)} messages, {len(missing)} missing, "
+        f"{len(confirmed_twice)} confirmed events twice, {len(refused)} events nacked at least once "
+        f"(copies of those: {dict(sorted(nacked_copies.items()))}), {len(given_up)} episodes of ongoing "
+        "refusals, "
+        f"{sum(e['events'] for e in summaries)} events left to replay in {len(summaries)} summary lines, "
+        f"{len(out_of_order)} outplans out of order; full subscriber took {len(seen['full'].messages)}; "
+        f"selective took {len(seen['selective'].messages)}; max outbox age {seen['max_outbox_age']:.1f} s; "
+        f"checkpoint {seen['checkpoint']}"
+    )
     assert not missing and not confirmed_twice and not out_of_order
     assert max(copies.values()) <= 6  # 1 + at most 5 re-publishes, for any event
     # While refusals go on, nothing is held back: the oldest unpublished event stays young.
@@ -191,7 +219,9 @@ async def create_one(names: WorkerNames) -> None:
         assert (await client.create(str(uuid.uuid4()), source=SOURCE)).status_code == 201
 
 
-def test_the_quickstart_with_nobody_subscribed_is_quiet_and_stops_at_once(tmp_path: Path, database: str) -> None:
+def test_the_quickstart_with_nobody_subscribed_is_quiet_and_stops_at_once(
+    tmp_path: Path, database: str
+) -> None:
     worker = start_worker(database, tmp_path)
     try:
         asyncio.run(create_one(worker.names))
@@ -247,8 +277,9 @@ async def stop_while_the_leader_is_held_back(names: WorkerNames, standby: Worker
     """A subscriber queue that refuses every event, a create, then SIGTERM to the standby."""
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
-        full = await channel.declare_queue(exclusive=True, arguments={"x-max-length": 0,
-                                                                      "x-overflow": "reject-publish"})
+        full = await channel.declare_queue(
+            exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+        )
         await full.bind(names.event_exchange, routing_key="#")
         client = OutplanClient(connection, exchange=names.command_exchange)
         await client.start()

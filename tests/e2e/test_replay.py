@@ -33,8 +33,14 @@ class History:
     live_bodies: list[bytes]  # as the live subscriber received them
 
     def replay(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*worker_command(), "replay", *args], env=self.worker.env, capture_output=True,
-                              text=True, timeout=60, **kwargs)
+        return subprocess.run(
+            [*worker_command(), "replay", *args],
+            env=self.worker.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            **kwargs,
+        )
 
     def db(self, sql: str, *params: Any) -> list[asyncpg.Record]:
         async def query() -> list[asyncpg.Record]:
@@ -43,6 +49,7 @@ class History:
                 return list(await conn.fetch(sql, *params))
             finally:
                 await conn.close()
+
         return asyncio.run(query())
 
 
@@ -110,7 +117,10 @@ async def wait_for_depth(queue_name: str, depth: int, seconds: float = 30) -> No
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
         async with asyncio.timeout(seconds):
-            while (await channel.declare_queue(queue_name, passive=True)).declaration_result.message_count < depth:
+            while True:
+                declared = await channel.declare_queue(queue_name, passive=True)
+                if (declared.declaration_result.message_count or 0) >= depth:
+                    return
                 await asyncio.sleep(0.05)
 
 
@@ -153,8 +163,12 @@ def test_a_full_replay_rebuilds_a_projection_identical_to_the_database(history: 
 def test_an_interrupted_replay_resumes_where_it_stopped(history: History) -> None:
     queue = asyncio.run(fresh_queue())
     total = total_events(history)
-    process = subprocess.Popen([*worker_command(), "replay", "--queue", queue, "--rate", "40"],
-                               env=history.worker.env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*worker_command(), "replay", "--queue", queue, "--rate", "40"],
+        env=history.worker.env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     asyncio.run(wait_for_depth(queue, 2))  # publishing: started, its Ctrl-C handler in place
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
@@ -197,7 +211,9 @@ def test_every_filter_selects_what_it_says(history: History) -> None:
     everything = dry_run(history)
     assert len(everything) == total_events(history)
     customer = history.customers[0]
-    assert dry_run(history, "--customer-id", customer) == [e for e in everything if e["customerid"] == customer]
+    assert dry_run(history, "--customer-id", customer) == [
+        e for e in everything if e["customerid"] == customer
+    ]
     deleted = dry_run(history, "--type", "outplan_deleted")
     assert deleted and deleted == [e for e in everything if e["type"] == "outplan_deleted"]
     two = dry_run(history, "--type", "outplan_deleted", "--type", "outplan_created")
@@ -205,21 +221,27 @@ def test_every_filter_selects_what_it_says(history: History) -> None:
     first, second = everything[0]["subject"], everything[-1]["subject"]
     picked = dry_run(history, "--outplan-id", first, "--outplan-id", second)
     assert picked == [e for e in everything if e["subject"] in (first, second)]
-    assert dry_run(history, "--from-seq", "5", "--to-seq", "9") == [e for e in everything
-                                                                 if 5 <= e["eventsequence"] <= 9]
+    assert dry_run(history, "--from-seq", "5", "--to-seq", "9") == [
+        e for e in everything if 5 <= e["eventsequence"] <= 9
+    ]
     middle = everything[len(everything) // 2]["time"]
     assert dry_run(history, "--since", middle) == [e for e in everything if e["time"] >= middle]
     assert dry_run(history, "--until", middle) == [e for e in everything if e["time"] < middle]
     combined = dry_run(history, "--customer-id", customer, "--type", "outplan_updated", "--since", middle)
-    assert combined == [e for e in everything
-                        if e["customerid"] == customer and e["type"] == "outplan_updated" and e["time"] >= middle]
+    assert combined == [
+        e
+        for e in everything
+        if e["customerid"] == customer and e["type"] == "outplan_updated" and e["time"] >= middle
+    ]
 
 
 def test_targets_exchange_with_routing_key_and_the_events_exchange(history: History) -> None:
     async def setup() -> tuple[str, str, str]:
         async with await aio_pika.connect(AMQP_URL) as connection:
             channel = await connection.channel()
-            exchange = await channel.declare_exchange(f"test-replay-x-{uuid.uuid4().hex[:6]}", auto_delete=True)
+            exchange = await channel.declare_exchange(
+                f"test-replay-x-{uuid.uuid4().hex[:6]}", auto_delete=True
+            )
             routed = await channel.declare_queue(f"test-replay-{uuid.uuid4().hex[:8]}", durable=True)
             await routed.bind(exchange, routing_key="backfill")
             events = await channel.declare_queue(f"test-replay-{uuid.uuid4().hex[:8]}", durable=True)
@@ -230,7 +252,9 @@ def test_targets_exchange_with_routing_key_and_the_events_exchange(history: Hist
     deleted = len(dry_run(history, "--type", "outplan_deleted"))
     result = history.replay("--type", "outplan_deleted", "--exchange", exchange, "--routing-key", "backfill")
     assert result.returncode == 0, result.stderr
-    unroutable = history.replay("--type", "outplan_deleted", "--exchange", exchange, "--routing-key", "nobody")
+    unroutable = history.replay(
+        "--type", "outplan_deleted", "--exchange", exchange, "--routing-key", "nobody"
+    )
     assert unroutable.returncode == 1  # one routing key for every event, and it reaches no queue: an error
     summary = json.loads(unroutable.stderr.strip().splitlines()[-1])
     assert summary["confirmed"] == 0 and "NO_ROUTE" in summary["error"]
@@ -243,10 +267,12 @@ def test_targets_exchange_with_routing_key_and_the_events_exchange(history: Hist
 
 def test_replay_to_the_events_exchange_counts_what_no_subscriber_binds(history: History) -> None:
     """A subscriber binding only the types it wants is ordinary: the rest are counted, not failures."""
+
     async def bind() -> str:
         async with await aio_pika.connect(AMQP_URL) as connection:
-            queue = await (await connection.channel()).declare_queue(f"test-replay-{uuid.uuid4().hex[:8]}",
-                                                                       durable=True)
+            queue = await (await connection.channel()).declare_queue(
+                f"test-replay-{uuid.uuid4().hex[:8]}", durable=True
+            )
             await queue.bind(history.worker.names.event_exchange, routing_key="outplan_created")
             return queue.name
 
@@ -272,16 +298,19 @@ def test_export_then_import_round_trips_byte_for_byte(history: History, tmp_path
     assert [m.body for m in asyncio.run(collect(queue, len(lines)))] == lines
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--from-seq", "9", "--to-seq", "3"], "--from-seq 9 is after --to-seq 3"),
-    (["--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"], "is not before --until"),
-    (["--since", "yesterday"], "is not an RFC 3339 time"),
-    (["--type", "outplan_renamed"], "unknown event type 'outplan_renamed'"),
-    (["--outplan-id", "not-a-uuid"], "--outplan-id 'not-a-uuid' is not a UUID"),
-    (["--customer-id", "42"], "--customer-id '42' is not a UUID"),
-    (["--queue", "test-replay-does-not-exist"], "queue 'test-replay-does-not-exist' does not exist"),
-    (["--rate", "0"], "--rate must be a positive number"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from-seq", "9", "--to-seq", "3"], "--from-seq 9 is after --to-seq 3"),
+        (["--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"], "is not before --until"),
+        (["--since", "yesterday"], "is not an RFC 3339 time"),
+        (["--type", "outplan_renamed"], "unknown event type 'outplan_renamed'"),
+        (["--outplan-id", "not-a-uuid"], "--outplan-id 'not-a-uuid' is not a UUID"),
+        (["--customer-id", "42"], "--customer-id '42' is not a UUID"),
+        (["--queue", "test-replay-does-not-exist"], "queue 'test-replay-does-not-exist' does not exist"),
+        (["--rate", "0"], "--rate must be a positive number"),
+    ],
+)
 def test_bad_arguments_fail_before_anything_is_sent(history: History, args: list[str], message: str) -> None:
     result = history.replay(*args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -289,7 +318,9 @@ def test_bad_arguments_fail_before_anything_is_sent(history: History, args: list
 
 def test_an_unreachable_broker_is_a_clear_error(history: History) -> None:
     env = {**history.worker.env, "OUTPLAN_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"}
-    result = subprocess.run([*worker_command(), "replay"], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*worker_command(), "replay"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and "cannot reach the broker" in result.stderr
 
 
@@ -300,8 +331,19 @@ def test_the_example_dialer_subscriber_keeps_live_outplans(history: History, tmp
     queue, db = f"test-dialer-{uuid.uuid4().hex[:8]}", tmp_path / "dialer.sqlite3"
     example = Path(__file__).parents[2] / "examples" / "dialer_subscriber.py"
     process = subprocess.Popen(
-        [sys.executable, str(example), "--exchange", history.worker.names.event_exchange, "--queue", queue,
-         "--db", str(db)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(example),
+            "--exchange",
+            history.worker.names.event_exchange,
+            "--queue",
+            queue,
+            "--db",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None and "listening" in process.stdout.readline()
         assert history.replay("--queue", queue).returncode == 0
@@ -330,8 +372,13 @@ async def _delete_queue(name: str) -> None:
 
 def test_tail_prints_live_events_filtered_by_type_and_customer(history: History) -> None:
     customer = str(uuid.uuid4())
-    process = subprocess.Popen([*worker_command(), "tail", "--type", "outplan_created", "--customer-id", customer],
-                               env=history.worker.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*worker_command(), "tail", "--type", "outplan_created", "--customer-id", customer],
+        env=history.worker.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stderr is not None and "listening" in process.stderr.readline()
 

@@ -14,10 +14,13 @@ pytestmark = pytest.mark.e2e
 SECRET = f"s3cret-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.mark.parametrize(("setting", "value", "waiting_for"), [
-    ("amqp_url", f"amqp://guest:{SECRET}@127.0.0.1:1/", "broker"),  # nothing listens on port 1
-    ("database_url", f"postgresql://postgres:{SECRET}@127.0.0.1:1/outplans", "database"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value", "waiting_for"),
+    [
+        ("amqp_url", f"amqp://guest:{SECRET}@127.0.0.1:1/", "broker"),  # nothing listens on port 1
+        ("database_url", f"postgresql://postgres:{SECRET}@127.0.0.1:1/outplans", "database"),
+    ],
+)
 def test_connection_failures_never_log_credentials(
     tmp_path: Path, session_database: str, setting: str, value: str, waiting_for: str
 ) -> None:

@@ -29,7 +29,9 @@ async def create_refused_event(names: WorkerNames) -> None:
         assert reply.status_code == 201
 
 
-def test_sigterm_waits_for_the_outbox_no_longer_than_the_drain_timeout(tmp_path: Path, fresh_database: str) -> None:
+def test_sigterm_waits_for_the_outbox_no_longer_than_the_drain_timeout(
+    tmp_path: Path, fresh_database: str
+) -> None:
     worker = start_worker(fresh_database, tmp_path, drain_seconds="2")
     asyncio.run(create_refused_event(worker.names))
     started = time.monotonic()
@@ -56,9 +58,12 @@ async def test_concurrent_changes_to_one_outplan_serialise(
 ) -> None:
     created = await client.create(customer_id, source=SOURCE)
     outplan_id = created.data["id"]
-    replies = await asyncio.gather(*(
-        client.update_basic_info(customer_id, outplan_id, name=f"writer {i}", detail=str(i)) for i in range(40)
-    ))
+    replies = await asyncio.gather(
+        *(
+            client.update_basic_info(customer_id, outplan_id, name=f"writer {i}", detail=str(i))
+            for i in range(40)
+        )
+    )
     assert all(r.status_code == 200 for r in replies)
     received = await events.wait_for(41, customerid=str(customer_id))
     assert sorted(e["outplanversion"] for e in received) == list(range(1, 42))  # contiguous, none lost

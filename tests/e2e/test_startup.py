@@ -23,8 +23,13 @@ def _env(**settings: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("command", ["run", "migrate", "check"])
 def test_invalid_settings_exit_2_with_one_line_per_setting(command: str) -> None:
-    done = subprocess.run([*worker_command(), command], env=_env(log_level="verbose", prefetch="0"),
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [*worker_command(), command],
+        env=_env(log_level="verbose", prefetch="0"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert "Traceback" not in done.stderr
@@ -38,8 +43,13 @@ def test_invalid_settings_exit_2_with_one_line_per_setting(command: str) -> None
 
 def test_a_log_level_in_any_case_is_accepted() -> None:
     # nothing answers on port 1: `check` exits 1 (not ready), not 2 (invalid settings)
-    done = subprocess.run([*worker_command(), "check"], env=_env(log_level="warning", metrics_port="1"),
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [*worker_command(), "check"],
+        env=_env(log_level="warning", metrics_port="1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1, done.stderr
     assert "invalid setting" not in done.stderr
 
@@ -84,14 +94,24 @@ def test_a_database_never_migrated_exits_78_saying_to_migrate(tmp_path: Path) ->
 
 def test_a_schema_older_or_newer_than_the_code_exits_78(tmp_path: Path, fresh_database: str) -> None:
     last = "SELECT version, name FROM schema_migrations ORDER BY version DESC LIMIT 1"
-    asyncio.run(_execute(fresh_database, f"CREATE TABLE kept AS {last}; DELETE FROM schema_migrations"
-                                         " WHERE version = (SELECT version FROM kept)"))
+    asyncio.run(
+        _execute(
+            fresh_database,
+            f"CREATE TABLE kept AS {last}; DELETE FROM schema_migrations"
+            " WHERE version = (SELECT version FROM kept)",
+        )
+    )
     line = _fails_to_start(start_worker(fresh_database, tmp_path, wait=False))
     assert "older than this code" in line and "run `outplan-worker migrate`" in line, line
 
-    asyncio.run(_execute(fresh_database, "INSERT INTO schema_migrations (version, name) SELECT * FROM kept;"
-                                         " INSERT INTO schema_migrations (version, name)"
-                                         " VALUES (9999, '9999_from_the_future.sql')"))
+    asyncio.run(
+        _execute(
+            fresh_database,
+            "INSERT INTO schema_migrations (version, name) SELECT * FROM kept;"
+            " INSERT INTO schema_migrations (version, name)"
+            " VALUES (9999, '9999_from_the_future.sql')",
+        )
+    )
     line = _fails_to_start(start_worker(fresh_database, tmp_path, wait=False))
     assert "newer than this code" in line and "9999_from_the_future.sql" in line, line
 
@@ -100,16 +120,18 @@ def test_a_login_postgresql_refuses_exits_78_for_run_and_migrate(tmp_path: Path)
     url = f"postgresql://nobody_{uuid.uuid4().hex[:8]}:{SECRET}@127.0.0.1:5432/outplans"
     line = _fails_to_start(start_worker(url, tmp_path, wait=False))
     assert "PostgreSQL refused the login" in line and "OUTPLAN_DATABASE_URL" in line, line
-    migrated = subprocess.run([*worker_command(), "migrate"], env=_env(database_url=url),
-                              capture_output=True, text=True, timeout=30)
+    migrated = subprocess.run(
+        [*worker_command(), "migrate"], env=_env(database_url=url), capture_output=True, text=True, timeout=30
+    )
     assert migrated.returncode == 78, migrated.stderr
     assert "Traceback" not in migrated.stderr and SECRET not in migrated.stderr
     assert "PostgreSQL refused the login" in migrated.stderr
 
 
 def test_a_wrong_broker_password_exits_78(tmp_path: Path, session_database: str) -> None:
-    worker = start_worker(session_database, tmp_path, wait=False,
-                          amqp_url=f"amqp://guest:{SECRET}@127.0.0.1:5672/")
+    worker = start_worker(
+        session_database, tmp_path, wait=False, amqp_url=f"amqp://guest:{SECRET}@127.0.0.1:5672/"
+    )
     line = _fails_to_start(worker)
     assert "RabbitMQ refused the login" in line and "OUTPLAN_AMQP_URL" in line, line
     assert SECRET not in worker.log()

@@ -33,8 +33,15 @@ async def test_the_tutorial_flow(client: OutplanClient, events: Collector, custo
     outplan = created.data
     assert outplan["customer_id"] == str(customer_id)
     assert {k: outplan[k] for k in ("name", "detail", "dial_timeout", "try_interval")} == {
-        k: CREATE[k] for k in ("name", "detail", "dial_timeout", "try_interval")}
-    assert outplan["source"] == {"type": "tel", "target": "+15559876543", "target_name": "", "name": "", "detail": ""}
+        k: CREATE[k] for k in ("name", "detail", "dial_timeout", "try_interval")
+    }
+    assert outplan["source"] == {
+        "type": "tel",
+        "target": "+15559876543",
+        "target_name": "",
+        "name": "",
+        "detail": "",
+    }
     assert outplan["tm_update"] == outplan["tm_create"]
     assert outplan["tm_delete"] == "9999-01-01 00:00:00.000000"
     outplan_id = outplan["id"]
@@ -46,7 +53,9 @@ async def test_the_tutorial_flow(client: OutplanClient, events: Collector, custo
     assert listed.status_code == 200
     assert listed.data == {"result": [outplan], "next_page_token": ""}
 
-    basic = await client.update_basic_info(customer_id, outplan_id, name="renamed", detail="outplan for test use")
+    basic = await client.update_basic_info(
+        customer_id, outplan_id, name="renamed", detail="outplan for test use"
+    )
     assert basic.status_code == 200
     assert (basic.data["name"], basic.data["detail"]) == ("renamed", "outplan for test use")
     assert basic.data["tm_update"] > outplan["tm_update"] and basic.data["tm_create"] == outplan["tm_create"]
@@ -70,7 +79,12 @@ async def test_the_tutorial_flow(client: OutplanClient, events: Collector, custo
     received = await events.wait_for(4, customerid=str(customer_id))
     await asyncio.sleep(0.5)  # and nothing more arrives
     assert len(events.bodies(customerid=str(customer_id))) == 4
-    assert [e["type"] for e in received] == ["outplan_created", "outplan_updated", "outplan_updated", "outplan_deleted"]
+    assert [e["type"] for e in received] == [
+        "outplan_created",
+        "outplan_updated",
+        "outplan_updated",
+        "outplan_deleted",
+    ]
     assert [e["data"] for e in received] == [outplan, basic.data, dial.data, deleted.data]
     assert [e["outplanversion"] for e in received] == [1, 2, 3, 4]
     sequences = [e["eventsequence"] for e in received]
@@ -84,7 +98,9 @@ async def test_the_tutorial_flow(client: OutplanClient, events: Collector, custo
     assert all(m.content_type == "application/cloudevents+json" for m in messages)
 
 
-async def test_no_event_for_a_refused_mutation(client: OutplanClient, events: Collector, customer_id: uuid.UUID) -> None:
+async def test_no_event_for_a_refused_mutation(
+    client: OutplanClient, events: Collector, customer_id: uuid.UUID
+) -> None:
     missing = await client.update_basic_info(customer_id, uuid.uuid4(), name="x", detail="y")
     assert missing.status_code == 404
     marker = await client.create(customer_id, **CREATE)  # events are in order: this one comes after

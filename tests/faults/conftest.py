@@ -20,7 +20,9 @@ def names() -> WorkerNames:
 
 
 @pytest.fixture
-def workers(fresh_database: str, names: WorkerNames, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def workers(
+    fresh_database: str, names: WorkerNames, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers on this test's database and names; all are stopped at the end."""
     started: list[WorkerProcess] = []
 

@@ -56,8 +56,15 @@ class Figures:
     final_state_mismatches: int = 0
 
     MUST_BE_ZERO = (
-        "unanswered", "accepted_but_missing", "applied_twice", "events_without_change", "lost_events",
-        "changed_on_republish", "out_of_order_versions", "version_gaps", "sequence_regressions",
+        "unanswered",
+        "accepted_but_missing",
+        "applied_twice",
+        "events_without_change",
+        "lost_events",
+        "changed_on_republish",
+        "out_of_order_versions",
+        "version_gaps",
+        "sequence_regressions",
         "final_state_mismatches",
     )
 
@@ -94,8 +101,12 @@ class Ledger:
         try:
             db_events = await conn.fetch(
                 "SELECT event_id::text, correlation_id, outplan_id::text, outplan_version, eventsequence"
-                " FROM outplan_events WHERE customer_id = ANY($1::uuid[])", customers)
-            db_outplans = await conn.fetch("SELECT * FROM outplans WHERE customer_id = ANY($1::uuid[])", customers)
+                " FROM outplan_events WHERE customer_id = ANY($1::uuid[])",
+                customers,
+            )
+            db_outplans = await conn.fetch(
+                "SELECT * FROM outplans WHERE customer_id = ANY($1::uuid[])", customers
+            )
         finally:
             await conn.close()
         return self.compare(db_events, db_outplans)
@@ -115,7 +126,9 @@ class Ledger:
             by_correlation[row["correlation_id"]].append(row)
         f.applied_twice = sum(1 for rows in by_correlation.values() if len(rows) > 1)
         f.accepted_but_missing = sum(1 for mid in accepted if not by_correlation.get(mid))
-        refused_with_event = sum(1 for mid, r in self.replies.items() if r.status_code >= 300 and by_correlation.get(mid))
+        refused_with_event = sum(
+            1 for mid, r in self.replies.items() if r.status_code >= 300 and by_correlation.get(mid)
+        )
 
         db_ids = {row["event_id"] for row in db_events}
         first: dict[str, Delivery] = {}

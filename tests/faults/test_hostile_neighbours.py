@@ -15,10 +15,12 @@ import struct
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from pamqp.common import FieldTable
 
 from contracts import Reply
 from tests.conftest import AMQP_URL
@@ -30,11 +32,12 @@ from tests.support.workers import WorkerProcess
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
 
 NOT_UTF8 = b"\xc3(bad"
-FULL = {"x-max-length": 1, "x-overflow": "reject-publish"}
+FULL: FieldTable = {"x-max-length": 1, "x-overflow": "reject-publish"}
 
 
-async def send_poison(channel: aio_pika.abc.AbstractChannel, worker: WorkerProcess, reply_to: str,
-                      refusing_reply_to: str) -> dict[str, str]:
+async def send_poison(
+    channel: aio_pika.abc.AbstractChannel, worker: WorkerProcess, reply_to: str, refusing_reply_to: str
+) -> dict[str, str]:
     """Publish one of each poison message; returns correlation id -> the reply reason expected."""
     customer = str(uuid.uuid4())  # not one of the stream's customers: the ledger audits those alone
     exchange = worker.names.command_exchange
@@ -50,35 +53,83 @@ async def send_poison(channel: aio_pika.abc.AbstractChannel, worker: WorkerProce
 
     moment = datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)
     raw = [
-        ("outplan.create", body(), raw_amqp.replaced(
-            b"PLACEHOLDER", NOT_UTF8, short_string=True, message_id="PLACEHOLDER",
-            correlation_id=corr("INVALID_PROPERTIES"), reply_to=reply_to)),
-        ("outplan.create", body(), raw_amqp.replaced(
-            struct.pack(">Q", int(moment.timestamp())), struct.pack(">Q", 1_764_470_000_000_000), short_string=False,
-            timestamp=moment, message_id=str(uuid.uuid4()), correlation_id=corr("INVALID_PROPERTIES"),
-            reply_to=reply_to)),
-        ("outplan.create", body(dial_timeout=-1), raw_amqp.with_headers(
-            [(b"huge", raw_amqp.double(1e300)), (b"raw", raw_amqp.long_string(b"\xff" * 5000))],
-            message_id=str(uuid.uuid4()), correlation_id=corr("VALIDATION_FAILED"), reply_to=reply_to)),
+        (
+            "outplan.create",
+            body(),
+            raw_amqp.replaced(
+                b"PLACEHOLDER",
+                NOT_UTF8,
+                short_string=True,
+                message_id="PLACEHOLDER",
+                correlation_id=corr("INVALID_PROPERTIES"),
+                reply_to=reply_to,
+            ),
+        ),
+        (
+            "outplan.create",
+            body(),
+            raw_amqp.replaced(
+                struct.pack(">Q", int(moment.timestamp())),
+                struct.pack(">Q", 1_764_470_000_000_000),
+                short_string=False,
+                timestamp=moment,
+                message_id=str(uuid.uuid4()),
+                correlation_id=corr("INVALID_PROPERTIES"),
+                reply_to=reply_to,
+            ),
+        ),
+        (
+            "outplan.create",
+            body(dial_timeout=-1),
+            raw_amqp.with_headers(
+                [(b"huge", raw_amqp.double(1e300)), (b"raw", raw_amqp.long_string(b"\xff" * 5000))],
+                message_id=str(uuid.uuid4()),
+                correlation_id=corr("VALIDATION_FAILED"),
+                reply_to=reply_to,
+            ),
+        ),
     ]
     for routing_key, payload, properties in raw:
         await raw_amqp.publish(channel, exchange, routing_key, payload, properties)
     target = await channel.get_exchange(exchange, ensure=False)
-    plain = [
-        ("outplan.list", json.dumps({"customer_id": customer, "page_token": "o1.f_________8AAAAAAAAAAAAAAAAAAAAB"}),
-         {"message_id": str(uuid.uuid4()), "correlation_id": corr("VALIDATION_FAILED")}),
-        ("outplan.create", body().decode(), {"message_id": "abc\u0000def", "correlation_id": corr("VALIDATION_FAILED")}),
-        ("outplan.create", body().decode(), {"message_id": str(uuid.uuid4()), "correlation_id": corr("201"),
-                                             "headers": {"x-delivery-count": 4}}),
-        ("outplan.create", '{"detail": "' + "x" * (50 * 1024 * 1024) + '"}',
-         {"message_id": str(uuid.uuid4()), "correlation_id": corr("BODY_TOO_LARGE")}),
+    plain: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "outplan.list",
+            json.dumps({"customer_id": customer, "page_token": "o1.f_________8AAAAAAAAAAAAAAAAAAAAB"}),
+            {"message_id": str(uuid.uuid4()), "correlation_id": corr("VALIDATION_FAILED")},
+        ),
+        (
+            "outplan.create",
+            body().decode(),
+            {"message_id": "abc\u0000def", "correlation_id": corr("VALIDATION_FAILED")},
+        ),
+        (
+            "outplan.create",
+            body().decode(),
+            {
+                "message_id": str(uuid.uuid4()),
+                "correlation_id": corr("201"),
+                "headers": {"x-delivery-count": 4},
+            },
+        ),
+        (
+            "outplan.create",
+            '{"detail": "' + "x" * (50 * 1024 * 1024) + '"}',
+            {"message_id": str(uuid.uuid4()), "correlation_id": corr("BODY_TOO_LARGE")},
+        ),
     ]
     for routing_key, text, props in plain:
-        await target.publish(aio_pika.Message(text.encode(), reply_to=reply_to, **props),  # type: ignore[arg-type]
-                             routing_key=routing_key)
+        await target.publish(
+            aio_pika.Message(text.encode(), reply_to=reply_to, **props),
+            routing_key=routing_key,
+        )
     # A create whose reply cannot be delivered: applied all the same, and not sent round again.
-    await target.publish(aio_pika.Message(body(name="reply refused"), message_id=str(uuid.uuid4()),
-                                          reply_to=refusing_reply_to), routing_key="outplan.create")
+    await target.publish(
+        aio_pika.Message(
+            body(name="reply refused"), message_id=str(uuid.uuid4()), reply_to=refusing_reply_to
+        ),
+        routing_key="outplan.create",
+    )
     return expected
 
 
@@ -105,12 +156,15 @@ async def test_hostile_neighbours_cost_the_ordinary_stream_nothing(
         await selective.bind(worker.names.event_exchange, routing_key="outplan_created")
         full = await channel.declare_queue(exclusive=True, arguments=FULL)
         await full.bind(worker.names.event_exchange, routing_key="#")
-        refusing = await channel.declare_queue(exclusive=True, arguments={"x-max-length": 0,
-                                                                          "x-overflow": "reject-publish"})
+        refusing = await channel.declare_queue(
+            exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+        )
         replies: dict[str, list[Reply]] = {}
 
         async def on_reply(message: AbstractIncomingMessage) -> None:
-            replies.setdefault(message.correlation_id or "", []).append(Reply.model_validate_json(message.body))
+            replies.setdefault(message.correlation_id or "", []).append(
+                Reply.model_validate_json(message.body)
+            )
 
         reply_queue = await channel.declare_queue(exclusive=True)
         await reply_queue.consume(on_reply, no_ack=True)
@@ -137,15 +191,20 @@ async def test_hostile_neighbours_cost_the_ordinary_stream_nothing(
         await asyncio.sleep(1.0)  # a second reply to any of them would be here by now
 
     calm_p99, p99 = calm.ledger.reply_seconds(99), traffic.ledger.reply_seconds(99)
-    print(f"\nreply time of the ordinary commands: p50 {calm.ledger.reply_seconds(50) * 1000:.1f} ms / "
-          f"p99 {calm_p99 * 1000:.1f} ms without neighbours; p50 {traffic.ledger.reply_seconds(50) * 1000:.1f} ms / "
-          f"p99 {p99 * 1000:.1f} ms with them ({p99 / calm_p99:.2f}x); the selective subscriber took "
-          f"{len(set(selected))} events in {len(selected)} deliveries")
+    print(
+        f"\nreply time of the ordinary commands: p50 {calm.ledger.reply_seconds(50) * 1000:.1f} ms / "
+        f"p99 {calm_p99 * 1000:.1f} ms without neighbours; p50 {traffic.ledger.reply_seconds(50) * 1000:.1f} "
+        f"ms / p99 {p99 * 1000:.1f} ms with them ({p99 / calm_p99:.2f}x); the selective subscriber took "
+        f"{len(set(selected))} events in {len(selected)} deliveries"
+    )
     report("hostile neighbours", figures, [worker])
     got = {cid: [r.error.reason if r.error else str(r.status_code) for r in replies[cid]] for cid in expected}
     assert got == {cid: [reason] for cid, reason in expected.items()}, "each answered once, as expected"
-    created = [json.loads(d.body)["eventsequence"] for d in traffic.ledger.deliveries
-               if json.loads(d.body)["type"] == "outplan_created"]
+    created = [
+        json.loads(d.body)["eventsequence"]
+        for d in traffic.ledger.deliveries
+        if json.loads(d.body)["type"] == "outplan_created"
+    ]
     assert set(created) <= set(selected), "the selective subscriber got every event it bound"
     copies = Counter(selected)
     assert max(copies.values()) <= 6, "repeats only of refused events, within the bound (1 + 5)"

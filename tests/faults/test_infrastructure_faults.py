@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
 
 async def run(*command: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     output, _ = await process.communicate()
     assert process.returncode == 0, f"{command}: {output.decode(errors='replace')}"
 
@@ -30,8 +31,14 @@ def pg_cluster(action: str, *extra: str) -> list[str]:
 async def queue_depth(queue: str) -> tuple[int, int]:
     """(ready, unacknowledged) messages of a queue, from rabbitmqctl."""
     process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "-q", "list_queues", "name", "messages_ready", "messages_unacknowledged",
-        stdout=asyncio.subprocess.PIPE)
+        "rabbitmqctl",
+        "-q",
+        "list_queues",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        stdout=asyncio.subprocess.PIPE,
+    )
     output, _ = await process.communicate()
     for line in output.decode().splitlines():
         parts = line.split()
@@ -83,7 +90,10 @@ async def test_rabbitmq_restarted_mid_stream(
 
 @pytest.mark.parametrize("outage", ["restart", "down for 10 s"])
 async def test_postgresql_restarted_or_unreachable(
-    outage: str, workers: Callable[..., WorkerProcess], traffic: Traffic, fresh_database: str,
+    outage: str,
+    workers: Callable[..., WorkerProcess],
+    traffic: Traffic,
+    fresh_database: str,
     postgres_restored: object,
 ) -> None:
     worker = workers()

@@ -72,18 +72,29 @@ class Traffic:
         live = self.live[customer]
         roll = self.rng.random()
         if len(live) < 3 or roll < 0.3:
-            return "outplan.create", {"customer_id": customer, "name": f"n{self.rng.randrange(10**6)}",
-                                      "source": SOURCE}
+            return "outplan.create", {
+                "customer_id": customer,
+                "name": f"n{self.rng.randrange(10**6)}",
+                "source": SOURCE,
+            }
         # Most changes go to a few recent outplans, so concurrent changes to one outplan happen.
         target = self.rng.choice(live[-5:])
         if roll < 0.6:
-            return "outplan.update_basic_info", {"customer_id": customer, "id": target,
-                                                 "name": f"b{self.rng.randrange(10**6)}", "detail": "d"}
+            return "outplan.update_basic_info", {
+                "customer_id": customer,
+                "id": target,
+                "name": f"b{self.rng.randrange(10**6)}",
+                "detail": "d",
+            }
         if roll < 0.9:
             return "outplan.update_dial_info", {
-                "customer_id": customer, "id": target, "source": SOURCE,
-                "dial_timeout": self.rng.randrange(1000, 600001), "try_interval": self.rng.randrange(1000, 10**6),
-                **{f"max_try_count_{i}": self.rng.randrange(0, 101) for i in range(5)}}
+                "customer_id": customer,
+                "id": target,
+                "source": SOURCE,
+                "dial_timeout": self.rng.randrange(1000, 600001),
+                "try_interval": self.rng.randrange(1000, 10**6),
+                **{f"max_try_count_{i}": self.rng.randrange(0, 101) for i in range(5)},
+            }
         live.remove(target)
         return "outplan.delete", {"customer_id": customer, "id": target}
 
@@ -96,10 +107,17 @@ class Traffic:
             try:
                 exchange = await channel.get_exchange(self.names.command_exchange, ensure=False)
                 await exchange.publish(
-                    aio_pika.Message(json.dumps(sent.body).encode(), content_type="application/json",
-                                     message_id=sent.message_id, correlation_id=sent.message_id,
-                                     reply_to=self.reply_queue.name, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=sent.command, mandatory=False, timeout=5,
+                    aio_pika.Message(
+                        json.dumps(sent.body).encode(),
+                        content_type="application/json",
+                        message_id=sent.message_id,
+                        correlation_id=sent.message_id,
+                        reply_to=self.reply_queue.name,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=sent.command,
+                    mandatory=False,
+                    timeout=5,
                 )
                 return
             except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError):
@@ -112,8 +130,9 @@ class Traffic:
         await self.publish(sent)
         return sent
 
-    async def run(self, count: int, rate: float,
-                  on_progress: Callable[[int], Awaitable[None]] | None = None) -> None:
+    async def run(
+        self, count: int, rate: float, on_progress: Callable[[int], Awaitable[None]] | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i in range(count):

@@ -12,6 +12,7 @@ import aio_pika
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from pydantic import SecretStr
 
 from tests.conftest import AMQP_URL
 from worker.messaging.relay import Relay
@@ -73,8 +74,9 @@ class Rig:
         await queue.consume(keep, no_ack=True)
         return queue
 
-    async def subscribe(self, routing_key: str = "#", *, consume: bool = True,
-                        arguments: dict[str, Any] | None = None) -> Subscriber:
+    async def subscribe(
+        self, routing_key: str = "#", *, consume: bool = True, arguments: dict[str, Any] | None = None
+    ) -> Subscriber:
         """An exclusive queue bound with ``routing_key``; consumed (no ack) unless ``consume`` is False."""
         channel = await self.connection.channel()
         queue = await channel.declare_queue(exclusive=True, arguments=arguments)
@@ -88,6 +90,8 @@ class Rig:
         """A relay on a confirm channel of its own, as the worker opens it."""
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=False)
         relay = Relay(self.settings, channel, retry=retry)
+        # An attribute of the test's own (Relay declares none by that name): the channel stays
+        # referenced for as long as the relay is.
         relay._keep_channel = channel  # type: ignore[attr-defined]
         return relay, asyncio.create_task(relay.run())
 
@@ -119,8 +123,11 @@ class Rig:
 @pytest.fixture
 async def rig(fresh_database: str) -> AsyncIterator[Rig]:
     exchange_name = f"test.events.{uuid.uuid4().hex[:8]}"
-    settings = Settings(database_url=fresh_database, event_exchange=exchange_name,  # type: ignore[arg-type]
-                        relay_poll_seconds=0.2)
+    settings = Settings(
+        database_url=SecretStr(fresh_database),
+        event_exchange=exchange_name,
+        relay_poll_seconds=0.2,
+    )
     pool = await asyncpg.create_pool(fresh_database, min_size=1, max_size=4)
     connection = await aio_pika.connect_robust(AMQP_URL)
     channel = await connection.channel()

@@ -17,6 +17,7 @@ async def test_failed_attempts_do_not_accumulate_open_channels() -> None:
         # an exchange nobody consumes from: each query comes back unroutable at once
         name = f"test-nobody-{uuid.uuid4().hex[:8]}"
         await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
+        assert connection.transport is not None  # connected
         amqp = connection.transport.connection
         before = len(amqp.channels)
         with pytest.raises(TimeoutError, match="no worker answered within 2"):

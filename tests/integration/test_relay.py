@@ -22,12 +22,18 @@ __all__ = ["rig"]  # the fixture
 
 async def published(pool: asyncpg.Pool, event_id: uuid.UUID) -> bool:
     """Confirmed by the broker: sequenced at or below the relay's published watermark."""
-    return bool(await pool.fetchval(
-        "SELECT e.eventsequence <= s.published_through FROM outplan_events e, outbox_state s WHERE e.event_id = $1",
-        event_id))
+    return bool(
+        await pool.fetchval(
+            "SELECT e.eventsequence <= s.published_through FROM outplan_events e, outbox_state s"
+            " WHERE e.event_id = $1",
+            event_id,
+        )
+    )
 
 
-async def test_a_transaction_that_commits_late_holds_later_writers_back(rig: Rig, customer_id: uuid.UUID) -> None:
+async def test_a_transaction_that_commits_late_holds_later_writers_back(
+    rig: Rig, customer_id: uuid.UUID
+) -> None:
     """Numbers follow commit order: a later writer waits for the earlier one's commit, so the
     relay can never publish a higher number while a lower one is still uncommitted."""
     await rig.bind_queue()
@@ -69,7 +75,9 @@ async def test_a_rolled_back_write_leaves_no_gap_in_the_numbers(rig: Rig, custom
     assert str(event.id) == str(kept_event) and event.eventsequence == 1
 
 
-async def test_an_event_nobody_binds_is_settled_and_the_next_ones_follow(rig: Rig, customer_id: uuid.UUID) -> None:
+async def test_an_event_nobody_binds_is_settled_and_the_next_ones_follow(
+    rig: Rig, customer_id: uuid.UUID
+) -> None:
     """Unrouted is an outcome, not a failure: the checkpoint moves past it and a queue bound later
     receives only what comes after (the event log still has the rest, for replay)."""
     uow, event_id = await begin_create(rig.pool, customer_id)
@@ -92,7 +100,9 @@ async def test_an_event_nobody_binds_is_settled_and_the_next_ones_follow(rig: Ri
     assert relay.tally.unrouted == 1 and relay.tally.confirmed == 1
 
 
-async def test_an_unconfirmed_event_is_published_again_byte_for_byte(rig: Rig, customer_id: uuid.UUID) -> None:
+async def test_an_unconfirmed_event_is_published_again_byte_for_byte(
+    rig: Rig, customer_id: uuid.UUID
+) -> None:
     await rig.bind_queue()
     uow, event_id = await begin_create(rig.pool, customer_id)
     await uow.commit()
@@ -136,7 +146,9 @@ async def test_only_one_relay_publishes_at_a_time(rig: Rig, customer_id: uuid.UU
 
 async def creates(service: Service, customer_id: uuid.UUID, n: int) -> None:
     for _ in range(n):
-        [outcome] = await service.change([request("outplan.create", {"customer_id": customer_id, "source": SOURCE})])
+        [outcome] = await service.change(
+            [request("outplan.create", {"customer_id": customer_id, "source": SOURCE})]
+        )
         assert outcome.status_code == 201
 
 
@@ -160,8 +172,10 @@ async def test_handed_over_and_read_events_go_out_in_one_order(rig: Rig, custome
 
     sequences = [parse_event(m.body).eventsequence for m in rig.received]
     assert sequences == list(range(1, 91))
-    stored = {r["eventsequence"]: bytes(r["body"]) for r in await rig.pool.fetch(
-        "SELECT eventsequence, body FROM outplan_events")}
+    stored = {
+        r["eventsequence"]: bytes(r["body"])
+        for r in await rig.pool.fetch("SELECT eventsequence, body FROM outplan_events")
+    }
     assert [m.body for m in rig.received] == [stored[n] for n in sequences]
     assert await rig.pool.fetchval("SELECT n FROM (" + BACKLOG + ") AS b") == 0
 

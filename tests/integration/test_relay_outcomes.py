@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 __all__ = ["rig"]  # the fixture
 
 FULL = {"x-max-length": 1, "x-overflow": "reject-publish"}  # refuses every publish while it holds one
-QUICK = RetryPolicy(retries=5, first_delay=0.02, ongoing_after=0.08, quiet_after=0.4, report_every=1.2)  # 25x faster
+QUICK = RetryPolicy(
+    retries=5, first_delay=0.02, ongoing_after=0.08, quiet_after=0.4, report_every=1.2
+)  # 25x faster
 
 
 def counted(name: str, event_type: str) -> float:
@@ -35,14 +37,21 @@ async def history(rig: Rig, customer_id: uuid.UUID, outplans: int, updates: int)
     """Creates ``outplans`` outplans, then updates each ``updates`` times, then deletes every other,
     one command per outplan per batch (so outplans interleave in the log); the types in number order."""
     service = Service(lambda **kw: PgUnitOfWork(rig.pool, **kw))
-    created = await service.change([request("outplan.create", {"customer_id": customer_id, "source": SOURCE})
-                                    for _ in range(outplans)])
+    created = await service.change(
+        [request("outplan.create", {"customer_id": customer_id, "source": SOURCE}) for _ in range(outplans)]
+    )
     ids = [o.reply.decode().split('"id":"', 1)[1].split('"', 1)[0] for o in created]
     types = ["outplan_created"] * outplans
     for n in range(updates):
-        await service.change([request("outplan.update_basic_info", {"customer_id": customer_id, "id": i,
-                                                                     "name": f"n{n}", "detail": "d"})
-                              for i in ids])
+        await service.change(
+            [
+                request(
+                    "outplan.update_basic_info",
+                    {"customer_id": customer_id, "id": i, "name": f"n{n}", "detail": "d"},
+                )
+                for i in ids
+            ]
+        )
         types += ["outplan_updated"] * outplans
     await service.change([request("outplan.delete", {"customer_id": customer_id, "id": i}) for i in ids[::2]])
     return types + ["outplan_deleted"] * len(ids[::2])
@@ -64,6 +73,7 @@ def in_outplan_order(subscriber: Subscriber, *, repeats: bool) -> bool:
 @contextlib.asynccontextmanager
 async def drained_slowly(subscriber: Subscriber, every: float) -> AsyncIterator[None]:
     """Take one message off the queue every ``every`` s, keeping it."""
+
     async def take() -> None:
         while True:
             message = await subscriber.queue.get(no_ack=True, fail=False)
@@ -81,7 +91,8 @@ async def drained_slowly(subscriber: Subscriber, every: float) -> AsyncIterator[
 
 
 async def test_a_subscriber_binding_one_type_gets_its_events_once_and_nothing_stalls(
-        rig: Rig, customer_id: uuid.UUID) -> None:
+    rig: Rig, customer_id: uuid.UUID
+) -> None:
     created_only = await rig.subscribe("outplan_created")
     before = {t: counted("unrouted", t) for t in ("outplan_updated", "outplan_deleted")}
     with capture_logs() as logs:
@@ -99,12 +110,15 @@ async def test_a_subscriber_binding_one_type_gets_its_events_once_and_nothing_st
     assert everyone.copies() == {n: 1 for n in range(len(first) + 1, len(types) + 1)}
     assert created_only.copies() == {n: 1 for n, t in enumerate(types, start=1) if t == "outplan_created"}
     assert {t: counted("unrouted", t) - before[t] for t in before} == {
-        "outplan_updated": first.count("outplan_updated"), "outplan_deleted": first.count("outplan_deleted")}
+        "outplan_updated": first.count("outplan_updated"),
+        "outplan_deleted": first.count("outplan_deleted"),
+    }
     assert loud(logs, "error", "warning", "critical") == []
 
 
 async def test_a_full_subscriber_is_retried_alone_and_the_healthy_one_gets_everything(
-        rig: Rig, customer_id: uuid.UUID) -> None:
+    rig: Rig, customer_id: uuid.UUID
+) -> None:
     healthy = await rig.subscribe("#")
     full = await rig.subscribe("#", consume=False, arguments=FULL)
     relay, task = await rig.relay(QUICK)
@@ -124,7 +138,8 @@ async def test_a_full_subscriber_is_retried_alone_and_the_healthy_one_gets_every
 
 
 async def test_a_refusal_past_the_bound_is_given_up_once_logged_and_the_checkpoint_moves_on(
-        rig: Rig, customer_id: uuid.UUID) -> None:
+    rig: Rig, customer_id: uuid.UUID
+) -> None:
     healthy = await rig.subscribe("#")
     full = await rig.subscribe("#", consume=False, arguments=FULL)  # never drained
     before = {name: all_types(name) for name in ("refused", "given_up")}
@@ -144,25 +159,36 @@ async def test_a_refusal_past_the_bound_is_given_up_once_logged_and_the_checkpoi
     errors = loud(logs, "error")
     first, *summaries = errors
     # Refused for longer than ongoing_after: refusals are ongoing, said once, with the event that showed it.
-    assert first["event"] == "events refused by the broker; refusals are ongoing: refused events are left to replay"
+    assert (
+        first["event"]
+        == "events refused by the broker; refusals are ongoing: refused events are left to replay"
+    )
     assert first["outplan_id"] and first["event_id"] and first["type"] and first["eventsequence"] in given_up
     # Every event given up is summed up, with the range to replay to the refusing subscriber.
     assert [e["event"] for e in summaries] == ["events refused by the broker and left to replay"]
     assert (summaries[0]["events"], summaries[0]["from_seq"], summaries[0]["to_seq"]) == (
-        len(given_up), min(given_up), max(given_up))
-    assert summaries[0]["replay"] == (f"outplan-worker replay --from-seq {min(given_up)} --to-seq {max(given_up)} "
-                                      "--queue <the refusing subscriber's queue>")
+        len(given_up),
+        min(given_up),
+        max(given_up),
+    )
+    assert summaries[0]["replay"] == (
+        f"outplan-worker replay --from-seq {min(given_up)} --to-seq {max(given_up)} "
+        "--queue <the refusing subscriber's queue>"
+    )
     assert len(loud(logs, "warning")) == 1  # one line for the burst, not one per event or retry
     assert relay.tally.given_up == len(given_up)
     assert relay.tally.refused == sum(copies[n] for n in given_up)
     assert {name: all_types(name) - before[name] for name in before} == {
-        "refused": relay.tally.refused, "given_up": relay.tally.given_up}
+        "refused": relay.tally.refused,
+        "given_up": relay.tally.given_up,
+    }
     assert await rig.checkpoint() == 8
     assert in_outplan_order(healthy, repeats=True)
 
 
 async def test_refusals_that_go_on_hold_no_outplan_back_and_end_when_the_broker_accepts_again(
-        rig: Rig, customer_id: uuid.UUID) -> None:
+    rig: Rig, customer_id: uuid.UUID
+) -> None:
     healthy = await rig.subscribe("#")
     full = await rig.subscribe("#", consume=False, arguments=FULL)
     with capture_logs() as logs:
@@ -179,7 +205,7 @@ async def test_refusals_that_go_on_hold_no_outplan_back_and_end_when_the_broker_
         await rig.settled()
         relay.stop()
         await task
-    assert ongoing_took < QUICK.first_delay * 2 ** QUICK.retries, "no event was held for its retries"
+    assert ongoing_took < QUICK.first_delay * 2**QUICK.retries, "no event was held for its retries"
     copies = healthy.copies()
     during = range(len(first) + 1, len(first) + len(more) + 1)
     assert {n: copies[n] for n in during if copies[n] != 1} == {}  # refused once, left to replay at once

@@ -14,8 +14,10 @@ pytestmark = pytest.mark.integration
 
 
 def events(*types: str) -> list[LoggedEvent]:
-    return [LoggedEvent(n, str(uuid.uuid4()), t, None, b"{}", str(uuid.uuid4()))
-            for n, t in enumerate(types, start=1)]
+    return [
+        LoggedEvent(n, str(uuid.uuid4()), t, None, b"{}", str(uuid.uuid4()))
+        for n, t in enumerate(types, start=1)
+    ]
 
 
 async def one_batch(batch: list[LoggedEvent]) -> AsyncIterator[list[LoggedEvent]]:
@@ -33,12 +35,14 @@ async def republish(target: Target, batch: list[LoggedEvent]) -> Progress:
 async def test_events_no_binding_wants_are_counted_not_failed() -> None:
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(f"test.events.{uuid.uuid4().hex[:8]}",
-                                                  aio_pika.ExchangeType.TOPIC, auto_delete=True)
+        exchange = await channel.declare_exchange(
+            f"test.events.{uuid.uuid4().hex[:8]}", aio_pika.ExchangeType.TOPIC, auto_delete=True
+        )
         queue = await channel.declare_queue(exclusive=True)
         await queue.bind(exchange, routing_key="outplan_created")
-        progress = await republish(Target(exchange=exchange.name),
-                                   events("outplan_created", "outplan_deleted", "outplan_created"))
+        progress = await republish(
+            Target(exchange=exchange.name), events("outplan_created", "outplan_deleted", "outplan_created")
+        )
         assert (progress.confirmed, progress.unrouted, progress.failed, progress.error) == (2, 1, 0, None)
         assert progress.last_confirmed_seq == 3
         got = [await queue.get(no_ack=True, fail=False, timeout=5) for _ in range(3)]

@@ -16,8 +16,18 @@ pytestmark = pytest.mark.packaging
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS = ROOT / "contracts"
 # What outplan-worker needs and a producer or subscriber must not be made to install.
-WORKER_STACK = {"aio-pika", "aiormq", "pamqp", "asyncpg", "uvloop", "prometheus-client", "structlog", "orjson",
-                "pyyaml", "pydantic-settings"}
+WORKER_STACK = {
+    "aio-pika",
+    "aiormq",
+    "pamqp",
+    "asyncpg",
+    "uvloop",
+    "prometheus-client",
+    "structlog",
+    "orjson",
+    "pyyaml",
+    "pydantic-settings",
+}
 
 USE = """
 import json, uuid
@@ -26,12 +36,14 @@ import contracts
 from contracts import COMMANDS, CreateOutplan, OutplanCreated, Reply, UpdateDialInfo, names, parse_event
 
 customer, outplan = str(uuid.uuid4()), str(uuid.uuid4())
-create = CreateOutplan.model_validate_json(json.dumps(
-    {"customer_id": customer, "source": {"type": "tel", "target": "+44 20 7946 0958"}, "dial_timeout": 45000}))
+source = {"type": "tel", "target": "+44 20 7946 0958"}
+create = CreateOutplan.model_validate_json(
+    json.dumps({"customer_id": customer, "source": source, "dial_timeout": 45000}))
 assert create.source.target == "+442079460958" and create.dial_timeout == 45000
 assert COMMANDS[names.CREATE] is CreateOutplan and names.UPDATE_DIAL_INFO in COMMANDS
 try:
-    UpdateDialInfo.model_validate_json(json.dumps({"customer_id": customer, "id": outplan, "dial_timeout": 30}))
+    update = {"customer_id": customer, "id": outplan, "dial_timeout": 30}
+    UpdateDialInfo.model_validate_json(json.dumps(update))
 except Exception as exc:
     assert "dial_timeout" in str(exc)
 else:
@@ -92,17 +104,28 @@ def test_the_contracts_wheel_installs_alone_and_works(tmp_path: Path) -> None:
     source = tmp_path / "source"
     shutil.copytree(CONTRACTS, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist),
-                    str(source)], check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(source)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (wheel,) = dist.glob("outplan_contracts-*.whl")
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "--quiet", str(wheel)], check=True, capture_output=True,
-                   text=True, timeout=300)
-    listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], check=True, capture_output=True,
-                            text=True).stdout
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--format=json"], check=True, capture_output=True, text=True
+    ).stdout
     installed = {canonical(p["name"]) for p in json.loads(listed)}
     assert "outplan-contracts" in installed and "pydantic" in installed
     assert not installed & WORKER_STACK, f"the contracts pulled in {sorted(installed & WORKER_STACK)}"

@@ -63,6 +63,7 @@ pika.data.encode_value = _encode_value  # encode_table and arrays look the name 
 
 # ---- strategies -----------------------------------------------------------------------------
 
+
 def _decodes(data: bytes) -> bool:
     try:
         data.decode("utf-8")
@@ -78,40 +79,70 @@ def _fits_short(value: str | bytes) -> bool:
 #: Text that can be encoded (no surrogates), NUL and other controls included.
 texts = st.text(st.characters(codec="utf-8"), max_size=40)
 not_utf8 = st.sampled_from([b"\xc3(bad", b"\xff", b"\xed\xa0\x80", b"ok\x80", b"\xc0\xaf"]) | st.binary(
-    min_size=1, max_size=40).filter(lambda b: not _decodes(b))
+    min_size=1, max_size=40
+).filter(lambda b: not _decodes(b))
 #: A short string property: text, NUL-bearing text, or octets that are not UTF-8.
-short_strings = (texts | st.sampled_from(["", "abc\x00def", "\x00", "x" * 255, "é" * 127])
-                 | not_utf8).filter(_fits_short)
-timestamps = st.sampled_from([0, 1, 2**31 - 1, 2**32 - 1, 2**32, 1_764_470_000, 1_764_470_000_000,
-                              1_764_470_000_000_000, 253_402_300_799, 253_402_300_800,
-                              253_402_300_799_999, 253_402_300_800_000, 2**63 - 1, 2**63, 2**64 - 1]) | st.integers(
-    0, 2**64 - 1)
+short_strings = (texts | st.sampled_from(["", "abc\x00def", "\x00", "x" * 255, "é" * 127]) | not_utf8).filter(
+    _fits_short
+)
+timestamps = st.sampled_from(
+    [
+        0,
+        1,
+        2**31 - 1,
+        2**32 - 1,
+        2**32,
+        1_764_470_000,
+        1_764_470_000_000,
+        1_764_470_000_000_000,
+        253_402_300_799,
+        253_402_300_800,
+        253_402_300_799_999,
+        253_402_300_800_000,
+        2**63 - 1,
+        2**63,
+        2**64 - 1,
+    ]
+) | st.integers(0, 2**64 - 1)
 scalars = st.one_of(
-    texts, st.binary(max_size=40), st.booleans(), st.none(),
-    st.integers(-(2**31), 2**31 - 1), st.integers(-(2**63), 2**63 - 1),
+    texts,
+    st.binary(max_size=40),
+    st.booleans(),
+    st.none(),
+    st.integers(-(2**31), 2**31 - 1),
+    st.integers(-(2**63), 2**63 - 1),
     # Finite only: RabbitMQ closes the publisher's connection (541 INTERNAL_ERROR) on a NaN or an
     # infinity, so such a message never reaches a consumer.
     st.floats(allow_nan=False, allow_infinity=False).map(double),
     st.sampled_from([1e300, -1e300, 1.7976931348623157e308, 5e-324]).map(double),
     st.floats(width=32, allow_nan=False, allow_infinity=False).map(single),
-    st.binary(max_size=300).map(long_string), not_utf8.map(long_string),
+    st.binary(max_size=300).map(long_string),
+    not_utf8.map(long_string),
     timestamps.map(timestamp),
-    st.decimals(allow_nan=False, allow_infinity=False, places=3, min_value=-(10**6), max_value=10**6).map(Decimal),
+    st.decimals(allow_nan=False, allow_infinity=False, places=3, min_value=-(10**6), max_value=10**6).map(
+        Decimal
+    ),
     st.builds(Raw, st.sampled_from([b"b", b"B"]), st.binary(min_size=1, max_size=1)),
     st.builds(Raw, st.sampled_from([b"s", b"u"]), st.binary(min_size=2, max_size=2)),
     st.builds(Raw, st.sampled_from([b"i", b"I"]), st.binary(min_size=4, max_size=4)),
     st.builds(Raw, st.sampled_from([b"l", b"L"]), st.binary(min_size=8, max_size=8)),
     st.builds(Raw, st.just(b"D"), st.binary(min_size=5, max_size=5)),  # any scale, any digits
 )
-header_keys = (texts | not_utf8 | st.sampled_from(["x-delivery-count", "x-death", "x-error-reason", ""])
-               ).filter(_fits_short)
+header_keys = (
+    texts | not_utf8 | st.sampled_from(["x-delivery-count", "x-death", "x-error-reason", ""])
+).filter(_fits_short)
 #: Header tables of every field type, nested tables and arrays included.
 headers = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(header_keys, inner, max_size=4),
     max_leaves=12,
-).flatmap(lambda value: st.just(value) if isinstance(value, dict) else st.dictionaries(
-    header_keys, st.just(value), min_size=1, max_size=1))
+).flatmap(
+    lambda value: (
+        st.just(value)
+        if isinstance(value, dict)
+        else st.dictionaries(header_keys, st.just(value), min_size=1, max_size=1)
+    )
+)
 
 
 def _unreadable_table(table: dict[Any, Any]) -> bool:
@@ -138,6 +169,7 @@ def unreadable(props: dict[str, Any]) -> str | None:
 
 # ---- publishing -------------------------------------------------------------------------------
 
+
 @dataclass
 class Answered:
     """The replies one message got, in arrival order (each a ``(properties, body)``)."""
@@ -154,8 +186,9 @@ class RawPublisher:
         self.channel = self.connection.channel()
         self.sent: Counter[str] = Counter()
 
-    def send(self, routing_key: str, body: bytes, *, wait: float = 10.0, linger: float = 0.2,
-             **props: Any) -> Answered:
+    def send(
+        self, routing_key: str, body: bytes, *, wait: float = 10.0, linger: float = 0.2, **props: Any
+    ) -> Answered:
         """Publish to the exchange; collect replies until ``linger`` s after the first (or ``wait`` s)."""
         reply_to = self.channel.queue_declare("", exclusive=True).method.queue
         properties = pika.BasicProperties(reply_to=reply_to, **props)
@@ -166,6 +199,7 @@ class RawPublisher:
         while time.monotonic() < deadline:
             method, reply_props, reply_body = self.channel.basic_get(reply_to, auto_ack=True)
             if method is not None:
+                assert reply_props is not None and reply_body is not None  # both come with a message
                 answered.replies.append((reply_props, reply_body))
                 if len(answered.replies) == 1:  # a second reply would be a second delivery
                     deadline = min(deadline, time.monotonic() + linger)

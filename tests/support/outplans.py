@@ -18,8 +18,14 @@ SOURCE = {"type": "tel", "target": "+15559876543"}
 
 
 def request(command: str, body: dict[str, Any], message_id: str | None = None) -> Request:
-    decoded = decode(json.dumps(body, default=str).encode(), content_type="application/json", routing_key=command,
-                     type_=None, message_id=message_id or str(uuid.uuid4()), correlation_id=None)
+    decoded = decode(
+        json.dumps(body, default=str).encode(),
+        content_type="application/json",
+        routing_key=command,
+        type_=None,
+        message_id=message_id or str(uuid.uuid4()),
+        correlation_id=None,
+    )
     assert isinstance(decoded, Request), decoded
     return decoded
 
@@ -29,10 +35,17 @@ async def change(pool: asyncpg.Pool, *requests: Request) -> list[Outcome]:
     return await Service(lambda **kw: PgUnitOfWork(pool, **kw)).change(list(requests))
 
 
-async def create(pool: asyncpg.Pool, customer_id: uuid.UUID, count: int = 1, **fields: Any) -> list[uuid.UUID]:
+async def create(
+    pool: asyncpg.Pool, customer_id: uuid.UUID, count: int = 1, **fields: Any
+) -> list[uuid.UUID]:
     """``count`` outplans in one transaction: they share one tm_create."""
-    outcomes = await change(pool, *(request("outplan.create", {"customer_id": customer_id, "source": SOURCE,
-                                                                **fields}) for _ in range(count)))
+    outcomes = await change(
+        pool,
+        *(
+            request("outplan.create", {"customer_id": customer_id, "source": SOURCE, **fields})
+            for _ in range(count)
+        ),
+    )
     assert all(o.status_code == 201 for o in outcomes)
     return [uuid.UUID(json.loads(o.reply)["data"]["id"]) for o in outcomes]
 
@@ -46,6 +59,7 @@ async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUn
     now = (await uow.read([], [])).moment
     stored = create_outplan(cmd, None, Context(format_time(now))).stored
     event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())
-    [written] = await uow.write(inserted=[stored], replaced=[], events=[event], replies=[], read_versions={},
-                                moment=now)
+    [written] = await uow.write(
+        inserted=[stored], replaced=[], events=[event], replies=[], read_versions={}, moment=now
+    )
     return uow, uuid.UUID(written.event_id)

@@ -30,8 +30,13 @@ class WorkerNames:
     @classmethod
     def fresh(cls) -> "WorkerNames":
         s = uuid.uuid4().hex[:8]
-        return cls(f"test-{s}.commands", f"test-{s}.worker.commands", f"test-{s}.dlx",
-                   f"test-{s}.worker.commands.dead", f"test-{s}.events")
+        return cls(
+            f"test-{s}.commands",
+            f"test-{s}.worker.commands",
+            f"test-{s}.dlx",
+            f"test-{s}.worker.commands.dead",
+            f"test-{s}.events",
+        )
 
     def env(self) -> dict[str, str]:
         return {f"OUTPLAN_{k.upper()}": v for k, v in self.__dict__.items()}
@@ -44,7 +49,9 @@ def free_port() -> int:
 
 
 def worker_command() -> list[str]:
-    script = shutil.which("outplan-worker", path=str(Path(sys.executable).parent)) or shutil.which("outplan-worker")
+    script = shutil.which("outplan-worker", path=str(Path(sys.executable).parent)) or shutil.which(
+        "outplan-worker"
+    )
     assert script, "the outplan-worker console script is not installed"
     return [script]
 
@@ -107,17 +114,27 @@ async def wait_until_answering(names: WorkerNames, seconds: float = 30) -> None:
         await connect_when_ready(connection, exchange=names.command_exchange, seconds=seconds)
 
 
-def start_worker(database_url: str, log_dir: Path, names: WorkerNames | None = None, *, wait: bool = True,
-                 **settings: str) -> WorkerProcess:
+def start_worker(
+    database_url: str, log_dir: Path, names: WorkerNames | None = None, *, wait: bool = True, **settings: str
+) -> WorkerProcess:
     names = names or WorkerNames.fresh()
-    env = {**os.environ, **names.env(), "OUTPLAN_DATABASE_URL": database_url, "OUTPLAN_AMQP_URL": AMQP_URL,
-           "OUTPLAN_RELAY_POLL_SECONDS": "0.2", "OUTPLAN_METRICS_PORT": str(free_port()), **{f"OUTPLAN_{k.upper()}": v for k, v in settings.items()}}
+    env = {
+        **os.environ,
+        **names.env(),
+        "OUTPLAN_DATABASE_URL": database_url,
+        "OUTPLAN_AMQP_URL": AMQP_URL,
+        "OUTPLAN_RELAY_POLL_SECONDS": "0.2",
+        "OUTPLAN_METRICS_PORT": str(free_port()),
+        **{f"OUTPLAN_{k.upper()}": v for k, v in settings.items()},
+    }
     log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
     worker = WorkerProcess(names, env, _spawn(env, log_path), log_path)
     if wait:
         try:
             asyncio.run(wait_until_answering(names))
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - pytest-timeout's failure is a BaseException too
+            # Whatever stopped the wait, the worker is killed, and its log is what explains a start
+            # that did not finish.
             worker.process.kill()
             raise RuntimeError("worker did not start:\n" + worker.log()) from None
     return worker
@@ -132,8 +149,9 @@ async def bind_full_subscriber(names: WorkerNames) -> str:
     name = f"test-full-{uuid.uuid4().hex[:8]}"
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(name, arguments={"x-max-length": 1, "x-overflow": "reject-publish",
-                                                              "x-expires": 60_000})
+        queue = await channel.declare_queue(
+            name, arguments={"x-max-length": 1, "x-overflow": "reject-publish", "x-expires": 60_000}
+        )
         await channel.default_exchange.publish(aio_pika.Message(b"filler"), routing_key=name)
         await queue.bind(names.event_exchange, routing_key="#")
     return name

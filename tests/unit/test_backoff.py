@@ -1,6 +1,7 @@
 """Retries back off with jitter: workers that lost a server together do not come back in lockstep."""
 
 import asyncio
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -47,7 +48,7 @@ async def test_workers_waiting_for_the_same_server_retry_at_different_times() ->
     names = [f"broker {n}" for n in range(10)]
     with capture_logs() as logs:
         await asyncio.gather(*(worker(name) for name in names))
-    first_delay = {}
+    first_delay: dict[str, Any] = {}  # each event's first retry_in (None for other events)
     for entry in logs:
         first_delay.setdefault(entry["event"], entry.get("retry_in"))
     firsts = [first_delay[f"{name} unreachable; retrying"] for name in names]

@@ -24,13 +24,21 @@ def test_contracts_import_pydantic_only() -> None:
 
 # What a producer or subscriber installs for ``contracts``: pydantic (with what it depends on)
 # and the phone-number metadata.
-ALLOWED = {"pydantic", "pydantic_core", "typing_extensions", "typing_inspection", "annotated_types", "phonenumbers"}
+ALLOWED = {
+    "pydantic",
+    "pydantic_core",
+    "typing_extensions",
+    "typing_inspection",
+    "annotated_types",
+    "phonenumbers",
+}
 THIRD_PARTY = """
 import sys
 import contracts
 from contracts import CreateOutplan, parse_event
 CreateOutplan.model_validate_json(
-    '{"customer_id": "5e7c1f0e-2b1a-4c55-9d3e-0c1f2a3b4c5d", "source": {"type": "tel", "target": "+44 20 7946 0958"}}')
+    '{"customer_id": "5e7c1f0e-2b1a-4c55-9d3e-0c1f2a3b4c5d",'
+    ' "source": {"type": "tel", "target": "+44 20 7946 0958"}}')
 found = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - {'contracts', '__main__'}
 print(','.join(sorted(m for m in found if not m.startswith('_'))))
 """

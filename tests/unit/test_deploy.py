@@ -60,7 +60,9 @@ def compose() -> dict[str, Any]:
 def service(name: str) -> dict[str, Any]:
     services: dict[str, Any] = compose()["services"]
     assert name in services, f"compose has no service {name!r}"
-    return services[name]
+    found = services[name]
+    assert isinstance(found, dict)
+    return found
 
 
 def compose_env(svc: dict[str, Any]) -> dict[str, str]:
@@ -174,9 +176,7 @@ def test_every_yaml_file_parses() -> None:
 
 def test_k8s_holds_every_kind_once() -> None:
     kinds = sorted(d["kind"] for d in k8s_docs())
-    assert kinds == sorted(
-        ["ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Job", "Service"]
-    )
+    assert kinds == sorted(["ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Job", "Service"])
 
 
 # --- one image, the right commands -------------------------------------------------------------
@@ -248,8 +248,10 @@ def test_configmap_values_are_strings() -> None:
 
 
 def test_deployment_and_job_read_the_configmap_and_secret() -> None:
-    expected = {("configMapRef", k8s("ConfigMap")["metadata"]["name"]),
-                ("secretRef", k8s("Secret")["metadata"]["name"])}
+    expected = {
+        ("configMapRef", k8s("ConfigMap")["metadata"]["name"]),
+        ("secretRef", k8s("Secret")["metadata"]["name"]),
+    }
     for kind in ("Deployment", "Job"):
         refs = {(ref, src[ref]["name"]) for src in container(kind)["envFrom"] for ref in src}
         assert refs == expected, kind
@@ -403,8 +405,11 @@ def test_dockerfile_entrypoint_command_port_and_healthcheck() -> None:
 
 
 def test_dockerignore_keeps_the_sources_and_drops_the_rest() -> None:
-    patterns = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
-                if ln.strip() and not ln.startswith("#")]
+    patterns = [
+        ln.strip()
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     for must_skip in (".git", ".venv", "bench"):
         assert must_skip in patterns, must_skip
     build = dockerfile_stages()[0]
@@ -435,8 +440,9 @@ def test_compose_migrate_runs_once() -> None:
 def test_compose_worker_replicas_and_healthcheck() -> None:
     worker = service("worker")
     assert worker["deploy"]["replicas"] == 2
-    assert "ports" not in worker or all("9464:" not in str(p) for p in worker["ports"]), \
+    assert "ports" not in worker or all("9464:" not in str(p) for p in worker["ports"]), (
         "two replicas cannot bind one host port"
+    )
     assert healthcheck_argv(worker["healthcheck"]["test"])[:2] == ["outplan-worker", "check"]
 
 

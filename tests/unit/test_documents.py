@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_YAML = ROOT / "contracts" / "asyncapi.yaml"
 ASYNCAPI_3_0_0 = ROOT / "tests" / "data" / "asyncapi-3.0.0.schema.json"
 REGENERATE = (
-    ".venv/bin/python -c \"from pathlib import Path; from worker.schema_docs import render_asyncapi_yaml; "
+    '.venv/bin/python -c "from pathlib import Path; from worker.schema_docs import render_asyncapi_yaml; '
     "Path('contracts/asyncapi.yaml').write_text(render_asyncapi_yaml())\""
 )
 
@@ -31,8 +31,12 @@ VALID: dict[str, dict[str, Any]] = {
     names.CREATE: {"customer_id": CUSTOMER, "source": SOURCE, "dial_timeout": 30000},
     names.UPDATE_BASIC_INFO: {"customer_id": CUSTOMER, "id": OUTPLAN, "name": "n", "detail": "d"},
     names.UPDATE_DIAL_INFO: {
-        "customer_id": CUSTOMER, "id": OUTPLAN, "source": SOURCE, "dial_timeout": 30000,
-        "try_interval": 60000, **{f"max_try_count_{i}": 5 for i in range(5)},
+        "customer_id": CUSTOMER,
+        "id": OUTPLAN,
+        "source": SOURCE,
+        "dial_timeout": 30000,
+        "try_interval": 60000,
+        **{f"max_try_count_{i}": 5 for i in range(5)},
     },
     names.DELETE: {"customer_id": CUSTOMER, "id": OUTPLAN},
     names.GET: {"customer_id": CUSTOMER, "id": OUTPLAN},

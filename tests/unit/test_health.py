@@ -118,8 +118,10 @@ async def test_an_unexpected_database_error_fails_the_check_by_name_logged_once_
             assert ready["database_ok"] is False and ready["database_error"] == "RuntimeError"
         pool.error = None
         assert (await health.ready())["database_ok"] is True
-    assert [e["event"] for e in logs] == ["readiness check failed unexpectedly; failing it until it passes",
-                                          "readiness check passes again"]
+    assert [e["event"] for e in logs] == [
+        "readiness check failed unexpectedly; failing it until it passes",
+        "readiness check passes again",
+    ]
 
 
 async def test_the_monitor_logs_and_survives_a_check_that_raises(monkeypatch: pytest.MonkeyPatch) -> None:

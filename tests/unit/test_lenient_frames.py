@@ -6,6 +6,7 @@ tests hold the hook point to the pamqp version that is installed.
 
 import datetime
 import struct
+from typing import Any
 
 import pamqp.frame
 import pytest
@@ -27,11 +28,15 @@ def installed() -> None:
 
 
 def frame(payload: bytes, channel: int = 1) -> bytes:
-    return struct.pack(">BHI", constants.FRAME_HEADER, channel, len(payload)) + payload + constants.FRAME_END_CHAR
+    return (
+        struct.pack(">BHI", constants.FRAME_HEADER, channel, len(payload))
+        + payload
+        + constants.FRAME_END_CHAR
+    )
 
 
-def header_payload(**properties: object) -> bytes:
-    return ContentHeader(body_size=7, properties=commands.Basic.Properties(**properties)).marshal()  # type: ignore[arg-type]
+def header_payload(**properties: Any) -> bytes:
+    return ContentHeader(body_size=7, properties=commands.Basic.Properties(**properties)).marshal()
 
 
 def unmarshal(payload: bytes) -> ContentHeader:
@@ -61,7 +66,10 @@ def test_a_message_id_that_is_not_utf8_is_left_out_and_named() -> None:
     assert decoded.unreadable == {"message_id": "not UTF-8 (bytes c3 28 62 61 64)"}
     assert decoded.raw == {"message_id": NOT_UTF8}  # exactly as sent, for the dead-letter copy
     # the properties after it are read as usual
-    assert (decoded.properties.correlation_id, decoded.properties.reply_to) == ("c-1", "amq.rabbitmq.reply-to.x")
+    assert (decoded.properties.correlation_id, decoded.properties.reply_to) == (
+        "c-1",
+        "amq.rabbitmq.reply-to.x",
+    )
     assert decoded.body_size == 7
 
 
@@ -89,7 +97,7 @@ def test_unreadable_header_entries_are_dropped_one_by_one() -> None:
     )
     payload = header_payload(message_id="m-2", headers={"placeholder": "x"}, app_id="tests")
     start = payload.index(b"placeholder") - 5  # the table's length prefix, then the key's length
-    end = start + 4 + struct.unpack(">I", payload[start:start + 4])[0]
+    end = start + 4 + struct.unpack(">I", payload[start : start + 4])[0]
     decoded = unmarshal(payload[:start] + headers + payload[end:])
     assert isinstance(decoded, LenientContentHeader)
     assert decoded.properties.headers == {"good": "ok", "after": True}
@@ -101,7 +109,7 @@ def test_a_header_of_unknown_type_drops_it_and_the_rest_of_the_table_only() -> N
     headers = table((b"first", b"t\x00"), (b"odd", b"Z\x00\x00"), (b"lost", b"t\x01"))
     payload = header_payload(headers={"placeholder": "x"}, app_id="tests")
     start = payload.index(b"placeholder") - 5
-    end = start + 4 + struct.unpack(">I", payload[start:start + 4])[0]
+    end = start + 4 + struct.unpack(">I", payload[start : start + 4])[0]
     decoded = unmarshal(payload[:start] + headers + payload[end:])
     assert isinstance(decoded, LenientContentHeader)
     assert decoded.properties.headers == {"first": False}

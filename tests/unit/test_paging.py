@@ -30,12 +30,22 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-well_formed = st.builds(lambda micros, tail: "o1." + _b64(micros.to_bytes(8, "big", signed=True) + tail),
-                        st.integers(-(2**63), 2**63 - 1), st.binary(min_size=16, max_size=16))
+well_formed = st.builds(
+    lambda micros, tail: "o1." + _b64(micros.to_bytes(8, "big", signed=True) + tail),
+    st.integers(-(2**63), 2**63 - 1),
+    st.binary(min_size=16, max_size=16),
+)
 near_tokens = st.builds(lambda raw: "o1." + _b64(raw), st.binary(max_size=40))
-bare_times = st.builds("{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}.{}".format,
-                       st.integers(0, 10_000), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
-                       st.integers(0, 61), st.integers(0, 61), st.text("0123456789", min_size=0, max_size=8))
+bare_times = st.builds(
+    "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}.{}".format,
+    st.integers(0, 10_000),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.text("0123456789", min_size=0, max_size=8),
+)
 any_text = st.text() | st.text(st.characters(codec="ascii")) | st.from_regex(r"o1\.[A-Za-z0-9_\-=+/]{0,40}")
 
 
@@ -79,19 +89,22 @@ def test_the_extreme_moments_round_trip(moment: datetime) -> None:
     assert paging.decode(token(paging.to_micros(moment))) == PagePosition(moment, FIRST_ID)
 
 
-@pytest.mark.parametrize(("text", "why"), [
-    ("o1.f_________8AAAAAAAAAAAAAAAAAAAAB", "outside years 1 to 9999"),
-    (token(paging.to_micros(LATEST) + 1), "outside years 1 to 9999"),
-    (token(paging.to_micros(EARLIEST) - 1), "outside years 1 to 9999"),
-    ("o1.AAAA", "not a token this service returned"),  # wrong length
-    ("o1." + "A" * 31 + "*", "not a token this service returned"),  # not base64
-    ("o1." + "A" * 31 + "é", "not a token this service returned"),
-    ("o1." + "A" * 32 + "\x00", "not a token this service returned"),
-    ("10000-01-01 00:00:00.000000", "not a token this service returned"),
-    ("0000-01-01 00:00:00.000000", "not a token this service returned"),
-    ("2022-02-30 00:00:00.000000", "not a token this service returned"),
-    ("yesterday", "not a token this service returned"),
-])
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("o1.f_________8AAAAAAAAAAAAAAAAAAAAB", "outside years 1 to 9999"),
+        (token(paging.to_micros(LATEST) + 1), "outside years 1 to 9999"),
+        (token(paging.to_micros(EARLIEST) - 1), "outside years 1 to 9999"),
+        ("o1.AAAA", "not a token this service returned"),  # wrong length
+        ("o1." + "A" * 31 + "*", "not a token this service returned"),  # not base64
+        ("o1." + "A" * 31 + "é", "not a token this service returned"),
+        ("o1." + "A" * 32 + "\x00", "not a token this service returned"),
+        ("10000-01-01 00:00:00.000000", "not a token this service returned"),
+        ("0000-01-01 00:00:00.000000", "not a token this service returned"),
+        ("2022-02-30 00:00:00.000000", "not a token this service returned"),
+        ("yesterday", "not a token this service returned"),
+    ],
+)
 def test_invalid_tokens_say_why(text: str, why: str) -> None:
     with pytest.raises(paging.InvalidPageToken, match=why):
         paging.decode(text)

@@ -16,17 +16,33 @@ CUSTOMER = str(uuid.uuid4())
 
 def body(kind: str, version: int, *, name: str = "n", event_id: str | None = None) -> bytes:
     data: dict[str, Any] = {
-        "id": OUTPLAN, "customer_id": CUSTOMER, "name": name, "detail": "",
+        "id": OUTPLAN,
+        "customer_id": CUSTOMER,
+        "name": name,
+        "detail": "",
         "source": {"type": "tel", "target": "+15559876543", "target_name": "", "name": "", "detail": ""},
-        "dial_timeout": 30000, "try_interval": 60000, **{f"max_try_count_{i}": 1 for i in range(5)},
-        "tm_create": "2026-01-01 00:00:00.000000", "tm_update": "2026-01-01 00:00:00.000000",
+        "dial_timeout": 30000,
+        "try_interval": 60000,
+        **{f"max_try_count_{i}": 1 for i in range(5)},
+        "tm_create": "2026-01-01 00:00:00.000000",
+        "tm_update": "2026-01-01 00:00:00.000000",
         "tm_delete": "9999-01-01 00:00:00.000000",
     }
-    return json.dumps({
-        "specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": "outplan-worker", "type": kind,
-        "subject": OUTPLAN, "time": "2026-01-01T00:00:00.000000Z", "datacontenttype": "application/json",
-        "customerid": CUSTOMER, "outplanversion": version, "eventsequence": version, "data": data,
-    }).encode()
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id or str(uuid.uuid4()),
+            "source": "outplan-worker",
+            "type": kind,
+            "subject": OUTPLAN,
+            "time": "2026-01-01T00:00:00.000000Z",
+            "datacontenttype": "application/json",
+            "customerid": CUSTOMER,
+            "outplanversion": version,
+            "eventsequence": version,
+            "data": data,
+        }
+    ).encode()
 
 
 def test_parse_event_gives_the_typed_event() -> None:
@@ -35,13 +51,16 @@ def test_parse_event_gives_the_typed_event() -> None:
     assert isinstance(parse_event(body("outplan_deleted", 3)), OutplanDeleted)
 
 
-@pytest.mark.parametrize("broken", [
-    b"not json",
-    body("outplan_renamed", 1),
-    body("outplan_created", 0),
-    json.dumps({**json.loads(body("outplan_created", 1)), "specversion": "0.3"}).encode(),
-    json.dumps({k: v for k, v in json.loads(body("outplan_created", 1)).items() if k != "data"}).encode(),
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"not json",
+        body("outplan_renamed", 1),
+        body("outplan_created", 0),
+        json.dumps({**json.loads(body("outplan_created", 1)), "specversion": "0.3"}).encode(),
+        json.dumps({k: v for k, v in json.loads(body("outplan_created", 1)).items() if k != "data"}).encode(),
+    ],
+)
 def test_parse_event_refuses_anything_else_clearly(broken: bytes) -> None:
     with pytest.raises(ValidationError):
         parse_event(broken)

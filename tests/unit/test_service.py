@@ -39,13 +39,22 @@ class FakeUnitOfWork:
         pass
 
     async def read(self, ids: list[UUID], keys: list[tuple[UUID, str]]) -> Snapshot:
-        return Snapshot({i: self.rows[i] for i in ids if i in self.rows},
-                        {k: self.records[k] for k in keys if k in self.records},
-                        datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC))
+        return Snapshot(
+            {i: self.rows[i] for i in ids if i in self.rows},
+            {k: self.records[k] for k in keys if k in self.records},
+            datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        )
 
-    async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-                    replies: list[Remembered], read_versions: dict[UUID, int],
-                    moment: datetime) -> list[LoggedEvent]:
+    async def write(
+        self,
+        *,
+        inserted: list[Versioned],
+        replaced: list[Versioned],
+        events: list[NewEvent],
+        replies: list[Remembered],
+        read_versions: dict[UUID, int],
+        moment: datetime,
+    ) -> list[LoggedEvent]:
         for stored in inserted:
             assert stored.outplan.id not in self.rows
             self.rows[stored.outplan.id] = stored
@@ -56,8 +65,17 @@ class FakeUnitOfWork:
             assert r.key not in self.records
             self.records[r.key] = StoredReply(r.command, r.body_hash, r.status_code, r.reply)
         self.recorded += [(e.event_type, e.stored.version, e.correlation_id) for e in events]
-        return [LoggedEvent(len(self.recorded) - len(events) + n + 1, str(uuid.uuid4()), e.event_type,
-                            e.correlation_id, b"", str(e.stored.outplan.id)) for n, e in enumerate(events)]
+        return [
+            LoggedEvent(
+                len(self.recorded) - len(events) + n + 1,
+                str(uuid.uuid4()),
+                e.event_type,
+                e.correlation_id,
+                b"",
+                str(e.stored.outplan.id),
+            )
+            for n, e in enumerate(events)
+        ]
 
     async def commit(self) -> None:
         self.commits += 1
@@ -78,8 +96,14 @@ def service(uow: FakeUnitOfWork) -> Service:
 
 
 def request(command: str, body: dict[str, Any], message_id: str | None = "m-1") -> Request:
-    decoded = decode(json.dumps(body).encode(), content_type="application/json", routing_key=command,
-                     type_=None, message_id=message_id, correlation_id=None)
+    decoded = decode(
+        json.dumps(body).encode(),
+        content_type="application/json",
+        routing_key=command,
+        type_=None,
+        message_id=message_id,
+        correlation_id=None,
+    )
     assert isinstance(decoded, Request), decoded
     return decoded
 
@@ -95,7 +119,9 @@ async def test_create_records_one_event_and_commits(service: Service, uow: FakeU
     assert uow.commits == 1 and str(outcome.outplan_id) == reply["data"]["id"]
 
 
-async def test_a_repeated_message_id_gets_the_original_reply_and_no_event(service: Service, uow: FakeUnitOfWork) -> None:
+async def test_a_repeated_message_id_gets_the_original_reply_and_no_event(
+    service: Service, uow: FakeUnitOfWork
+) -> None:
     first = await service.execute(request("outplan.create", CREATE))
     again = await service.execute(request("outplan.create", CREATE))
     assert again.reply == first.reply and again.replayed and again.status_code == 201
@@ -112,18 +138,33 @@ async def test_a_reused_message_id_with_another_body_is_409(service: Service, uo
 
 def spelled(command: str, text: str, message_id: str = "m-1") -> Request:
     """A request decoded from exactly this JSON text."""
-    decoded = decode(text.encode(), content_type="application/json", routing_key=command, type_=None,
-                     message_id=message_id, correlation_id=None)
+    decoded = decode(
+        text.encode(),
+        content_type="application/json",
+        routing_key=command,
+        type_=None,
+        message_id=message_id,
+        correlation_id=None,
+    )
     assert isinstance(decoded, Request), decoded
     return decoded
 
 
 # CREATE as another producer writes it: other key order, indented, upper-case UUID, a default sent.
-CREATE_SPELLED_OTHERWISE = json.dumps({"source": {"target": "+15559876543", "type": "tel"}, "name": "n",
-                                       "dial_timeout": 30000, "customer_id": CUSTOMER.upper()}, indent=2)
+CREATE_SPELLED_OTHERWISE = json.dumps(
+    {
+        "source": {"target": "+15559876543", "type": "tel"},
+        "name": "n",
+        "dial_timeout": 30000,
+        "customer_id": CUSTOMER.upper(),
+    },
+    indent=2,
+)
 
 
-async def test_a_retry_spelled_otherwise_gets_the_original_reply(service: Service, uow: FakeUnitOfWork) -> None:
+async def test_a_retry_spelled_otherwise_gets_the_original_reply(
+    service: Service, uow: FakeUnitOfWork
+) -> None:
     first = await service.execute(request("outplan.create", CREATE))
     again = await service.execute(spelled("outplan.create", CREATE_SPELLED_OTHERWISE))
     assert again.replayed and again.status_code == 201 and again.reply == first.reply
@@ -131,15 +172,19 @@ async def test_a_retry_spelled_otherwise_gets_the_original_reply(service: Servic
 
 
 async def test_the_same_message_id_spelled_otherwise_in_one_batch_is_one_command(
-    service: Service, uow: FakeUnitOfWork,
+    service: Service,
+    uow: FakeUnitOfWork,
 ) -> None:
-    first, again = await service.change([request("outplan.create", CREATE),
-                                         spelled("outplan.create", CREATE_SPELLED_OTHERWISE)])
+    first, again = await service.change(
+        [request("outplan.create", CREATE), spelled("outplan.create", CREATE_SPELLED_OTHERWISE)]
+    )
     assert first.status_code == 201 and again.replayed and again.reply == first.reply
     assert len(uow.rows) == 1 and len(uow.recorded) == 1
 
 
-async def test_a_record_written_before_fingerprints_still_replays(service: Service, uow: FakeUnitOfWork) -> None:
+async def test_a_record_written_before_fingerprints_still_replays(
+    service: Service, uow: FakeUnitOfWork
+) -> None:
     # Records from before the upgrade hold sha256 of the command name, a NUL and the raw body.
     body = json.dumps(CREATE)
     original = b'{"status_code":201,"data":{"id":"the reply sent before the upgrade"}}'
@@ -152,14 +197,18 @@ async def test_a_record_written_before_fingerprints_still_replays(service: Servi
     assert other.status_code == 409 and json.loads(other.reply)["error"]["reason"] == "IDEMPOTENCY_KEY_REUSED"
 
 
-async def test_new_records_hold_the_fingerprint_not_the_raw_body(service: Service, uow: FakeUnitOfWork) -> None:
+async def test_new_records_hold_the_fingerprint_not_the_raw_body(
+    service: Service, uow: FakeUnitOfWork
+) -> None:
     created = request("outplan.create", CREATE)
     await service.execute(created)
     stored = uow.records[(uuid.UUID(CUSTOMER), "m-1")]
     assert stored.body_hash == created.fingerprint != created.raw_body_hash
 
 
-async def test_update_of_a_missing_outplan_is_404_without_event(service: Service, uow: FakeUnitOfWork) -> None:
+async def test_update_of_a_missing_outplan_is_404_without_event(
+    service: Service, uow: FakeUnitOfWork
+) -> None:
     body = {"customer_id": CUSTOMER, "id": str(uuid.uuid4()), "name": "x", "detail": "y"}
     outcome = await service.execute(request("outplan.update_basic_info", body, "m-2"))
     reply = json.loads(outcome.reply)
@@ -182,7 +231,9 @@ async def test_the_fault_hook_raises_only_for_its_marker(service: Service) -> No
         await service.execute(request("outplan.create", {**CREATE, "name": "__raise__"}))
 
 
-async def test_a_batch_applies_changes_in_order_with_one_commit(service: Service, uow: FakeUnitOfWork) -> None:
+async def test_a_batch_applies_changes_in_order_with_one_commit(
+    service: Service, uow: FakeUnitOfWork
+) -> None:
     created = json.loads((await service.execute(request("outplan.create", CREATE))).reply)["data"]
     body = {"customer_id": CUSTOMER, "id": created["id"], "name": "x", "detail": "y"}
     batch = [
@@ -195,8 +246,11 @@ async def test_a_batch_applies_changes_in_order_with_one_commit(service: Service
     outcomes = await service.change(batch)
     assert [o.status_code for o in outcomes] == [200, 200, 200, 404, 200]
     assert outcomes[4].reply == outcomes[0].reply and outcomes[4].replayed
-    assert uow.recorded[1:] == [("outplan_updated", 2, "b-1"), ("outplan_updated", 3, "b-2"),
-                                       ("outplan_deleted", 4, "b-3")]
+    assert uow.recorded[1:] == [
+        ("outplan_updated", 2, "b-1"),
+        ("outplan_updated", 3, "b-2"),
+        ("outplan_deleted", 4, "b-3"),
+    ]
     assert uow.commits == 2
     data = json.loads(outcomes[2].reply)["data"]
     assert data["tm_delete"] == data["tm_update"] == "2026-01-02 03:04:05.678901"
@@ -209,19 +263,21 @@ async def test_another_customer_cannot_change_an_outplan(service: Service, uow: 
     assert outcome.status_code == 404 and len(uow.recorded) == 1
 
 
-async def test_a_collision_runs_the_batch_again_with_its_outplans_locked(service: Service, uow: FakeUnitOfWork) -> None:
+async def test_a_collision_runs_the_batch_again_with_its_outplans_locked(
+    service: Service, uow: FakeUnitOfWork, monkeypatch: pytest.MonkeyPatch
+) -> None:
     created = json.loads((await service.execute(request("outplan.create", CREATE, "c-1"))).reply)["data"]
     write = uow.write
     collisions = 0
 
-    async def collide_once(**kwargs: Any) -> list[UUID]:
+    async def collide_once(**kwargs: Any) -> list[LoggedEvent]:
         nonlocal collisions
         if collisions == 0:
             collisions += 1
             raise ConcurrentChange("another writer was first")
         return await write(**kwargs)
 
-    uow.write = collide_once  # type: ignore[method-assign]
+    monkeypatch.setattr(uow, "write", collide_once)
     update = {"customer_id": CUSTOMER, "id": created["id"], "name": "again", "detail": ""}
     outcome = await service.execute(request("outplan.update_basic_info", update, "u-1"))
     assert outcome.status_code == 200 and collisions == 1

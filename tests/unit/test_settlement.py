@@ -30,7 +30,9 @@ TABLE = [
 
 
 @pytest.mark.parametrize(("happened", "delivery", "settle", "reply", "dead_letter"), TABLE)
-def test_decision_table(happened: Happened, delivery: int, settle: Settle, reply: bool, dead_letter: bool) -> None:
+def test_decision_table(
+    happened: Happened, delivery: int, settle: Settle, reply: bool, dead_letter: bool
+) -> None:
     assert decide(happened, delivery, LIMIT) == Disposition(settle, reply=reply, dead_letter=dead_letter)
 
 
@@ -42,15 +44,18 @@ def test_a_limit_of_one_gives_a_failing_command_one_delivery() -> None:
     assert decide(Happened.FAILED, 1, 1).settle is ACK
 
 
-@pytest.mark.parametrize(("headers", "redelivered", "number"), [
-    ({}, False, 1),
-    ({"x-delivery-count": 4}, False, 1),  # set by the publisher on a first delivery: ignored
-    ({"x-delivery-count": 1}, True, 2),
-    ({"x-delivery-count": 4}, True, 5),
-    ({}, True, 2),  # redelivered, but no count (a classic queue): at least the second
-    ({"x-delivery-count": "4"}, True, 2),
-    ({"x-delivery-count": True}, True, 2),
-    ({"x-delivery-count": -3}, True, 2),
-])
+@pytest.mark.parametrize(
+    ("headers", "redelivered", "number"),
+    [
+        ({}, False, 1),
+        ({"x-delivery-count": 4}, False, 1),  # set by the publisher on a first delivery: ignored
+        ({"x-delivery-count": 1}, True, 2),
+        ({"x-delivery-count": 4}, True, 5),
+        ({}, True, 2),  # redelivered, but no count (a classic queue): at least the second
+        ({"x-delivery-count": "4"}, True, 2),
+        ({"x-delivery-count": True}, True, 2),
+        ({"x-delivery-count": -3}, True, 2),
+    ],
+)
 def test_only_the_brokers_count_counts(headers: dict[str, object], redelivered: bool, number: int) -> None:
     assert delivery_number(headers, redelivered) == number

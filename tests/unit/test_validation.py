@@ -5,7 +5,7 @@ import uuid
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contracts import (
     CreateOutplan,
@@ -27,7 +27,7 @@ def create(**fields: Any) -> dict[str, Any]:
     return body
 
 
-def errors(model: type, body: dict[str, Any] | bytes) -> dict[str, str]:
+def errors(model: type[BaseModel], body: dict[str, Any] | bytes) -> dict[str, str]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     with pytest.raises(ValidationError) as info:
         model.model_validate_json(raw)
@@ -43,8 +43,12 @@ def test_defaults_fill_optional_fields() -> None:
 
 @pytest.mark.parametrize("field", ["customer_id"])
 def test_customer_id_must_be_a_uuid(field: str) -> None:
-    assert errors(CreateOutplan, create(customer_id="42")) == {"customer_id": "customer_id must be a UUID string"}
-    assert errors(CreateOutplan, create(customer_id=42)) == {"customer_id": "customer_id must be a UUID string"}
+    assert errors(CreateOutplan, create(customer_id="42")) == {
+        "customer_id": "customer_id must be a UUID string"
+    }
+    assert errors(CreateOutplan, create(customer_id=42)) == {
+        "customer_id": "customer_id must be a UUID string"
+    }
 
 
 def test_id_must_be_a_uuid() -> None:
@@ -63,9 +67,13 @@ def test_text_lengths(field: str, limit: int) -> None:
 @pytest.mark.parametrize("field", ["target_name", "name", "detail"])
 def test_source_text_lengths(field: str) -> None:
     ok = {"type": "tel", "target": "+15559876543", field: "x" * 255}
-    assert getattr(CreateOutplan.model_validate_json(json.dumps(create(source=ok))).source, field) == "x" * 255
+    assert (
+        getattr(CreateOutplan.model_validate_json(json.dumps(create(source=ok))).source, field) == "x" * 255
+    )
     bad = {**ok, field: "x" * 256}
-    assert errors(CreateOutplan, create(source=bad)) == {f"source.{field}": f"source.{field} must be at most 255 characters"}
+    assert errors(CreateOutplan, create(source=bad)) == {
+        f"source.{field}": f"source.{field} must be at most 255 characters"
+    }
 
 
 def test_source_type_is_tel_or_sip() -> None:
@@ -105,7 +113,9 @@ def test_tel_targets_must_be_international_numbers(target: str, rule: str) -> No
 
 
 def test_sip_host_is_lower_cased() -> None:
-    cmd = CreateOutplan.model_validate_json(json.dumps(create(source={"type": "sip", "target": "Bob@PBX.Example.COM"})))
+    cmd = CreateOutplan.model_validate_json(
+        json.dumps(create(source={"type": "sip", "target": "Bob@PBX.Example.COM"}))
+    )
     assert cmd.source.target == "Bob@pbx.example.com"
 
 
@@ -113,8 +123,15 @@ def test_sip_host_is_lower_cased() -> None:
     ("target", "rule"),
     [
         ("bob", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); there is no @"),
-        ("@host", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); the user part before @ is empty"),
-        ("bob@", "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); the host after @ is empty"),
+        (
+            "@host",
+            "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); the user part before @ is "
+            "empty",
+        ),
+        (
+            "bob@",
+            "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); the host after @ is empty",
+        ),
         ("bob@ho st", "has an invalid host name label 'ho st'"),
         ("b@" + "h" * 260, "has a host name longer than 253 characters"),
         ("b" * 250 + "@example.com", "must be at most 255 characters as a SIP address"),
@@ -125,27 +142,39 @@ def test_sip_targets_must_be_user_at_host(target: str, rule: str) -> None:
     assert message.startswith(f"source.target {rule}"), message
 
 
-@pytest.mark.parametrize(("field", "low", "high"), [("dial_timeout", 1000, 600000), ("try_interval", 1000, 604800000)])
+@pytest.mark.parametrize(
+    ("field", "low", "high"), [("dial_timeout", 1000, 600000), ("try_interval", 1000, 604800000)]
+)
 def test_millisecond_bounds(field: str, low: int, high: int) -> None:
     for value in (low, high):
-        assert getattr(CreateOutplan.model_validate_json(json.dumps(create(**{field: value}))), field) == value
+        assert (
+            getattr(CreateOutplan.model_validate_json(json.dumps(create(**{field: value}))), field) == value
+        )
     assert errors(CreateOutplan, create(**{field: high + 1})) == {field: f"{field} must be at most {high}"}
-    assert errors(CreateOutplan, create(**{field: 0})) == {field: f"{field} must be at least 1000 (milliseconds)"}
-    assert errors(CreateOutplan, create(**{field: -5})) == {field: f"{field} must be at least 1000 (milliseconds)"}
+    assert errors(CreateOutplan, create(**{field: 0})) == {
+        field: f"{field} must be at least 1000 (milliseconds)"
+    }
+    assert errors(CreateOutplan, create(**{field: -5})) == {
+        field: f"{field} must be at least 1000 (milliseconds)"
+    }
 
 
 def test_seconds_sent_by_mistake_get_a_hint() -> None:
     assert errors(CreateOutplan, create(dial_timeout=30)) == {
         "dial_timeout": "dial_timeout is in milliseconds; 30 ms is too short — for 30 seconds send 30000"
     }
-    assert errors(CreateOutplan, create(try_interval=999))["try_interval"].endswith("for 999 seconds send 999000")
+    assert errors(CreateOutplan, create(try_interval=999))["try_interval"].endswith(
+        "for 999 seconds send 999000"
+    )
 
 
 @pytest.mark.parametrize("i", range(5))
 def test_max_try_counts(i: int) -> None:
     field = f"max_try_count_{i}"
     for value in (0, 100):
-        assert getattr(CreateOutplan.model_validate_json(json.dumps(create(**{field: value}))), field) == value
+        assert (
+            getattr(CreateOutplan.model_validate_json(json.dumps(create(**{field: value}))), field) == value
+        )
     assert errors(CreateOutplan, create(**{field: 101})) == {field: f"{field} must be at most 100"}
     assert errors(CreateOutplan, create(**{field: -1})) == {field: f"{field} must be at least 0"}
 
@@ -167,7 +196,9 @@ def test_nul_is_refused_in_text() -> None:
 
 
 def test_unknown_fields_are_named() -> None:
-    assert errors(CreateOutplan, create(colour="red", source={"type": "tel", "target": "+15559876543", "x": 1})) == {
+    assert errors(
+        CreateOutplan, create(colour="red", source={"type": "tel", "target": "+15559876543", "x": 1})
+    ) == {
         "colour": "colour is not a known field",
         "source.x": "source.x is not a known field",
     }

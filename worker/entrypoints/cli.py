@@ -66,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="publish events from the outbox only")
     check = sub.add_parser("check", help="exit 0 when the local worker is ready (or live), 1 otherwise")
     check.add_argument("--live", action="store_true", help="liveness only: the worker's loop answers")
-    schema = sub.add_parser("schema", help="write the JSON Schemas and the AsyncAPI document of the interface")
-    schema.add_argument("out_dir", nargs="?", default="schema", help="folder to write into (default: ./schema)")
+    schema = sub.add_parser(
+        "schema", help="write the JSON Schemas and the AsyncAPI document of the interface"
+    )
+    schema.add_argument(
+        "out_dir", nargs="?", default="schema", help="folder to write into (default: ./schema)"
+    )
     replay_parser = sub.add_parser("replay", help="publish past events again from the event log or a file")
     replay_args.add_arguments(replay_parser)
     tail_parser = sub.add_parser("tail", help="print live events as they arrive")

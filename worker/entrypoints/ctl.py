@@ -27,16 +27,27 @@ def _dial_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--source-target", required=required, help="e.g. +15559876543 or user@host")
     parser.add_argument("--dial-timeout", type=int, required=required, help="milliseconds")
     parser.add_argument("--try-interval", type=int, required=required, help="milliseconds")
-    parser.add_argument("--max-try-count", type=int, nargs=5, metavar="N", required=required,
-                        help="five counts, for destinations 0..4")
+    parser.add_argument(
+        "--max-try-count",
+        type=int,
+        nargs=5,
+        metavar="N",
+        required=required,
+        help="five counts, for destinations 0..4",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="outplanctl", description=__doc__.splitlines()[0],
-                                  epilog="Exit status: 0 ok, 2 usage, 3 invalid, 4 not found, 5 conflict, "
-                                         "6 worker error, 7 no answer.")
-    top.add_argument("--customer-id", default=os.environ.get("OUTPLAN_CUSTOMER_ID"),
-                     help="the customer (default: $OUTPLAN_CUSTOMER_ID)")
+    top = argparse.ArgumentParser(
+        prog="outplanctl",
+        description=__doc__.splitlines()[0],
+        epilog="Exit status: 0 ok, 2 usage, 3 invalid, 4 not found, 5 conflict, 6 worker error, 7 no answer.",
+    )
+    top.add_argument(
+        "--customer-id",
+        default=os.environ.get("OUTPLAN_CUSTOMER_ID"),
+        help="the customer (default: $OUTPLAN_CUSTOMER_ID)",
+    )
     top.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     top.add_argument("--message-id", help="idempotency key for a change (default: a new UUID)")
     sub = top.add_subparsers(dest="op", required=True)

@@ -55,7 +55,9 @@ async def run_demo(settings: Settings, *, wait_seconds: float = 30.0) -> int:
                 received.append(message.body)
 
         await events_queue.consume(on_event, no_ack=True)
-        client = await connect_when_ready(connection, exchange=settings.command_exchange, seconds=wait_seconds)
+        client = await connect_when_ready(
+            connection, exchange=settings.command_exchange, seconds=wait_seconds
+        )
 
         print(f"customer_id: {customer_id}")
         created = await client.create(customer_id, **TUTORIAL_CREATE)
@@ -66,11 +68,16 @@ async def run_demo(settings: Settings, *, wait_seconds: float = 30.0) -> int:
         steps: list[tuple[str, Reply]] = [
             ("get (GET /outplans/{id})", await client.get(customer_id, outplan_id)),
             ("list (GET /outplans)", await client.list(customer_id)),
-            ("update basic info (PUT /outplans/{id})",
-             await client.update_basic_info(customer_id, outplan_id, name="test outplan",
-                                            detail="outplan for test use")),
-            ("update dial info (PUT /outplans/{id}/dial_info)",
-             await client.update_dial_info(customer_id, outplan_id, **TUTORIAL_DIAL_INFO)),
+            (
+                "update basic info (PUT /outplans/{id})",
+                await client.update_basic_info(
+                    customer_id, outplan_id, name="test outplan", detail="outplan for test use"
+                ),
+            ),
+            (
+                "update dial info (PUT /outplans/{id}/dial_info)",
+                await client.update_dial_info(customer_id, outplan_id, **TUTORIAL_DIAL_INFO),
+            ),
             ("delete (DELETE /outplans/{id})", await client.delete(customer_id, outplan_id)),
         ]
         for title, reply in steps:

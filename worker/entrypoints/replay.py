@@ -41,9 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     to.add_argument("--routing-key", help="routing key for --exchange (default: the event type)")
     to.add_argument("--queue", help="one queue, through the default exchange (feeds a single subscriber)")
     mode = parser.add_argument_group("mode")
-    mode.add_argument("--dry-run", action="store_true", help="print what would be sent as JSON Lines; send nothing")
+    mode.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent as JSON Lines; send nothing"
+    )
     mode.add_argument("--export", metavar="FILE", help="write the selected events to FILE as JSON Lines")
-    mode.add_argument("--import", dest="import_file", metavar="FILE", help="publish events from a JSON Lines FILE")
+    mode.add_argument(
+        "--import", dest="import_file", metavar="FILE", help="publish events from a JSON Lines FILE"
+    )
     mode.add_argument("--rate", type=float, help="at most N events per second")
 
 
@@ -76,7 +80,9 @@ def selection_from(args: argparse.Namespace) -> EventFilter:
         raise BadArguments(f"--since {args.since} is not before --until {args.until}")
     unknown = [t for t in args.types if t not in names.EVENT_TYPES]
     if unknown:
-        raise BadArguments(f"unknown event type {unknown[0]!r}; expected one of {', '.join(names.EVENT_TYPES)}")
+        raise BadArguments(
+            f"unknown event type {unknown[0]!r}; expected one of {', '.join(names.EVENT_TYPES)}"
+        )
     if args.rate is not None and args.rate <= 0:
         raise BadArguments("--rate must be a positive number of events per second")
     if args.queue and (args.exchange or args.routing_key):
@@ -86,14 +92,19 @@ def selection_from(args: argparse.Namespace) -> EventFilter:
     if sum(bool(x) for x in (args.dry_run, args.export, args.import_file)) > 1:
         raise BadArguments("--dry-run, --export and --import exclude each other")
     return EventFilter(
-        from_seq=args.from_seq, to_seq=args.to_seq, since=since, until=until,
+        from_seq=args.from_seq,
+        to_seq=args.to_seq,
+        since=since,
+        until=until,
         outplan_ids=tuple(_uuid(v, "--outplan-id") for v in args.outplan_id),
         customer_id=_uuid(args.customer_id, "--customer-id") if args.customer_id else None,
         types=tuple(args.types),
     )
 
 
-async def _from_database(conn: asyncpg.Connection, selection: EventFilter) -> AsyncIterator[list[LoggedEvent]]:
+async def _from_database(
+    conn: asyncpg.Connection, selection: EventFilter
+) -> AsyncIterator[list[LoggedEvent]]:
     async for batch in select_events(conn, selection):
         yield batch
 
@@ -107,8 +118,16 @@ def _read_file(path: Path, selection: EventFilter) -> list[LoggedEvent]:
             event = json.loads(line)
             if not selection.matches(event):
                 continue
-            events.append(LoggedEvent(int(event["eventsequence"]), str(event["id"]), str(event["type"]),
-                                      event.get("correlationid"), line, str(event["subject"])))
+            events.append(
+                LoggedEvent(
+                    int(event["eventsequence"]),
+                    str(event["id"]),
+                    str(event["type"]),
+                    event.get("correlationid"),
+                    line,
+                    str(event["subject"]),
+                )
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise BadArguments(f"{path}:{number} is not an exported event: {exc}") from None
     return events
@@ -130,10 +149,14 @@ class Reporter:
         if self._tty:
             done = progress.settled / self._total if self._total else 1.0
             bar = "#" * int(done * 30)
-            self._stream.write(f"\r[{bar:<30}] {progress.settled}/{self._total} sent, "
-                               f"{progress.rate:,.0f} events/s" + ("\n" if final else ""))
+            self._stream.write(
+                f"\r[{bar:<30}] {progress.settled}/{self._total} sent, "
+                f"{progress.rate:,.0f} events/s" + ("\n" if final else "")
+            )
         elif not final:
-            self._stream.write(f"replay: {progress.settled}/{self._total} sent, {progress.rate:,.0f} events/s\n")
+            self._stream.write(
+                f"replay: {progress.settled}/{self._total} sent, {progress.rate:,.0f} events/s\n"
+            )
         self._stream.flush()
 
 
@@ -178,20 +201,35 @@ async def _replay(args: argparse.Namespace, settings: Settings, selection: Event
             finally:
                 if args.export:
                     out.close()
-            print(f"replay: {written} event(s) {'exported to ' + args.export if args.export else 'selected'}",
-                  file=sys.stderr)
+            print(
+                f"replay: {written} event(s) {'exported to ' + args.export if args.export else 'selected'}",
+                file=sys.stderr,
+            )
             return 0
-        total = len(imported) if imported is not None else await count_events(conn, selection)  # type: ignore[arg-type]
+        if imported is not None:
+            total = len(imported)
+        else:
+            assert conn is not None  # connected above when nothing was imported
+            total = await count_events(conn, selection)
         return await _publish(args, settings, selection, conn, imported, total)
     finally:
         if conn is not None:
             await conn.close()
 
 
-async def _publish(args: argparse.Namespace, settings: Settings, selection: EventFilter,
-                   conn: asyncpg.Connection | None, imported: list[LoggedEvent] | None, total: int) -> int:
-    target = (Target(queue=args.queue) if args.queue
-              else Target(exchange=args.exchange or settings.event_exchange, routing_key=args.routing_key))
+async def _publish(
+    args: argparse.Namespace,
+    settings: Settings,
+    selection: EventFilter,
+    conn: asyncpg.Connection | None,
+    imported: list[LoggedEvent] | None,
+    total: int,
+) -> int:
+    target = (
+        Target(queue=args.queue)
+        if args.queue
+        else Target(exchange=args.exchange or settings.event_exchange, routing_key=args.routing_key)
+    )
     try:
         connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=10)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
@@ -208,7 +246,11 @@ async def _publish(args: argparse.Namespace, settings: Settings, selection: Even
         reporter = Reporter(sys.stderr, total)
 
         async def batches() -> AsyncIterator[list[LoggedEvent]]:
-            source = _listed(imported) if imported is not None else _from_database(conn, selection)  # type: ignore[arg-type]
+            if imported is not None:
+                source = _listed(imported)
+            else:
+                assert conn is not None  # connected when nothing was imported
+                source = _from_database(conn, selection)
             async for batch in source:
                 reporter.update(progress)
                 yield batch
@@ -217,23 +259,35 @@ async def _publish(args: argparse.Namespace, settings: Settings, selection: Even
         reporter.update(progress, final=True)
     interrupted = republisher.stop_requested.is_set()
     if progress.unrouted:
-        print(f"replay: {progress.unrouted} event(s) matched no binding of exchange {target.exchange!r} "
-              "(no subscriber wants their type)", file=sys.stderr)
+        print(
+            f"replay: {progress.unrouted} event(s) matched no binding of exchange {target.exchange!r} "
+            "(no subscriber wants their type)",
+            file=sys.stderr,
+        )
     summary = {
-        "run_id": run_id, "selected": total, "confirmed": progress.confirmed, "unrouted": progress.unrouted,
+        "run_id": run_id,
+        "selected": total,
+        "confirmed": progress.confirmed,
+        "unrouted": progress.unrouted,
         "failed": progress.failed,
-        "last_confirmed_seq": progress.last_confirmed_seq, "seconds": round(time.monotonic() - progress.started, 3),
-        "events_per_second": round(progress.rate, 1), "interrupted": interrupted, "error": progress.error,
+        "last_confirmed_seq": progress.last_confirmed_seq,
+        "seconds": round(time.monotonic() - progress.started, 3),
+        "events_per_second": round(progress.rate, 1),
+        "interrupted": interrupted,
+        "error": progress.error,
     }
     print(json.dumps(summary), file=sys.stderr)
     if interrupted:
         resume = (progress.last_confirmed_seq or (selection.from_seq or 1) - 1) + 1
-        print(f"replay: interrupted; last confirmed eventsequence {progress.last_confirmed_seq}; "
-              f"resume with --from-seq {resume}", file=sys.stderr)
+        print(
+            f"replay: interrupted; last confirmed eventsequence {progress.last_confirmed_seq}; "
+            f"resume with --from-seq {resume}",
+            file=sys.stderr,
+        )
         return 130
     return 0 if progress.settled == total and not progress.failed else 1
 
 
 async def _listed(events: list[LoggedEvent], size: int = 1000) -> AsyncIterator[list[LoggedEvent]]:
     for start in range(0, len(events), size):
-        yield events[start:start + size]
+        yield events[start : start + size]

@@ -16,8 +16,14 @@ from ..settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--type", action="append", default=[], dest="types", choices=names.EVENT_TYPES,
-                        help="only this event type (repeatable)")
+    parser.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        dest="types",
+        choices=names.EVENT_TYPES,
+        help="only this event type (repeatable)",
+    )
     parser.add_argument("--customer-id", help="only this customer's events")
     parser.add_argument("--json", action="store_true", help="print each event body as one JSON line")
 
@@ -27,11 +33,13 @@ def render(body: bytes, *, as_json: bool) -> str:
         return body.decode()
     event = parse_event(body)
     data = event.data
-    return (f"{event.time:%Y-%m-%d %H:%M:%S.%f} #{event.eventsequence} {event.type:<15} "
-            f"outplan={event.subject} v{event.outplanversion} customer={event.customerid} "
-            f"name={data.name!r} source={data.source.type}:{data.source.target} "
-            f"dial_timeout={data.dial_timeout} try_interval={data.try_interval}"
-            + (f" deleted={data.tm_delete}" if event.type == names.OUTPLAN_DELETED else ""))
+    return (
+        f"{event.time:%Y-%m-%d %H:%M:%S.%f} #{event.eventsequence} {event.type:<15} "
+        f"outplan={event.subject} v{event.outplanversion} customer={event.customerid} "
+        f"name={data.name!r} source={data.source.type}:{data.source.target} "
+        f"dial_timeout={data.dial_timeout} try_interval={data.try_interval}"
+        + (f" deleted={data.tm_delete}" if event.type == names.OUTPLAN_DELETED else "")
+    )
 
 
 async def tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,7 +61,9 @@ async def tail(args: argparse.Namespace, settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     async with connection:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(settings.event_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        exchange = await channel.declare_exchange(
+            settings.event_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
         queue = await channel.declare_queue(exclusive=True)  # gone when tail stops
         for key in args.types or ["#"]:
             await queue.bind(exchange, routing_key=key)

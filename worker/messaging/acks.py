@@ -50,8 +50,12 @@ class AckTracker:
     def pending(self, message: Incoming) -> bool:
         """Delivered on the current channel and not settled yet."""
         tag = message.delivery_tag
-        return (message.channel is self._channel and tag is not None and tag > self._floor
-                and tag not in self._settled)
+        return (
+            message.channel is self._channel
+            and tag is not None
+            and tag > self._floor
+            and tag not in self._settled
+        )
 
     async def flush(self) -> None:
         """Send one multiple ack covering every settled delivery not acked yet."""

@@ -38,7 +38,7 @@ from .incoming import Incoming
 from .outgoing import Outgoing, PublishRefused
 from .settlement import Disposition, Happened, Settle, decide, delivery_number
 
-log = structlog.get_logger("outplan_worker.consumer")
+log: structlog.typing.FilteringBoundLogger = structlog.get_logger("outplan_worker.consumer")
 
 
 @dataclass(slots=True)
@@ -52,8 +52,9 @@ class CommandConsumer:
     def __init__(self, settings: Settings, service: Service, outgoing: Outgoing) -> None:
         self._settings = settings
         self._service = service
-        self._batcher: Batcher[Delivery] = Batcher(self._change, size=settings.batch_size,
-                                                   writers=settings.batch_writers)
+        self._batcher: Batcher[Delivery] = Batcher(
+            self._change, size=settings.batch_size, writers=settings.batch_writers
+        )
         self._outgoing = outgoing  # replies and dead-letter copies, on a connection of their own
         self._acks = AckTracker()
         self._queue: AbstractQueue | None = None
@@ -107,7 +108,9 @@ class CommandConsumer:
         queue again, and the task subscribes once it has.
         """
         if frame.consumer_tag == self._tag and not self._stopped:
-            log.warning("the broker cancelled the consumer; subscribing again", consumer_tag=frame.consumer_tag)
+            log.warning(
+                "the broker cancelled the consumer; subscribing again", consumer_tag=frame.consumer_tag
+            )
             self._underlay = None  # not attached until subscribed again
             self._keep_subscribed("consuming again after the broker cancelled the consumer")
 
@@ -128,10 +131,11 @@ class CommandConsumer:
                 if self.attached:
                     log.info(done, queue=self._queue.name)
                 return
-            except Exception as exc:  # transient or not, the consumer must not stay detached silently
+            except Exception as exc:  # noqa: BLE001 - transient or not, the consumer must not stay detached
                 delay = backoff.next()
-                log.warning("subscribing failed; retrying", error=type(exc).__name__, detail=str(exc),
-                            retry_in=delay)
+                log.warning(
+                    "subscribing failed; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay
+                )
                 await asyncio.sleep(delay)
 
     async def stop(self) -> None:
@@ -141,10 +145,9 @@ class CommandConsumer:
             self._resubscribing.cancel()
         if self._underlay is not None and self._tag is not None:
             tag, self._tag = self._tag, None
-            try:
+            # A failure means the channel is gone: nothing more will be delivered on it.
+            with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self._underlay.basic_cancel(tag, timeout=5)
-            except TRANSIENT_ERRORS:
-                pass  # the channel is gone: nothing more will be delivered on it
 
     async def drain(self, timeout: float) -> bool:
         """Wait for messages in flight; False if some were still running at the timeout."""
@@ -177,7 +180,7 @@ class CommandConsumer:
                 correlation_id=message.correlation_id,
                 unreadable=message.unreadable,
             )
-        except Exception as exc:  # decode is pure and total; this would be a bug in it
+        except Exception as exc:  # noqa: BLE001 - decode is total; a bug in it gives the message back
             self._spawn(self._give_back_one(message, exc))
             return
         if isinstance(decoded, Rejection):
@@ -205,7 +208,9 @@ class CommandConsumer:
         try:
             number = delivery_number(message.headers, message.redelivered)
             await self._carry_out(
-                message, decide(Happened.INVALID, number, self._settings.retry_limit), number,
+                message,
+                decide(Happened.INVALID, number, self._settings.retry_limit),
+                number,
                 reply=(rejection.status_code, rejection.reply().to_json()),
                 dead_letter=_DeadLetter(rejection.status, rejection.reason, rejection.message),
             )
@@ -213,11 +218,15 @@ class CommandConsumer:
             metrics.COMMANDS.labels(rejection.command or "unknown", rejection.reason).inc()
             metrics.DEAD_LETTERED.labels(rejection.reason).inc()
             log.warning(
-                "command rejected", message_id=message.message_id, correlation_id=message.correlation_id,
-                command=rejection.command, outcome=rejection.reason, error=rejection.message,
+                "command rejected",
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                command=rejection.command,
+                outcome=rejection.reason,
+                error=rejection.message,
                 duration_ms=_ms(started),
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, message returned
             await self._give_back(message, exc)
         finally:
             self._finished()
@@ -231,15 +240,16 @@ class CommandConsumer:
                     break
                 except TRANSIENT_ERRORS as exc:  # Happened.UNAVAILABLE: held and retried here
                     delay = backoff.next()
-                    _logger(delivery).warning("database unavailable; holding the message",
-                                              error=type(exc).__name__, retry_in=delay)
+                    _logger(delivery).warning(
+                        "database unavailable; holding the message", error=type(exc).__name__, retry_in=delay
+                    )
                     await asyncio.sleep(delay)
-                except Exception as exc:  # a bug: bounded redelivery, then dead-lettered
+                except Exception as exc:  # noqa: BLE001 - a bug: bounded redelivery, then dead-lettered
                     result = exc
                     break
             await self._conclude(delivery, result)
             await self._acks.flush()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, message returned
             await self._give_back(delivery.message, exc)
         finally:
             self._finished()
@@ -248,13 +258,14 @@ class CommandConsumer:
         """A batch of changes: applied at once, replies published together, one multiple ack."""
         try:
             results = await self._apply(batch)
-            concluded = await asyncio.gather(*(self._conclude(d, r) for d, r in zip(batch, results, strict=True)),
-                                             return_exceptions=True)
+            concluded = await asyncio.gather(
+                *(self._conclude(d, r) for d, r in zip(batch, results, strict=True)), return_exceptions=True
+            )
             for delivery, error in zip(batch, concluded, strict=True):
                 if isinstance(error, BaseException):
                     await self._give_back(delivery.message, error)
             await self._acks.flush()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, messages returned
             for delivery in batch:
                 await self._give_back(delivery.message, exc)
         finally:
@@ -269,10 +280,14 @@ class CommandConsumer:
             except TRANSIENT_ERRORS as exc:
                 # Happened.UNAVAILABLE: hold the whole batch and try again; never give up on it.
                 delay = backoff.next()
-                log.warning("database unavailable; holding the messages", error=type(exc).__name__,
-                            messages=len(batch), retry_in=delay)
+                log.warning(
+                    "database unavailable; holding the messages",
+                    error=type(exc).__name__,
+                    messages=len(batch),
+                    retry_in=delay,
+                )
                 await asyncio.sleep(delay)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a bug in one command: isolated, then dead-lettered
                 if len(batch) == 1:
                     return [exc]
                 # One command is broken: apply the others one by one so only it fails.
@@ -285,49 +300,91 @@ class CommandConsumer:
         message = delivery.message
         number = delivery_number(message.headers, message.redelivered)
         if isinstance(result, Outcome):
-            await self._carry_out(message, decide(Happened.HANDLED, number, self._settings.retry_limit), number,
-                                  reply=(result.status_code, result.reply))
+            await self._carry_out(
+                message,
+                decide(Happened.HANDLED, number, self._settings.retry_limit),
+                number,
+                reply=(result.status_code, result.reply),
+            )
             self._handled(delivery, result)
             return
         disposition = decide(Happened.FAILED, number, self._settings.retry_limit)
         bound = _logger(delivery)
         if disposition.settle is Settle.REQUEUE:
-            bound.error("handler failed; redelivering", delivery=number, exc_info=result,
-                        duration_ms=_ms(delivery.started))
+            bound.error(
+                "handler failed; redelivering",
+                delivery=number,
+                exc_info=result,
+                duration_ms=_ms(delivery.started),
+            )
             await self._carry_out(message, disposition, number)
             return
         await self._carry_out(
-            message, disposition, number, reply=(500, _INTERNAL_REPLY),
+            message,
+            disposition,
+            number,
+            reply=(500, _INTERNAL_REPLY),
             dead_letter=_DeadLetter(
-                replies.INTERNAL, replies.INTERNAL_ERROR, f"{type(result).__name__}: {result}",
-                {"x-exception-class": type(result).__name__, "x-exception-message": str(result)[:1000],
-                 "x-deliveries": number},
+                replies.INTERNAL,
+                replies.INTERNAL_ERROR,
+                f"{type(result).__name__}: {result}",
+                {
+                    "x-exception-class": type(result).__name__,
+                    "x-exception-message": str(result)[:1000],
+                    "x-deliveries": number,
+                },
             ),
         )
         metrics.COMMANDS.labels(delivery.request.command.command, "500").inc()
         metrics.DEAD_LETTERED.labels(replies.INTERNAL_ERROR).inc()
-        bound.error("command dead-lettered after repeated failures", outcome=replies.INTERNAL_ERROR,
-                    delivery=number, exc_info=result, duration_ms=_ms(delivery.started))
+        bound.error(
+            "command dead-lettered after repeated failures",
+            outcome=replies.INTERNAL_ERROR,
+            delivery=number,
+            exc_info=result,
+            duration_ms=_ms(delivery.started),
+        )
 
-    async def _carry_out(self, message: Incoming, disposition: Disposition, number: int, *,
-                         reply: tuple[int, bytes] | None = None, dead_letter: "_DeadLetter | None" = None) -> None:
+    async def _carry_out(
+        self,
+        message: Incoming,
+        disposition: Disposition,
+        number: int,
+        *,
+        reply: tuple[int, bytes] | None = None,
+        dead_letter: "_DeadLetter | None" = None,
+    ) -> None:
         """Reply, dead-letter and settle as ``disposition`` says; a failed publish is decided on again."""
         failed: list[Happened] = []
         if disposition.reply and reply is not None:
             failed += await self._publishing("reply", message, self._outgoing.reply(message, *reply))
         if disposition.dead_letter and dead_letter is not None:
-            failed += await self._publishing("dead letter", message, self._outgoing.dead_letter(
-                message, status=dead_letter.status, reason=dead_letter.reason, text=dead_letter.text,
-                extra=dead_letter.extra))
+            failed += await self._publishing(
+                "dead letter",
+                message,
+                self._outgoing.dead_letter(
+                    message,
+                    status=dead_letter.status,
+                    reason=dead_letter.reason,
+                    text=dead_letter.text,
+                    extra=dead_letter.extra,
+                ),
+            )
         if failed:  # an interrupted publish is worth another delivery; a refused one is not
-            worst = Happened.PUBLISH_INTERRUPTED if Happened.PUBLISH_INTERRUPTED in failed else Happened.PUBLISH_REFUSED
+            worst = (
+                Happened.PUBLISH_INTERRUPTED
+                if Happened.PUBLISH_INTERRUPTED in failed
+                else Happened.PUBLISH_REFUSED
+            )
             disposition = decide(worst, number, self._settings.retry_limit)
         if disposition.settle is Settle.REQUEUE:
             await self._requeue(message)
         else:
             self._acks.settled(message)
 
-    async def _publishing(self, what: str, message: Incoming, publish: Coroutine[None, None, None]) -> list[Happened]:
+    async def _publishing(
+        self, what: str, message: Incoming, publish: Coroutine[None, None, None]
+    ) -> list[Happened]:
         """Await one reply or dead-letter publish; what went wrong, logged once and counted, if anything."""
         error: BaseException
         try:
@@ -338,9 +395,15 @@ class CommandConsumer:
         except TRANSIENT_ERRORS as exc:
             happened, reason, error = Happened.PUBLISH_INTERRUPTED, "interrupted", exc
         (metrics.REPLIES_FAILED if what == "reply" else metrics.DEAD_LETTERS_FAILED).labels(reason).inc()
-        log.warning(f"{what} not published", message_id=message.message_id, correlation_id=message.correlation_id,
-                    reply_to=message.reply_to if what == "reply" else None, reason=reason,
-                    error=type(error).__name__, detail=str(error))
+        log.warning(
+            f"{what} not published",
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to if what == "reply" else None,
+            reason=reason,
+            error=type(error).__name__,
+            detail=str(error),
+        )
         return [happened]
 
     async def _requeue(self, message: Incoming) -> None:
@@ -359,8 +422,11 @@ class CommandConsumer:
         metrics.COMMANDS.labels(cmd.command, label).inc()
         metrics.HANDLING.labels(cmd.command).observe(time.perf_counter() - delivery.started)
         log.info(  # one call, no bound logger: this runs for every command
-            "command handled", message_id=message.message_id, correlation_id=message.correlation_id,
-            command=cmd.command, customer_id=str(cmd.customer_id),
+            "command handled",
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            command=cmd.command,
+            customer_id=str(cmd.customer_id),
             outplan_id=str(outcome.outplan_id) if outcome.outplan_id else None,
             outcome="replayed" if outcome.replayed else outcome.status_code,
             duration_ms=_ms(delivery.started),
@@ -376,8 +442,11 @@ class CommandConsumer:
         """Settling itself failed (a bug here): return the message; its redelivery repeats the same reply."""
         if not self._acks.pending(message):
             return
-        log.error("could not settle the message; returning it to the queue",
-                  message_id=message.message_id, exc_info=exc)
+        log.error(
+            "could not settle the message; returning it to the queue",
+            message_id=message.message_id,
+            exc_info=exc,
+        )
         await self._requeue(message)
 
 
@@ -391,15 +460,22 @@ class _DeadLetter:
 
 _INTERNAL_REPLY = Reply(
     status_code=500,
-    error=ErrorInfo(status=replies.INTERNAL, reason=replies.INTERNAL_ERROR,
-                    message="the command failed inside the worker and was set aside for inspection"),
+    error=ErrorInfo(
+        status=replies.INTERNAL,
+        reason=replies.INTERNAL_ERROR,
+        message="the command failed inside the worker and was set aside for inspection",
+    ),
 ).to_json()
 
 
 def _logger(delivery: Delivery) -> structlog.typing.FilteringBoundLogger:
     message, cmd = delivery.message, delivery.request.command
-    return log.bind(message_id=message.message_id, correlation_id=message.correlation_id,  # type: ignore[no-any-return]
-                    command=cmd.command, customer_id=str(cmd.customer_id))
+    return log.bind(
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        command=cmd.command,
+        customer_id=str(cmd.customer_id),
+    )
 
 
 def _ms(started: float) -> float:

@@ -64,7 +64,9 @@ def install() -> None:
         return
     original = getattr(pamqp.frame, _HOOK, None)
     if original is None:
-        raise RuntimeError(f"pamqp.frame.{_HOOK} is gone: port worker/messaging/lenient_frames.py to this pamqp")
+        raise RuntimeError(
+            f"pamqp.frame.{_HOOK} is gone: port worker/messaging/lenient_frames.py to this pamqp"
+        )
     _ORIGINAL = original
     setattr(pamqp.frame, _HOOK, _unmarshal_header_frame)
 
@@ -77,7 +79,11 @@ def _unmarshal_header_frame(frame_data: bytes) -> ContentHeader:
         pass  # below: the same frame, property by property
     try:
         return unmarshal_leniently(frame_data)
-    except (struct.error, ValueError, IndexError) as exc:  # the frame itself is cut short: a real framing error
+    except (
+        struct.error,
+        ValueError,
+        IndexError,
+    ) as exc:  # the frame itself is cut short: a real framing error
         raise UnmarshalingException("ContentHeader", exc) from exc
 
 
@@ -106,7 +112,7 @@ def unmarshal_leniently(frame_data: bytes) -> LenientContentHeader:
         else:
             try:
                 _, value = decode.by_type(raw, data_type)
-            except Exception as exc:  # any decoding failure: the property is unreadable, the rest is not
+            except Exception as exc:  # noqa: BLE001 - any decoding failure: this property is unreadable
                 header.raw[name] = raw[1:] if data_type == "shortstr" else raw
                 header.unreadable[name] = _why(exc, header.raw[name])
                 value = None
@@ -146,7 +152,7 @@ def _table(raw: bytes, unreadable: dict[str, str]) -> dict[str, object]:
     offset = 4
     while offset < end:
         key_size = raw[offset]
-        key_bytes = raw[offset + 1:offset + 1 + key_size]
+        key_bytes = raw[offset + 1 : offset + 1 + key_size]
         offset += 1 + key_size
         key: str | None
         try:
@@ -157,31 +163,46 @@ def _table(raw: bytes, unreadable: dict[str, str]) -> dict[str, object]:
         size = _value_size(raw, offset, end)
         if size is None:  # a type this decoder does not know: the rest cannot be found
             unreadable["headers" if key is None else f"headers[{key}]"] = (
-                f"unknown field type {raw[offset:offset + 1]!r}; this and the later headers were dropped")
+                f"unknown field type {raw[offset : offset + 1]!r}; this and the later headers were dropped"
+            )
             return table
-        value_bytes = raw[offset:offset + size]
+        value_bytes = raw[offset : offset + size]
         offset += size
         if key is None:
             continue
         try:
             _, table[key] = decode.embedded_value(value_bytes)
-        except Exception as exc:  # this entry cannot be read; the others can
+        except Exception as exc:  # noqa: BLE001 - this entry cannot be read; the others can
             unreadable[f"headers[{key}]"] = _why(exc, value_bytes[1:])
     return table
 
 
-_VALUE_FIXED = {b"t": 1, b"b": 1, b"B": 1, b"s": 2, b"u": 2, b"I": 4, b"i": 4, b"l": 8, b"L": 8,
-                b"f": 4, b"d": 8, b"D": 5, b"T": 8, b"V": 0}
+_VALUE_FIXED = {
+    b"t": 1,
+    b"b": 1,
+    b"B": 1,
+    b"s": 2,
+    b"u": 2,
+    b"I": 4,
+    b"i": 4,
+    b"l": 8,
+    b"L": 8,
+    b"f": 4,
+    b"d": 8,
+    b"D": 5,
+    b"T": 8,
+    b"V": 0,
+}
 _VALUE_PREFIXED = (b"S", b"A", b"F", b"x")
 
 
 def _value_size(raw: bytes, offset: int, end: int) -> int | None:
     """Bytes a field value takes, its type byte included; None for a type of unknown size."""
-    kind = raw[offset:offset + 1]
+    kind = raw[offset : offset + 1]
     if kind in _VALUE_FIXED:
         size = 1 + _VALUE_FIXED[kind]
     elif kind in _VALUE_PREFIXED:
-        size = 5 + int.from_bytes(raw[offset + 1:offset + 5], "big")
+        size = 5 + int.from_bytes(raw[offset + 1 : offset + 5], "big")
     else:
         return None
     return size if offset + size <= end else None

@@ -25,7 +25,9 @@ from .incoming import Incoming
 
 PERSISTENT = 2
 DEAD_LETTER_BODY_MAX = 64 * 1024  # bytes of the original body kept in a dead-letter copy
-DEAD_LETTER_HEADERS_MAX = 64 * 1024  # bytes of original headers kept; a header frame must fit frame_max (128 KiB)
+DEAD_LETTER_HEADERS_MAX = (
+    64 * 1024
+)  # bytes of original headers kept; a header frame must fit frame_max (128 KiB)
 REPLY_CONTENT_TYPE = "application/json"
 
 
@@ -61,20 +63,29 @@ class Outgoing:
         )
         await self._publish(body, "", message.reply_to, properties)
 
-    async def dead_letter(self, message: Incoming, *, status: str, reason: str, text: str,
-                          extra: Mapping[str, object] | None = None) -> None:
+    async def dead_letter(
+        self,
+        message: Incoming,
+        *,
+        status: str,
+        reason: str,
+        text: str,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
         """Publish a copy of the message with the reason to the dead-letter exchange; wait for the confirm.
 
         :raises PublishRefused: nacked or unencodable. :raises TRANSIENT_ERRORS: the link broke.
         """
         headers, dropped = encodable_headers(message.headers, DEAD_LETTER_HEADERS_MAX)
-        headers.update({
-            "x-error-status": status,
-            "x-error-reason": reason,
-            "x-error-message": text[:1000],
-            "x-original-exchange": message.exchange or "",
-            "x-original-routing-key": message.routing_key or "",
-        })
+        headers.update(
+            {
+                "x-error-status": status,
+                "x-error-reason": reason,
+                "x-error-message": text[:1000],
+                "x-original-exchange": message.exchange or "",
+                "x-original-routing-key": message.routing_key or "",
+            }
+        )
         if dropped:
             headers["x-error-dropped-headers"] = ",".join(dropped)[:1000]
         if message.unreadable:
@@ -86,6 +97,8 @@ class Outgoing:
             body = body[:DEAD_LETTER_BODY_MAX]
         headers.update(extra or {})
         properties = spec.Basic.Properties(
+            # pamqp wants a FieldTable; these values were checked by encoding them (encodable_headers),
+            # which their static type (object) cannot say.
             headers=headers,  # type: ignore[arg-type]
             content_type=message.content_type,
             content_encoding=message.content_encoding,
@@ -98,12 +111,18 @@ class Outgoing:
         )
         await self._publish(body, self._dead_letter_exchange, message.routing_key or "", properties)
 
-    async def _publish(self, body: bytes, exchange: str, routing_key: str, properties: spec.Basic.Properties) -> None:
+    async def _publish(
+        self, body: bytes, exchange: str, routing_key: str, properties: spec.Basic.Properties
+    ) -> None:
         channel = await self._channel.get_underlay_channel()
         try:
-            await channel.basic_publish(body, exchange=exchange, routing_key=routing_key, properties=properties)
+            await channel.basic_publish(
+                body, exchange=exchange, routing_key=routing_key, properties=properties
+            )
         except DeliveryError as exc:
-            raise PublishRefused("nacked", f"the broker refused the publish to {exchange or routing_key!r}") from exc
+            raise PublishRefused(
+                "nacked", f"the broker refused the publish to {exchange or routing_key!r}"
+            ) from exc
         except (TypeError, ValueError, OverflowError) as exc:  # pamqp could not encode a property
             raise PublishRefused("unencodable", f"{type(exc).__name__}: {exc}") from exc
 
@@ -134,6 +153,8 @@ def encodable_headers(headers: Mapping[str, object], budget: int) -> tuple[dict[
     for key, value in headers.items():
         value = _as_encodable(value)
         try:
+            # Any value is tried: pamqp's FieldValue type lists what it encodes, and what it cannot
+            # raises here and is dropped.
             size = len(key.encode()) + 1 + len(encode.encode_table_value(value))  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - any encoding failure: the header cannot be carried
             dropped.append(key)

@@ -44,7 +44,9 @@ HELD_AT_MOST = 10_000  # events read past the checkpoint and kept in memory: on 
 class Relay:
     """Publishes the outbox on ``channel`` (opened with publisher confirms) while it holds the lock."""
 
-    def __init__(self, settings: Settings, channel: AbstractChannel, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, settings: Settings, channel: AbstractChannel, *, retry: RetryPolicy | None = None
+    ) -> None:
         self._settings = settings
         self._channel = channel
         self._retry = retry or RetryPolicy()
@@ -97,11 +99,17 @@ class Relay:
                 continue
             except TRANSIENT_ERRORS as exc:
                 delay = backoff.next()
-                log.warning("relay interrupted; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay)
+                log.warning(
+                    "relay interrupted; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay
+                )
             except Exception as exc:  # the relay must outlive surprises, or the outbox silently fills up
                 delay = backoff.next()
-                log.error("relay failed unexpectedly; restarting it", error=type(exc).__name__, retry_in=delay,
-                          exc_info=exc)
+                log.error(
+                    "relay failed unexpectedly; restarting it",
+                    error=type(exc).__name__,
+                    retry_in=delay,
+                    exc_info=exc,
+                )
             self.is_leader = False
             await sleep_unless(delay, self._stopping)
 
@@ -184,8 +192,14 @@ class Relay:
         def publish(event: LoggedEvent) -> Coroutine[Any, Any, Outcome]:
             return publish_event(channel, exchange, event.event_type, event)  # on the latest channel read
 
-        window = PublishWindow(publish, self._wake.set, self.tally, retry=self._retry,
-                               low_water=budget - limit, high_water=HELD_AT_MOST - limit)
+        window = PublishWindow(
+            publish,
+            self._wake.set,
+            self.tally,
+            retry=self._retry,
+            low_water=budget - limit,
+            high_water=HELD_AT_MOST - limit,
+        )
         cursor = await store.published_through()  # the last event read, settled or not
         try:
             while True:

@@ -19,7 +19,9 @@ from ..persistence.outbox import LoggedEvent
 PERSISTENT = 2
 
 
-def event_properties(event: LoggedEvent, headers: dict[str, bool | str] | None = None) -> spec.Basic.Properties:
+def event_properties(
+    event: LoggedEvent, headers: dict[str, bool | str] | None = None
+) -> spec.Basic.Properties:
     """The AMQP properties of an event's message: persistent, with the contract's properties."""
     return spec.Basic.Properties(
         message_id=event.event_id,
@@ -27,7 +29,7 @@ def event_properties(event: LoggedEvent, headers: dict[str, bool | str] | None =
         content_type=names.EVENT_CONTENT_TYPE,
         correlation_id=event.correlation_id,
         delivery_mode=PERSISTENT,
-        headers=dict(headers or {}),  # type: ignore[arg-type]
+        headers=dict(headers or {}),
     )
 
 
@@ -39,8 +41,13 @@ class Outcome(enum.Enum):
     REFUSED = "refused"  # ``basic.nack``: a queue refused it (e.g. full with ``reject-publish``)
 
 
-async def publish_event(channel: Underlay, exchange: str, routing_key: str, event: LoggedEvent,
-                        headers: dict[str, bool | str] | None = None) -> Outcome:
+async def publish_event(
+    channel: Underlay,
+    exchange: str,
+    routing_key: str,
+    event: LoggedEvent,
+    headers: dict[str, bool | str] | None = None,
+) -> Outcome:
     """Publish the stored body, ``mandatory``, on a confirm channel; returns once the broker answered.
 
     A broken link raises (``ChannelInvalidStateError``, ``ConnectionError``, ...). Returns are
@@ -50,8 +57,13 @@ async def publish_event(channel: Underlay, exchange: str, routing_key: str, even
     aio-pika message per event cost more than the publish itself.
     """
     try:
-        answer = await channel.basic_publish(event.body, exchange=exchange, routing_key=routing_key,
-                                             properties=event_properties(event, headers), mandatory=True)
+        answer = await channel.basic_publish(
+            event.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=event_properties(event, headers),
+            mandatory=True,
+        )
     except PublishError:
         return Outcome.UNROUTED
     except DeliveryError:
@@ -110,8 +122,15 @@ class Republisher:
     or a broken link; ``Progress.error`` says which.
     """
 
-    def __init__(self, channel: AbstractChannel, target: Target, *, run_id: str, window: int = 256,
-                 rate: float | None = None) -> None:
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        target: Target,
+        *,
+        run_id: str,
+        window: int = 256,
+        rate: float | None = None,
+    ) -> None:
         self._channel = channel
         self._target = target
         self._run_id = run_id
@@ -122,16 +141,24 @@ class Republisher:
     async def _publish(self, event: LoggedEvent) -> Outcome:
         exchange_name, routing_key = self._target.route(event)
         channel = await self._channel.get_underlay_channel()
-        return await publish_event(channel, exchange_name, routing_key, event,
-                                   headers={"x-replayed": True, "x-replay-run-id": self._run_id})
+        return await publish_event(
+            channel,
+            exchange_name,
+            routing_key,
+            event,
+            headers={"x-replayed": True, "x-replay-run-id": self._run_id},
+        )
 
     def _failure(self, event: LoggedEvent, outcome: Outcome) -> str | None:
         if outcome is Outcome.REFUSED:
             return f"Refused: eventsequence {event.eventsequence} was nacked by the broker (basic.nack)"
         if outcome is Outcome.UNROUTED and self._target.unrouted_fails:
             exchange, routing_key = self._target.route(event)
-            where = f"queue {routing_key!r}" if self._target.queue is not None else (
-                f"exchange {exchange!r} with routing key {routing_key!r}")
+            where = (
+                f"queue {routing_key!r}"
+                if self._target.queue is not None
+                else (f"exchange {exchange!r} with routing key {routing_key!r}")
+            )
             return f"Unrouted: eventsequence {event.eventsequence} reached no queue (NO_ROUTE) via {where}"
         return None
 
@@ -154,7 +181,7 @@ class Republisher:
                 event, task = in_flight.pop(0)
                 try:
                     outcome = await task
-                except Exception as exc:  # the link broke
+                except Exception as exc:  # noqa: BLE001 - the link broke (any error): replay stops, says why
                     return await give_up(f"{type(exc).__name__}: {exc}")
                 error = self._failure(event, outcome)
                 if error is not None:

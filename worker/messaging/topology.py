@@ -27,7 +27,9 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
         settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
     )
     await dead_letter_queue.bind(dead_letters, routing_key="")
-    commands = await channel.declare_exchange(settings.command_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+    commands = await channel.declare_exchange(
+        settings.command_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
     command_queue = await channel.declare_queue(
         settings.command_queue,
         durable=True,
@@ -41,5 +43,7 @@ async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
     )
     for name in COMMANDS:
         await command_queue.bind(commands, routing_key=name)
-    events = await channel.declare_exchange(settings.event_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    events = await channel.declare_exchange(
+        settings.event_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
     return Topology(commands, command_queue, dead_letters, dead_letter_queue, events)

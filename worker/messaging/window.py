@@ -83,10 +83,14 @@ class _Ongoing:
     def report(self, now: float) -> None:
         """One ERROR line for the events given up since the last one (none: no line)."""
         if self.count:
-            log.error("events refused by the broker and left to replay", events=self.count,
-                      from_seq=self.first, to_seq=self.last,
-                      replay=f"outplan-worker replay --from-seq {self.first} --to-seq {self.last} "
-                             "--queue <the refusing subscriber's queue>")
+            log.error(
+                "events refused by the broker and left to replay",
+                events=self.count,
+                from_seq=self.first,
+                to_seq=self.last,
+                replay=f"outplan-worker replay --from-seq {self.first} --to-seq {self.last} "
+                "--queue <the refusing subscriber's queue>",
+            )
         self.reported_at, self.count, self.first, self.last = now, 0, None, None
 
 
@@ -110,8 +114,16 @@ class PublishWindow:
     ``low_water`` publishes or to none, or the head settling while the window is at ``high_water`` events.
     """
 
-    def __init__(self, publish: Publish, notify: Callable[[], None], tally: Tally, *, retry: RetryPolicy,
-                 low_water: int, high_water: int) -> None:
+    def __init__(
+        self,
+        publish: Publish,
+        notify: Callable[[], None],
+        tally: Tally,
+        *,
+        retry: RetryPolicy,
+        low_water: int,
+        high_water: int,
+    ) -> None:
         self._publish = publish
         self._notify = notify
         self._tally = tally
@@ -209,8 +221,12 @@ class PublishWindow:
             self._ongoing.add(event, now)
             if now - self._ongoing.reported_at >= self._retry.report_every:
                 self._ongoing.report(now)
-            log.debug("event refused by the broker while refusals are ongoing; left to replay",
-                      eventsequence=event.eventsequence, type=event.event_type, outplan_id=event.outplan_id)
+            log.debug(
+                "event refused by the broker while refusals are ongoing; left to replay",
+                eventsequence=event.eventsequence,
+                type=event.event_type,
+                outplan_id=event.outplan_id,
+            )
             self._give_up(entry)
             return
         if now - self._last_refusal > self._retry.ongoing_after:
@@ -218,11 +234,16 @@ class PublishWindow:
         self._last_refusal = now
         refusing_for = now - self._burst_started
         if refusals > self._retry.retries or refusing_for >= self._retry.ongoing_after:
-            log.error("events refused by the broker; refusals are ongoing: refused events are left to replay",
-                      refusing_for_seconds=round(refusing_for, 1), eventsequence=event.eventsequence,
-                      event_id=event.event_id, type=event.event_type, outplan_id=event.outplan_id,
-                      until=f"none is refused for {self._retry.quiet_after:g} s; a summary with the range "
-                            f"to replay follows every {self._retry.report_every:g} s")
+            log.error(
+                "events refused by the broker; refusals are ongoing: refused events are left to replay",
+                refusing_for_seconds=round(refusing_for, 1),
+                eventsequence=event.eventsequence,
+                event_id=event.event_id,
+                type=event.event_type,
+                outplan_id=event.outplan_id,
+                until=f"none is refused for {self._retry.quiet_after:g} s; a summary with the range "
+                f"to replay follows every {self._retry.report_every:g} s",
+            )
             self._ongoing = _Ongoing(last_refusal=now, reported_at=now)
             self._ongoing.add(event, now)
             self._schedule_quiet_check(self._retry.quiet_after)
@@ -231,9 +252,14 @@ class PublishWindow:
         delay = self._retry.delay(refusals)
         # One line per burst, not per event or retry: a full subscriber queue refuses every event.
         (log.warning if refusals == 1 and not self._timers else log.debug)(
-            "event refused by the broker (basic.nack); publishing it again", eventsequence=event.eventsequence,
-            event_id=event.event_id, type=event.event_type, outplan_id=event.outplan_id,
-            retry_in=round(delay, 3), retries_left=self._retry.retries - refusals + 1)
+            "event refused by the broker (basic.nack); publishing it again",
+            eventsequence=event.eventsequence,
+            event_id=event.event_id,
+            type=event.event_type,
+            outplan_id=event.outplan_id,
+            retry_in=round(delay, 3),
+            retries_left=self._retry.retries - refusals + 1,
+        )
         self._timers[entry] = asyncio.get_running_loop().call_later(delay, self._again, entry)
 
     def _give_up(self, entry: _Entry) -> None:
@@ -258,8 +284,10 @@ class PublishWindow:
             return
         ongoing.report(now)
         self._ongoing = None
-        log.info("no event refused for a while; refused events are retried again",
-                 quiet_seconds=round(quiet_for, 1))
+        log.info(
+            "no event refused for a while; refused events are retried again",
+            quiet_seconds=round(quiet_for, 1),
+        )
 
     def _again(self, entry: _Entry) -> None:
         del self._timers[entry]

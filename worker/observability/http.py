@@ -37,8 +37,14 @@ Check = Callable[[], Awaitable[dict[str, object]]]
 
 log = structlog.get_logger("outplan_worker.health")
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 
@@ -78,8 +84,13 @@ class HealthServer:
             status, headers, body = await self._answer(method, path)
             if method == "HEAD":
                 body = b""  # the headers (Content-Length included) are those GET would get
-            lines = [f"HTTP/1.1 {status} {REASONS[status]}", *(f"{k}: {v}" for k, v in headers.items()),
-                     "Connection: close", "", ""]
+            lines = [
+                f"HTTP/1.1 {status} {REASONS[status]}",
+                *(f"{k}: {v}" for k, v in headers.items()),
+                "Connection: close",
+                "",
+                "",
+            ]
             writer.write("\r\n".join(lines).encode() + body)
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
@@ -117,8 +128,13 @@ class HealthServer:
     def _report(self, path: str, exc: Exception) -> None:
         if path not in self._failing:
             self._failing.add(path)
-            log.error("health endpoint failed unexpectedly; answering with the error until it passes",
-                      path=path, error=type(exc).__name__, detail=str(exc)[:200], exc_info=exc)
+            log.error(
+                "health endpoint failed unexpectedly; answering with the error until it passes",
+                path=path,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+                exc_info=exc,
+            )
 
     def _passed(self, path: str) -> None:
         if path in self._failing:

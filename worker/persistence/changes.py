@@ -13,6 +13,7 @@ import orjson
 from contracts.timefmt import NOT_DELETED
 
 from ..domain import ConcurrentChange, Versioned
+from .connections import Connection
 from .events import NOTIFY_CHANNEL
 from .inbox import Key
 from .outbox import LoggedEvent
@@ -43,14 +44,26 @@ def _outplan_json(rows: list[Versioned]) -> str:
     out = []
     for stored in rows:
         o, src = stored.outplan, stored.outplan.source
-        out.append({
-            "id": str(o.id), "customer_id": str(o.customer_id), "name": o.name, "detail": o.detail,
-            "source_type": src.type, "source_target": src.target, "source_target_name": src.target_name,
-            "source_name": src.name, "source_detail": src.detail, "dial_timeout": o.dial_timeout,
-            "try_interval": o.try_interval, **{f"max_try_count_{i}": getattr(o, f"max_try_count_{i}") for i in range(5)},
-            "version": stored.version, "tm_create": o.tm_create + "+00", "tm_update": o.tm_update + "+00",
-            "tm_delete": None if o.tm_delete == NOT_DELETED else o.tm_delete + "+00",
-        })
+        out.append(
+            {
+                "id": str(o.id),
+                "customer_id": str(o.customer_id),
+                "name": o.name,
+                "detail": o.detail,
+                "source_type": src.type,
+                "source_target": src.target,
+                "source_target_name": src.target_name,
+                "source_name": src.name,
+                "source_detail": src.detail,
+                "dial_timeout": o.dial_timeout,
+                "try_interval": o.try_interval,
+                **{f"max_try_count_{i}": getattr(o, f"max_try_count_{i}") for i in range(5)},
+                "version": stored.version,
+                "tm_create": o.tm_create + "+00",
+                "tm_update": o.tm_update + "+00",
+                "tm_delete": None if o.tm_delete == NOT_DELETED else o.tm_delete + "+00",
+            }
+        )
     return orjson.dumps(out).decode()
 
 
@@ -70,7 +83,8 @@ def _statement() -> str:
         "  SELECT r.customer_id, r.message_id, r.command, decode(r.body_hash, 'hex'), r.status_code,"
         "   convert_to(r.reply, 'UTF8'), $5"
         "  FROM json_to_recordset($4::json)"
-        "   AS r(customer_id uuid, message_id text, command text, body_hash text, status_code smallint, reply text)"
+        "   AS r(customer_id uuid, message_id text, command text, body_hash text, status_code smallint,"
+        "    reply text)"
         "  RETURNING 1),"
         # The event numbers, taken last: the counter stays locked until this statement commits, so
         # it must not wait on another writer's row while holding it (the subqueries run first).
@@ -90,7 +104,8 @@ def _statement() -> str:
         # The payload is the highest number written: a relay that has read that far need not look.
         f" woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', max(eventsequence)::text) FROM events"
         "  HAVING count(*) > 0),"
-        " counted AS (SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM replaced) AS replaced,"
+        " counted AS (SELECT (SELECT count(*) FROM inserted) AS inserted,"
+        "  (SELECT count(*) FROM replaced) AS replaced,"
         "  (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM remembered) AS remembered,"
         "  (SELECT count(*) FROM woken) AS woken)"
         " SELECT c.*, (SELECT min(eventsequence) FROM events) AS first_sequence,"
@@ -105,8 +120,15 @@ _WRITE = _statement()
 
 
 async def write_changes(
-    conn: asyncpg.Connection, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-    replies: list[Remembered], read_versions: dict[uuid.UUID, int], moment: datetime, source: str,
+    conn: Connection,
+    *,
+    inserted: list[Versioned],
+    replaced: list[Versioned],
+    events: list[NewEvent],
+    replies: list[Remembered],
+    read_versions: dict[uuid.UUID, int],
+    moment: datetime,
+    source: str,
 ) -> list[LoggedEvent]:
     """One statement, atomic on its own; returns the new events as they will be published, in order.
 
@@ -117,27 +139,52 @@ async def write_changes(
     """
     event_ids = [uuid.uuid4() for _ in events]
     event_rows = [
-        {"id": str(i), "type": e.event_type, "outplan": str(e.stored.outplan.id),
-         "customer": str(e.stored.outplan.customer_id), "version": e.stored.version, "correlation": e.correlation_id,
-         "data": e.data}
+        {
+            "id": str(i),
+            "type": e.event_type,
+            "outplan": str(e.stored.outplan.id),
+            "customer": str(e.stored.outplan.customer_id),
+            "version": e.stored.version,
+            "correlation": e.correlation_id,
+            "data": e.data,
+        }
         for i, e in zip(event_ids, events, strict=True)
     ]
-    reply_rows = [{"customer_id": str(r.key[0]), "message_id": r.key[1], "command": r.command,
-                   "body_hash": r.body_hash.hex(), "status_code": r.status_code, "reply": r.reply.decode()}
-                  for r in replies]
+    reply_rows = [
+        {
+            "customer_id": str(r.key[0]),
+            "message_id": r.key[1],
+            "command": r.command,
+            "body_hash": r.body_hash.hex(),
+            "status_code": r.status_code,
+            "reply": r.reply.decode(),
+        }
+        for r in replies
+    ]
     base = [(stored.outplan.id, read_versions[stored.outplan.id]) for stored in replaced]
     try:
-        row = await conn.fetchrow(_WRITE, _outplan_json(inserted), _outplan_json(replaced),
-                                  orjson.dumps(event_rows).decode(), orjson.dumps(reply_rows).decode(), moment,
-                                  [i for i, _ in base], [v for _, v in base], len(events),
-                                  json.dumps(source))
+        row = await conn.fetchrow(
+            _WRITE,
+            _outplan_json(inserted),
+            _outplan_json(replaced),
+            orjson.dumps(event_rows).decode(),
+            orjson.dumps(reply_rows).decode(),
+            moment,
+            [i for i, _ in base],
+            [v for _, v in base],
+            len(events),
+            json.dumps(source),
+        )
     except (asyncpg.UniqueViolationError, asyncpg.SerializationError) as exc:
         raise ConcurrentChange(str(exc)) from exc
+    assert row is not None  # the statement ends in a SELECT of one row of counts
     expected = (len(inserted), len(replaced), len(events), len(replies))
     if (row["inserted"], row["replaced"], row["events"], row["remembered"]) != expected:
         raise RuntimeError(f"batch write touched {tuple(row.values())[:4]} rows, expected {expected}")
     if not events:
         return []
     first = row["first_sequence"]
-    return [LoggedEvent(first + n, str(i), e.event_type, e.correlation_id, body, str(e.stored.outplan.id))
-            for n, (i, e, body) in enumerate(zip(event_ids, events, row["bodies"], strict=True))]
+    return [
+        LoggedEvent(first + n, str(i), e.event_type, e.correlation_id, body, str(e.stored.outplan.id))
+        for n, (i, e, body) in enumerate(zip(event_ids, events, row["bodies"], strict=True))
+    ]

@@ -48,8 +48,15 @@ _WHERE = (
 
 
 def _args(selection: EventFilter, after: int) -> tuple[Any, ...]:
-    return (after, selection.to_seq, selection.since, selection.until, list(selection.outplan_ids),
-            selection.customer_id, list(selection.types))
+    return (
+        after,
+        selection.to_seq,
+        selection.since,
+        selection.until,
+        list(selection.outplan_ids),
+        selection.customer_id,
+        list(selection.types),
+    )
 
 
 async def count_events(conn: asyncpg.Connection, selection: EventFilter) -> int:
@@ -57,19 +64,29 @@ async def count_events(conn: asyncpg.Connection, selection: EventFilter) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM outplan_events" + _WHERE, *_args(selection, after)))
 
 
-async def select_events(conn: asyncpg.Connection, selection: EventFilter, batch: int = 1000
-                        ) -> AsyncIterator[list[LoggedEvent]]:
+async def select_events(
+    conn: asyncpg.Connection, selection: EventFilter, batch: int = 1000
+) -> AsyncIterator[list[LoggedEvent]]:
     """Yield the selected events in batches, keyset-paged on ``eventsequence``."""
     after = (selection.from_seq or 1) - 1
     while True:
         rows = await conn.fetch(
             "SELECT eventsequence, event_id::text, event_type, correlation_id, body, outplan_id::text"
-            " FROM outplan_events"
-            + _WHERE + " ORDER BY eventsequence LIMIT $8",
-            *_args(selection, after), batch,
+            " FROM outplan_events" + _WHERE + " ORDER BY eventsequence LIMIT $8",
+            *_args(selection, after),
+            batch,
         )
         if not rows:
             return
-        yield [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"],
-                           r["outplan_id"]) for r in rows]
+        yield [
+            LoggedEvent(
+                r["eventsequence"],
+                r["event_id"],
+                r["event_type"],
+                r["correlation_id"],
+                r["body"],
+                r["outplan_id"],
+            )
+            for r in rows
+        ]
         after = rows[-1]["eventsequence"]

@@ -39,12 +39,16 @@ async def schema_problem(conn: asyncpg.Connection | asyncpg.Pool) -> str | None:
     missing = [ours[v] for v in sorted(set(ours) - set(applied))]
     unknown = [applied[v] for v in sorted(set(applied) - set(ours))]
     if missing:
-        return (f"the database schema is older than this code ({', '.join(missing)} not applied):"
-                " run `outplan-worker migrate`")
+        return (
+            f"the database schema is older than this code ({', '.join(missing)} not applied):"
+            " run `outplan-worker migrate`"
+        )
     if unknown:
-        return (f"the database schema is newer than this code (it has {', '.join(unknown)}, which this"
-                " version does not know): run the version that migrated it, or point OUTPLAN_DATABASE_URL"
-                " at a database for this one")
+        return (
+            f"the database schema is newer than this code (it has {', '.join(unknown)}, which this"
+            " version does not know): run the version that migrated it, or point OUTPLAN_DATABASE_URL"
+            " at a database for this one"
+        )
     return None
 
 

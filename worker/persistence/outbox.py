@@ -53,8 +53,11 @@ class OutboxStore:
         """The server process id of the connection holding the relay lock in this database, if any."""
         pid = await self._conn.fetchval(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2"
-            " AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            RELAY_LOCK_KEY >> 32, RELAY_LOCK_KEY & 0xFFFF_FFFF)
+            " AND objsubid = 1 AND database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database())",
+            RELAY_LOCK_KEY >> 32,
+            RELAY_LOCK_KEY & 0xFFFF_FFFF,
+        )
         return None if pid is None else int(pid)
 
     async def relax_marks(self) -> None:
@@ -69,7 +72,9 @@ class OutboxStore:
         """The watermark: every event up to this sequence was confirmed."""
         return int(await self._conn.fetchval("SELECT published_through FROM outbox_state"))
 
-    async def after(self, sequence: int, limit: int, *, mark_published: int | None = None) -> list[LoggedEvent]:
+    async def after(
+        self, sequence: int, limit: int, *, mark_published: int | None = None
+    ) -> list[LoggedEvent]:
         """The events numbered after ``sequence``, in order, at most ``limit``.
 
         Numbers follow commit order without gaps (see migration 0004), so what this returns
@@ -77,15 +82,26 @@ class OutboxStore:
         moves the watermark.
         """
         rows = await self._conn.fetch(_AFTER, sequence, limit, mark_published)
-        return [LoggedEvent(r["eventsequence"], r["event_id"], r["event_type"], r["correlation_id"], r["body"],
-                            r["outplan_id"]) for r in rows]
+        return [
+            LoggedEvent(
+                r["eventsequence"],
+                r["event_id"],
+                r["event_type"],
+                r["correlation_id"],
+                r["body"],
+                r["outplan_id"],
+            )
+            for r in rows
+        ]
 
     async def mark_published(self, up_to: int) -> None:
         """Every event up to this sequence was confirmed."""
         await self._conn.execute(
-            "UPDATE outbox_state SET published_through = greatest(published_through, $1)", up_to)
+            "UPDATE outbox_state SET published_through = greatest(published_through, $1)", up_to
+        )
 
     async def backlog(self) -> tuple[int, float | None]:
         """How many events wait to be published, and the age in seconds of the oldest."""
         row = await self._conn.fetchrow(BACKLOG)
+        assert row is not None  # an aggregate without GROUP BY: always one row
         return int(row["n"]), row["age"]

@@ -9,6 +9,7 @@ from contracts import Outplan, StoredSource
 from contracts.timefmt import format_time
 
 from ..domain import PagePosition, Versioned
+from .connections import Connection
 
 _COLUMNS = (
     "id, customer_id, name, detail, source_type, source_target, source_target_name, source_name,"
@@ -51,20 +52,23 @@ MUTABLE = _COLUMNS.split(", ")[2:]  # all but id and customer_id
 
 
 class OutplanRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def lock(self, ids: list[UUID]) -> None:
         """Row locks on these outplans (any customer, deleted too), taken in id order."""
         if ids:
             await self._conn.execute(
-                "SELECT FROM outplans WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", sorted(set(ids)))
+                "SELECT FROM outplans WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", sorted(set(ids))
+            )
 
     async def get(self, customer_id: UUID, outplan_id: UUID, *, include_deleted: bool) -> Versioned | None:
         row = await self._conn.fetchrow(
             f"SELECT {_COLUMNS} FROM outplans WHERE id = $1 AND customer_id = $2"
             " AND ($3 OR tm_delete IS NULL)",
-            outplan_id, customer_id, include_deleted,
+            outplan_id,
+            customer_id,
+            include_deleted,
         )
         return None if row is None else to_versioned(row)
 
@@ -76,7 +80,8 @@ class OutplanRepository:
             rows = await self._conn.fetch(
                 f"SELECT {_COLUMNS} FROM outplans WHERE customer_id = $1 AND tm_delete IS NULL"
                 " ORDER BY tm_create DESC, id DESC LIMIT $2",
-                customer_id, limit,
+                customer_id,
+                limit,
             )
         else:
             moment = after.tm_create
@@ -84,12 +89,17 @@ class OutplanRepository:
                 rows = await self._conn.fetch(
                     f"SELECT {_COLUMNS} FROM outplans WHERE customer_id = $1 AND tm_delete IS NULL"
                     " AND tm_create < $2 ORDER BY tm_create DESC, id DESC LIMIT $3",
-                    customer_id, moment, limit,
+                    customer_id,
+                    moment,
+                    limit,
                 )
             else:
                 rows = await self._conn.fetch(
                     f"SELECT {_COLUMNS} FROM outplans WHERE customer_id = $1 AND tm_delete IS NULL"
                     " AND (tm_create, id) < ($2, $3) ORDER BY tm_create DESC, id DESC LIMIT $4",
-                    customer_id, moment, after.id, limit,
+                    customer_id,
+                    moment,
+                    after.id,
+                    limit,
                 )
         return [(to_versioned(row), row["tm_create"]) for row in rows]

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from ..domain import StoredReply, Versioned
+from .connections import Connection
 from .inbox import Key
 from .outplans import to_versioned
 
@@ -28,14 +27,16 @@ SELECT 'o' AS kind, o.*, NULL::uuid AS p_customer_id, NULL::text AS p_message_id
        NULL::bytea AS p_body_hash, NULL::smallint AS p_status_code, NULL::bytea AS p_reply, now() AS moment
 FROM outplans o WHERE o.id = ANY($1::uuid[])
 UNION ALL
-SELECT 'p', (NULL::outplans).*, p.customer_id, p.message_id, p.command, p.body_hash, p.status_code, p.reply, now()
-FROM processed_commands p JOIN unnest($2::uuid[], $3::text[]) AS k(customer_id, message_id) USING (customer_id, message_id)
+SELECT 'p', (NULL::outplans).*, p.customer_id, p.message_id, p.command, p.body_hash, p.status_code, p.reply,
+       now()
+FROM processed_commands p
+     JOIN unnest($2::uuid[], $3::text[]) AS k(customer_id, message_id) USING (customer_id, message_id)
 UNION ALL
 SELECT 't', (NULL::outplans).*, NULL, NULL, NULL, NULL, NULL, NULL, now()
 """
 
 
-async def read_snapshot(conn: asyncpg.Connection, ids: list[UUID], keys: list[Key]) -> Snapshot:
+async def read_snapshot(conn: Connection, ids: list[UUID], keys: list[Key]) -> Snapshot:
     rows = await conn.fetch(_READ, ids, [k[0] for k in keys], [k[1] for k in keys])
     states: dict[UUID, Versioned] = {}
     stored: dict[Key, StoredReply] = {}
@@ -46,5 +47,6 @@ async def read_snapshot(conn: asyncpg.Connection, ids: list[UUID], keys: list[Ke
             states[row["id"]] = to_versioned(row)
         elif kind == "p":
             stored[(row["p_customer_id"], row["p_message_id"])] = StoredReply(
-                row["p_command"], bytes(row["p_body_hash"]), row["p_status_code"], bytes(row["p_reply"]))
+                row["p_command"], bytes(row["p_body_hash"]), row["p_status_code"], bytes(row["p_reply"])
+            )
     return Snapshot(states, stored, moment)

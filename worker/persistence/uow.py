@@ -36,9 +36,16 @@ class UnitOfWork(Protocol):
 
     async def read(self, ids: list[uuid.UUID], keys: list[Key]) -> Snapshot: ...
 
-    async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-                    replies: list[Remembered], read_versions: dict[uuid.UUID, int],
-                    moment: datetime) -> list[LoggedEvent]: ...
+    async def write(
+        self,
+        *,
+        inserted: list[Versioned],
+        replaced: list[Versioned],
+        events: list[NewEvent],
+        replies: list[Remembered],
+        read_versions: dict[uuid.UUID, int],
+        moment: datetime,
+    ) -> list[LoggedEvent]: ...
 
     async def commit(self) -> None: ...
 
@@ -46,8 +53,14 @@ class UnitOfWork(Protocol):
 class PgUnitOfWork:
     """``async with PgUnitOfWork(pool) as uow: ...``; an open ``begin()`` rolls back unless committed."""
 
-    def __init__(self, pool: asyncpg.Pool, *, read_only: bool = False, event_source: str = names.EVENT_SOURCE,
-                 on_commit: Callable[[list[LoggedEvent]], None] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        read_only: bool = False,
+        event_source: str = names.EVENT_SOURCE,
+        on_commit: Callable[[list[LoggedEvent]], None] | None = None,
+    ) -> None:
         self._pool = pool
         self._event_source = event_source
         self._on_commit = on_commit  # told of the events each commit made durable (the relay)
@@ -75,13 +88,27 @@ class PgUnitOfWork:
         assert self._conn is not None
         return await read_snapshot(self._conn, ids, keys)
 
-    async def write(self, *, inserted: list[Versioned], replaced: list[Versioned], events: list[NewEvent],
-                    replies: list[Remembered], read_versions: dict[uuid.UUID, int],
-                    moment: datetime) -> list[LoggedEvent]:
+    async def write(
+        self,
+        *,
+        inserted: list[Versioned],
+        replaced: list[Versioned],
+        events: list[NewEvent],
+        replies: list[Remembered],
+        read_versions: dict[uuid.UUID, int],
+        moment: datetime,
+    ) -> list[LoggedEvent]:
         assert self._conn is not None and not self._read_only
-        written = await write_changes(self._conn, inserted=inserted, replaced=replaced, events=events,
-                                      replies=replies, read_versions=read_versions, moment=moment,
-                                      source=self._event_source)
+        written = await write_changes(
+            self._conn,
+            inserted=inserted,
+            replaced=replaced,
+            events=events,
+            replies=replies,
+            read_versions=read_versions,
+            moment=moment,
+            source=self._event_source,
+        )
         self._uncommitted += written
         if self._tx is None:
             self._committed()  # the statement committed on its own
