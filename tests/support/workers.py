@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,18 @@ class WorkerProcess:
     def log_events(self, event: str) -> list[dict[str, Any]]:
         """The JSON log lines whose ``event`` is this message."""
         return [entry for entry in self.log_entries() if entry.get("event") == event]
+
+    def wait_for_log_event(self, event: str, seconds: float = 10) -> dict[str, Any]:
+        """The first JSON log line whose ``event`` is this message, once the worker has written it.
+
+        Raises ``TimeoutError`` (with the log) when it has not appeared within ``seconds``.
+        """
+        deadline = time.monotonic() + seconds
+        while not (found := self.log_events(event)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {event!r} in the worker's log within {seconds} s:\n{self.log()}")
+            time.sleep(0.02)
+        return found[0]
 
     @property
     def metrics_port(self) -> int:
