@@ -78,15 +78,5 @@ async def select_events(
         )
         if not rows:
             return
-        yield [
-            LoggedEvent(
-                r["eventsequence"],
-                r["event_id"],
-                r["event_type"],
-                r["correlation_id"],
-                r["body"],
-                r["outplan_id"],
-            )
-            for r in rows
-        ]
+        yield [LoggedEvent.from_record(r) for r in rows]
         after = rows[-1]["eventsequence"]

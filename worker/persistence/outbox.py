@@ -24,6 +24,18 @@ class LoggedEvent:
     body: bytes
     outplan_id: str  # the relay keeps one outplan's events in order by it
 
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> "LoggedEvent":
+        """From a row of ``outplan_events`` (or a statement returning its columns by these names)."""
+        return cls(
+            r["eventsequence"],
+            r["event_id"],
+            r["event_type"],
+            r["correlation_id"],
+            r["body"],
+            r["outplan_id"],
+        )
+
 
 _AFTER = """
 WITH marked AS (
@@ -82,17 +94,7 @@ class OutboxStore:
         moves the watermark.
         """
         rows = await self._conn.fetch(_AFTER, sequence, limit, mark_published)
-        return [
-            LoggedEvent(
-                r["eventsequence"],
-                r["event_id"],
-                r["event_type"],
-                r["correlation_id"],
-                r["body"],
-                r["outplan_id"],
-            )
-            for r in rows
-        ]
+        return [LoggedEvent.from_record(r) for r in rows]
 
     async def mark_published(self, up_to: int) -> None:
         """Every event up to this sequence was confirmed."""
