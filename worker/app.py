@@ -220,7 +220,6 @@ async def lifespan(
                 lambda **kw: PgUnitOfWork(
                     pool, event_source=settings.event_source, on_commit=relay.offer, **kw
                 ),
-                fault_hook=settings.fault_hook,
                 handlers=handlers,
             )
             consumer = CommandConsumer(

@@ -36,10 +36,6 @@ UowFactory = Callable[..., AbstractAsyncContextManager[UnitOfWork]]  # (read_onl
 CONFLICT_RETRIES = 10
 
 
-class InjectedFault(RuntimeError):
-    """Raised by the test-only fault hook to stand for a bug in a handler."""
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     status_code: int
@@ -61,11 +57,8 @@ class Service:
     nothing of the batch written: the consumer retries such a command, then dead-letters it.
     """
 
-    def __init__(
-        self, uow_factory: UowFactory, *, fault_hook: bool = False, handlers: Registry = REGISTRY
-    ) -> None:
+    def __init__(self, uow_factory: UowFactory, *, handlers: Registry = REGISTRY) -> None:
         self._uow_factory = uow_factory
-        self._fault_hook = fault_hook
         self._changes = handlers.changes
         self._queries = handlers.queries
 
@@ -165,8 +158,6 @@ class Service:
         outcomes: list[Outcome] = []
         for request in requests:
             cmd = request.command
-            if self._fault_hook and getattr(cmd, "name", None) == "__raise__":
-                raise InjectedFault("handler failure injected by the test fault hook")
             outplan_id: UUID | None = getattr(cmd, "id", None)
             current = states.get(outplan_id) if outplan_id is not None else None
             if current is not None and (
