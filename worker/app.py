@@ -16,6 +16,7 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from .backoff import Backoff, sleep_unless
+from .handlers import REGISTRY, Registry
 from .messaging import lenient_frames, topology
 from .messaging.consumer import CommandConsumer
 from .messaging.outgoing import Outgoing
@@ -187,12 +188,15 @@ class Worker:
 
 
 @contextlib.asynccontextmanager
-async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = True) -> AsyncIterator[Worker]:
+async def lifespan(
+    settings: Settings, stop: asyncio.Event, *, consume: bool = True, handlers: Registry = REGISTRY
+) -> AsyncIterator[Worker]:
     """Open the pool and three broker connections, declare the topology, start the consumer.
 
     Consuming, replying (with dead-lettering) and the relay each have a connection of their own,
     so that the loss of one does not pause the others: the relay keeps publishing events while
-    the consumer's connection is restored, and the other way round.
+    the consumer's connection is restored, and the other way round. The consumer's ``Service``
+    runs the handlers of ``handlers``.
     """
     lenient_frames.install()  # a property that cannot be decoded must not close a connection
     async with contextlib.AsyncExitStack() as stack:
@@ -216,7 +220,7 @@ async def lifespan(settings: Settings, stop: asyncio.Event, *, consume: bool = T
                 lambda **kw: PgUnitOfWork(
                     pool, event_source=settings.event_source, on_commit=relay.offer, **kw
                 ),
-                fault_hook=settings.fault_hook,
+                handlers=handlers,
             )
             consumer = CommandConsumer(
                 settings, service, Outgoing(publish_channel, settings.dead_letter_exchange)
@@ -247,8 +251,13 @@ async def purge_idempotency_records(pool: asyncpg.Pool, hours: float, stop: asyn
         await sleep_unless(wait, stop)
 
 
-async def serve(settings: Settings, stop: asyncio.Event, *, consume: bool = True) -> None:
-    """Run until ``stop`` is set, then drain: in-flight messages, then the outbox."""
+async def serve(
+    settings: Settings, stop: asyncio.Event, *, consume: bool = True, handlers: Registry = REGISTRY
+) -> None:
+    """Run until ``stop`` is set, then drain: in-flight messages, then the outbox.
+
+    Commands are run through the handlers of ``handlers`` (see ``lifespan``).
+    """
     # Health answers from the start: alive while waiting for PostgreSQL or RabbitMQ, not ready.
     health = Health()
     beat_task = asyncio.create_task(health.beat(stop), name="heartbeat")
@@ -257,7 +266,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, consume: bool = True
         server = HealthServer(settings.metrics_host, settings.metrics_port, health.ready, health.live)
         await server.start()
     try:
-        async with lifespan(settings, stop, consume=consume) as worker:
+        async with lifespan(settings, stop, consume=consume, handlers=handlers) as worker:
             health.worker = worker
             await _run(worker, settings, stop, health, consume=consume)
     except StoppedWhileStarting as exc:

@@ -1,4 +1,4 @@
-"""One handler per command, registered in two literal dicts.
+"""One handler per command, registered in two literal dicts, gathered in ``REGISTRY``.
 
 Changes are pure functions ``(command, current, context) -> Change``: they see the outplan as it
 stands (``None`` when it does not exist for this customer or was deleted) and say what it becomes.
@@ -7,7 +7,7 @@ Expected refusals raise ``DomainError``.
 """
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,3 +124,20 @@ QUERIES: dict[type[Command], QueryHandler] = {
     GetOutplan: get_outplan,
     ListOutplans: list_outplans,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """Which handler serves each command type, looked up by the command's exact type.
+
+    ``changes`` maps each mutating command to a ``ChangeHandler``, ``queries`` each read to a
+    ``QueryHandler``; a command type missing from its map is a ``KeyError`` when it is dispatched.
+    ``Service`` takes one (``REGISTRY`` by default); another is built with ``dataclasses.replace``,
+    e.g. ``replace(REGISTRY, changes={**REGISTRY.changes, CreateOutplan: my_create})``.
+    """
+
+    changes: Mapping[type[Command], ChangeHandler]
+    queries: Mapping[type[Command], QueryHandler]
+
+
+REGISTRY = Registry(changes=CHANGES, queries=QUERIES)  # the handlers above: what the worker runs

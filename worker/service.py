@@ -24,7 +24,7 @@ from uuid import UUID
 from contracts.timefmt import NOT_DELETED, format_time
 
 from .domain import ConcurrentChange, DomainError, IdempotencyKeyReused, Versioned
-from .handlers import CHANGES, QUERIES, Change, Context
+from .handlers import REGISTRY, Change, Context, Registry
 from .observability import metrics
 from .persistence.changes import NewEvent, Remembered
 from .persistence.inbox import Key
@@ -34,10 +34,6 @@ from .requests import Request
 
 UowFactory = Callable[..., AbstractAsyncContextManager[UnitOfWork]]  # (read_only=False)
 CONFLICT_RETRIES = 10
-
-
-class InjectedFault(RuntimeError):
-    """Raised by the test-only fault hook to stand for a bug in a handler."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +50,24 @@ def _refusal(exc: DomainError, outplan_id: UUID | None) -> Outcome:
 
 
 class Service:
-    def __init__(self, uow_factory: UowFactory, *, fault_hook: bool = False) -> None:
+    """Runs requests through the handlers of ``handlers`` (``worker.handlers.REGISTRY`` by default).
+
+    ``uow_factory(read_only=...)`` opens a unit of work. An exception a handler raises other than a
+    ``DomainError`` (a refusal, answered) leaves ``query``, ``execute`` or ``change`` as it is, with
+    nothing of the batch written: the consumer retries such a command, then dead-letters it.
+    """
+
+    def __init__(self, uow_factory: UowFactory, *, handlers: Registry = REGISTRY) -> None:
         self._uow_factory = uow_factory
-        self._fault_hook = fault_hook
+        self._changes = handlers.changes
+        self._queries = handlers.queries
 
     async def query(self, request: Request) -> Outcome:
         cmd = request.command
         outplan_id: UUID | None = getattr(cmd, "id", None)
         async with self._uow_factory(read_only=True) as uow:
             try:
-                reply = await QUERIES[type(cmd)](cmd, uow)
+                reply = await self._queries[type(cmd)](cmd, uow)
             except DomainError as exc:
                 return _refusal(exc, outplan_id)
         return Outcome(reply.status_code, reply.to_json(), outplan_id)
@@ -154,8 +158,6 @@ class Service:
         outcomes: list[Outcome] = []
         for request in requests:
             cmd = request.command
-            if self._fault_hook and getattr(cmd, "name", None) == "__raise__":
-                raise InjectedFault("handler failure injected by the test fault hook")
             outplan_id: UUID | None = getattr(cmd, "id", None)
             current = states.get(outplan_id) if outplan_id is not None else None
             if current is not None and (
@@ -163,7 +165,7 @@ class Service:
             ):
                 current = None  # another customer's, or deleted: as if it did not exist
             try:
-                change: Change = CHANGES[type(cmd)](cmd, current, ctx)
+                change: Change = self._changes[type(cmd)](cmd, current, ctx)
             except DomainError as exc:
                 outcome = _refusal(exc, outplan_id)
             else:

@@ -63,9 +63,6 @@ class Settings(BaseSettings):
     )
     metrics_host: str = "0.0.0.0"
     ready_max_outbox_age_seconds: float = Field(30.0, gt=0, description="/readyz fails past this outbox age")
-    fault_hook: bool = Field(
-        False, description="test-only: a body with name '__raise__' makes the handler raise"
-    )
 
 
 def load() -> Settings:

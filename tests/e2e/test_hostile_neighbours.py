@@ -24,7 +24,8 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from contracts import Reply
 from tests.e2e.conftest import Collector
 from tests.support import raw_amqp
-from tests.support.workers import WorkerProcess, delete_names, start_worker
+from tests.support.faulty_worker import MARKER, InjectedFault
+from tests.support.workers import WorkerProcess, delete_names, faulty_worker_command, start_worker
 from worker.client import OutplanClient
 from worker.messaging.outgoing import DEAD_LETTER_BODY_MAX
 
@@ -303,7 +304,7 @@ async def test_only_the_brokers_delivery_count_counts(
     customer_id: uuid.UUID,
 ) -> None:
     worker = await asyncio.to_thread(
-        start_worker, session_database, tmp_path, fault_hook="true", retry_limit="3"
+        start_worker, session_database, tmp_path, launcher=faulty_worker_command, retry_limit="3"
     )
     own_worker.append(worker)
     dead_letters = Collector()
@@ -314,7 +315,7 @@ async def test_only_the_brokers_delivery_count_counts(
     correlation_id = str(uuid.uuid4())
     await channel.default_exchange.publish(
         aio_pika.Message(
-            create_body(customer_id, name="__raise__"),
+            create_body(customer_id, name=MARKER),
             message_id=str(uuid.uuid4()),
             correlation_id=correlation_id,
             reply_to=replies.queue_name,
@@ -327,6 +328,7 @@ async def test_only_the_brokers_delivery_count_counts(
     reply = await replies.wait(correlation_id, seconds=20)
     assert reply.status_code == 500
     dead = await dead_letter_of(dead_letters, correlation_id)
+    assert dead.headers["x-exception-class"] == InjectedFault.__name__
     assert dead.headers["x-deliveries"] == 3  # all three deliveries, not "the 5th" after one
     assert worker.log().count('"handler failed; redelivering"') == 2
 

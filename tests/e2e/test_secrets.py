@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import database_url
-from tests.support.workers import WorkerNames, start_worker
+from tests.support.workers import WorkerNames, start_worker, worker_command
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,8 @@ def test_connection_failures_never_log_credentials(
     tmp_path: Path, session_database: str, setting: str, value: str, waiting_for: str
 ) -> None:
     settings = {"database_url": session_database, setting: value}
-    worker = start_worker(settings.pop("database_url"), tmp_path, WorkerNames.fresh(), wait=False, **settings)
+    url = settings.pop("database_url")
+    worker = start_worker(url, tmp_path, WorkerNames.fresh(), wait=False, launcher=worker_command, **settings)
     time.sleep(3)  # several failed attempts
     started = time.monotonic()
     assert worker.stop(timeout=15) == 0

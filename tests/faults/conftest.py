@@ -8,7 +8,15 @@ import pytest
 
 from tests.faults.ledger import Figures
 from tests.faults.traffic import Traffic
-from tests.support.workers import WorkerNames, WorkerProcess, delete_names, start_worker, wait_until_answering
+from tests.support.workers import (
+    Launcher,
+    WorkerNames,
+    WorkerProcess,
+    delete_names,
+    start_worker,
+    wait_until_answering,
+    worker_command,
+)
 
 COMMANDS = int(os.environ.get("OUTPLAN_FAULT_COMMANDS", "2000"))
 RATE = float(os.environ.get("OUTPLAN_FAULT_RATE", "300"))
@@ -23,11 +31,15 @@ def names() -> WorkerNames:
 def workers(
     fresh_database: str, names: WorkerNames, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start workers on this test's database and names; all are stopped at the end."""
+    """Start workers on this test's database and names; all are stopped at the end.
+
+    ``start(launcher=..., **settings)``: ``launcher`` as for ``start_worker`` (the console script
+    by default), ``settings`` as ``OUTPLAN_<NAME>`` variables; it returns without waiting.
+    """
     started: list[WorkerProcess] = []
 
-    def start(**settings: str) -> WorkerProcess:
-        worker = start_worker(fresh_database, tmp_path, names, wait=False, **settings)
+    def start(*, launcher: Launcher = worker_command, **settings: str) -> WorkerProcess:
+        worker = start_worker(fresh_database, tmp_path, names, wait=False, launcher=launcher, **settings)
         started.append(worker)
         return worker
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where worker processes start, so `-m tests...` resolves
+
+Launcher = Callable[[], list[str]]  # the argv that starts a worker, before its subcommand (`run`)
+
+
 def worker_command() -> list[str]:
+    """The ``outplan-worker`` console script: the worker as it is deployed (the default launcher)."""
     script = shutil.which("outplan-worker", path=str(Path(sys.executable).parent)) or shutil.which(
         "outplan-worker"
     )
@@ -57,14 +64,24 @@ def worker_command() -> list[str]:
     return [script]
 
 
+def faulty_worker_command() -> list[str]:
+    """``python -m tests.support.faulty_worker``: the real worker, but a create whose name is
+    ``tests.support.faulty_worker.MARKER`` raises ``InjectedFault`` (see that module)."""
+    return [sys.executable, "-m", "tests.support.faulty_worker"]
+
+
 @dataclass
 class WorkerProcess:
-    """One ``outplan-worker run`` process; ``restart()`` starts a new one on the same settings."""
+    """One ``outplan-worker run`` process; ``restart()`` starts a new one on the same settings.
+
+    ``command`` is the launcher's argv (before ``run``) it was started with, and is restarted with.
+    """
 
     names: WorkerNames
     env: dict[str, str]
     process: subprocess.Popen[bytes]
     log_path: Path
+    command: list[str]
     starts: int = 1
 
     def stop(self, timeout: float = 30) -> int:
@@ -78,7 +95,7 @@ class WorkerProcess:
 
     def restart(self) -> None:
         assert self.process.poll() is not None, "stop or kill it first"
-        self.process = _spawn(self.env, self.log_path)
+        self.process = _spawn(self.command, self.env, self.log_path)
         self.starts += 1
 
     def log(self) -> str:
@@ -117,9 +134,11 @@ class WorkerProcess:
         return int(self.env["OUTPLAN_METRICS_PORT"])
 
 
-def _spawn(env: dict[str, str], log_path: Path) -> "subprocess.Popen[bytes]":
+def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> "subprocess.Popen[bytes]":
     with log_path.open("ab") as log:
-        return subprocess.Popen([*worker_command(), "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [*command, "run"], env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 async def wait_until_answering(names: WorkerNames, seconds: float = 30) -> None:
@@ -128,8 +147,21 @@ async def wait_until_answering(names: WorkerNames, seconds: float = 30) -> None:
 
 
 def start_worker(
-    database_url: str, log_dir: Path, names: WorkerNames | None = None, *, wait: bool = True, **settings: str
+    database_url: str,
+    log_dir: Path,
+    names: WorkerNames | None = None,
+    *,
+    wait: bool = True,
+    launcher: Launcher = worker_command,
+    **settings: str,
 ) -> WorkerProcess:
+    """Start ``<launcher> run`` on ``names`` (fresh ones by default), with ``settings`` as
+    ``OUTPLAN_<NAME>`` variables over the test defaults; its output goes to a log in ``log_dir``.
+
+    With ``wait``, returns once it answers commands; a worker that does not is killed and a
+    ``RuntimeError`` carrying its log is raised. ``launcher=faulty_worker_command`` starts the
+    worker whose create handler fails for a marker name.
+    """
     names = names or WorkerNames.fresh()
     env = {
         **os.environ,
@@ -141,7 +173,8 @@ def start_worker(
         **{f"OUTPLAN_{k.upper()}": v for k, v in settings.items()},
     }
     log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
-    worker = WorkerProcess(names, env, _spawn(env, log_path), log_path)
+    command = launcher()
+    worker = WorkerProcess(names, env, _spawn(command, env, log_path), log_path, command)
     if wait:
         try:
             asyncio.run(wait_until_answering(names))

@@ -11,12 +11,13 @@ from uuid import UUID
 
 import pytest
 
+from tests.support.faulty_worker import FAULTY_REGISTRY, MARKER, InjectedFault
 from worker.domain import ConcurrentChange, StoredReply, Versioned
 from worker.persistence.changes import NewEvent, Remembered
 from worker.persistence.outbox import LoggedEvent
 from worker.persistence.snapshot import Snapshot
 from worker.requests import Request, decode
-from worker.service import InjectedFault, Service
+from worker.service import Service, UowFactory
 
 pytestmark = pytest.mark.unit
 CUSTOMER = str(uuid.uuid4())
@@ -86,13 +87,19 @@ def uow() -> FakeUnitOfWork:
     return FakeUnitOfWork()
 
 
-@pytest.fixture
-def service(uow: FakeUnitOfWork) -> Service:
+def opens(uow: FakeUnitOfWork) -> UowFactory:
+    """A unit-of-work factory that always opens ``uow``."""
+
     @asynccontextmanager
     async def factory(read_only: bool = False) -> AsyncIterator[Any]:
         yield uow
 
-    return Service(factory, fault_hook=True)
+    return factory
+
+
+@pytest.fixture
+def service(uow: FakeUnitOfWork) -> Service:
+    return Service(opens(uow))
 
 
 def request(command: str, body: dict[str, Any], message_id: str | None = "m-1") -> Request:
@@ -226,9 +233,20 @@ async def test_update_bumps_the_version_and_records_an_update(service: Service, 
     assert uow.recorded[-1] == ("outplan_updated", 2, "m-3")
 
 
-async def test_the_fault_hook_raises_only_for_its_marker(service: Service) -> None:
+async def test_an_injected_handler_that_fails_raises_out_of_the_service_and_writes_nothing(
+    uow: FakeUnitOfWork,
+) -> None:
+    service = Service(opens(uow), handlers=FAULTY_REGISTRY)
     with pytest.raises(InjectedFault):
-        await service.execute(request("outplan.create", {**CREATE, "name": "__raise__"}))
+        await service.execute(request("outplan.create", {**CREATE, "name": MARKER}))
+    assert uow.commits == 0 and uow.rows == {} and uow.records == {}
+    outcome = await service.execute(request("outplan.create", CREATE, "m-2"))  # other names: as usual
+    assert outcome.status_code == 201 and uow.recorded == [("outplan_created", 1, "m-2")]
+
+
+async def test_the_production_handlers_treat_the_test_marker_as_an_ordinary_name(service: Service) -> None:
+    outcome = await service.execute(request("outplan.create", {**CREATE, "name": MARKER}))
+    assert outcome.status_code == 201 and json.loads(outcome.reply)["data"]["name"] == MARKER
 
 
 async def test_a_batch_applies_changes_in_order_with_one_commit(

@@ -13,6 +13,7 @@ import structlog
 
 from .. import logs
 from ..app import EX_CONFIG, Misconfigured, misconfiguration, serve
+from ..handlers import REGISTRY, Registry
 from ..observability.http import LIVEZ, READYZ
 from ..persistence.migrate import migrate
 from ..settings import InvalidSettings, Settings, load
@@ -38,10 +39,10 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def _serve(settings: Settings, *, consume: bool) -> None:
+async def _serve(settings: Settings, *, consume: bool, handlers: Registry) -> None:
     stop = asyncio.Event()
     _install_signals(stop)
-    await serve(settings, stop, consume=consume)
+    await serve(settings, stop, consume=consume, handlers=handlers)
 
 
 def check_health(settings: Settings, *, live: bool) -> int:
@@ -58,7 +59,15 @@ def check_health(settings: Settings, *, live: bool) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int:
+    """Run one ``outplan-worker`` command: ``argv`` (``sys.argv[1:]`` when ``None``) and the
+    ``OUTPLAN_*`` environment; returns the exit code (2: invalid settings, 78: misconfigured).
+    Invalid arguments raise ``SystemExit(2)`` from argparse.
+
+    ``handlers`` is the registry ``run`` serves commands with, ``worker.handlers.REGISTRY`` unless
+    a launcher that embeds the worker passes another (the tests start a worker whose create
+    handler fails this way); the other commands ignore it.
+    """
     parser = argparse.ArgumentParser(prog="outplan-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if needed and apply pending migrations")
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
             uvloop.install()
         try:
-            asyncio.run(_serve(settings, consume=args.command == "run"))
+            asyncio.run(_serve(settings, consume=args.command == "run", handlers=handlers))
         except Misconfigured as exc:
             log.error(f"cannot start: {exc}", exit_code=EX_CONFIG)
             return EX_CONFIG
