@@ -14,8 +14,8 @@ import aiormq.exceptions
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from tenacity import RetryCallState, retry_if_exception_type
 
-from .backoff import Backoff, sleep_unless
 from .handlers import REGISTRY, Registry
 from .messaging import lenient_frames, topology
 from .messaging.consumer import CommandConsumer
@@ -26,6 +26,7 @@ from .observability.http import HealthServer
 from .persistence import inbox, outbox
 from .persistence.migrate import schema_problem
 from .persistence.uow import PgUnitOfWork
+from .retries import Stopped, failure, retry_in, retrying, sleep_unless
 from .service import Service
 from .settings import Settings
 from .transient import TRANSIENT_ERRORS
@@ -88,30 +89,40 @@ def misconfiguration(what: str, exc: BaseException) -> Misconfigured | None:
 
 
 async def _keep_trying(what: str, connect: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
-    """Connect, retrying with backoff (0.2 s doubling to 5 s, jittered) what can heal by itself (a
-    server still starting, a network blip); raises ``Misconfigured`` for what cannot, and
-    ``StoppedWhileStarting`` when ``stop`` is set first."""
-    backoff = Backoff(0.2, 5.0)
-    while True:
-        try:
-            return await connect()
-        except Exception as exc:
-            permanent = misconfiguration(what, exc)
-            if permanent is not None:
-                raise permanent from (None if permanent is exc else exc)
-            if not isinstance(exc, TRANSIENT_ERRORS):
-                raise
-            delay = backoff.next()
-            # Only the class: some drivers put the connection string in their messages.
-            log.warning(
-                f"{what} unreachable; retrying",
-                error=type(exc).__name__,
-                retry_in=delay,
-                hint="it may still be starting, or the network is interrupted",
-            )
-        await sleep_unless(delay, stop)
-        if stop.is_set():
-            raise StoppedWhileStarting(what)
+    """Connect, retrying what can heal by itself (a server still starting, a network blip): waits
+    0.2 s doubling to 5 s, jittered (``retries.backoff``). Raises ``Misconfigured`` at once for
+    what cannot heal, any other error that is not transient unchanged, and ``StoppedWhileStarting``
+    when ``stop`` is set first (a wait under way ends at once)."""
+
+    def log_retry(retry_state: RetryCallState) -> None:
+        # Only the class: some drivers put the connection string in their messages.
+        log.warning(
+            f"{what} unreachable; retrying",
+            error=type(failure(retry_state)).__name__,
+            retry_in=retry_in(retry_state),
+            hint="it may still be starting, or the network is interrupted",
+        )
+
+    try:
+        async for attempt in retrying(
+            first=0.2,
+            most=5.0,
+            # Misconfigured is not transient: an attempt raises it (below) instead of what it stands for.
+            retry=retry_if_exception_type(TRANSIENT_ERRORS),
+            before_sleep=log_retry,
+            stop=stop,
+        ):
+            with attempt:
+                try:
+                    connected = await connect()
+                except Exception as exc:
+                    permanent = misconfiguration(what, exc)
+                    if permanent is None:
+                        raise
+                    raise permanent from (None if permanent is exc else exc)
+    except Stopped:
+        raise StoppedWhileStarting(what) from None
+    return connected
 
 
 async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool:
@@ -232,23 +243,34 @@ async def lifespan(
 
 
 async def purge_idempotency_records(pool: asyncpg.Pool, hours: float, stop: asyncio.Event) -> None:
-    """Forget idempotency records past their retention, once an hour.
+    """Forget idempotency records past their retention (``hours``), once an hour, until ``stop``.
 
-    A purge the database could not take (unreachable, busy) is tried again with backoff, from 5 s
-    up to the hour, rather than an hour later.
+    A purge the database could not take (a transient error: unreachable, busy) is tried again
+    with backoff, from 5 s up to the hour, rather than an hour later; any other error is raised.
     """
-    backoff = Backoff(5.0, 3600.0)
-    while not stop.is_set():
-        try:
-            removed = await inbox.purge_older_than(pool, hours)
-            if removed:
-                log.info("idempotency records purged", removed=removed)
-            backoff.reset()
-            wait = 3600.0
-        except TRANSIENT_ERRORS as exc:
-            wait = backoff.next()
-            log.warning("idempotency records not purged; retrying", error=type(exc).__name__, retry_in=wait)
-        await sleep_unless(wait, stop)
+
+    def log_retry(retry_state: RetryCallState) -> None:
+        log.warning(
+            "idempotency records not purged; retrying",
+            error=type(failure(retry_state)).__name__,
+            retry_in=retry_in(retry_state),
+        )
+
+    with contextlib.suppress(Stopped):
+        while not stop.is_set():
+            # A fresh policy for each purge: after a success the next failure waits 5 s again.
+            async for attempt in retrying(
+                first=5.0,
+                most=3600.0,
+                retry=retry_if_exception_type(TRANSIENT_ERRORS),
+                before_sleep=log_retry,
+                stop=stop,
+            ):
+                with attempt:
+                    removed = await inbox.purge_older_than(pool, hours)
+                    if removed:
+                        log.info("idempotency records purged", removed=removed)
+            await sleep_unless(3600.0, stop)
 
 
 async def serve(

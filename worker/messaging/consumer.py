@@ -15,7 +15,7 @@ reconnects and declares the queue again; the consumer subscribes again when it h
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 import structlog
@@ -23,13 +23,14 @@ from aio_pika.abc import AbstractQueue, AbstractRobustChannel
 from aiormq import spec
 from aiormq.abc import AbstractChannel as Underlay
 from aiormq.abc import DeliveredMessage
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from contracts import ErrorInfo, Reply, replies
 
-from ..backoff import Backoff
 from ..batching import Batcher
 from ..observability import metrics
 from ..requests import Rejection, Request, decode
+from ..retries import failure, retry_in, retrying
 from ..service import Outcome, Service
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
@@ -119,24 +120,38 @@ class CommandConsumer:
             self._resubscribing = asyncio.create_task(self._subscribe_until_attached(done))
 
     async def _subscribe_until_attached(self, done: str) -> None:
-        """Subscribe on the channel once it is ready; retry with backoff until attached or stopped."""
+        """Subscribe on the channel once it is ready; retry any error until attached or stopped.
+
+        Waits 0.1 s doubling to 5 s, jittered, between attempts; ``stop()`` cancels the task.
+        """
         assert self._queue is not None
-        backoff = Backoff(0.1, 5.0)
-        while not self._stopped and not self.attached:
-            try:
-                channel = self._queue.channel
+        queue = self._queue
+
+        def log_retry(retry_state: RetryCallState) -> None:
+            exc = failure(retry_state)
+            log.warning(
+                "subscribing failed; retrying",
+                error=type(exc).__name__,
+                detail=str(exc),
+                retry_in=retry_in(retry_state),
+            )
+
+        async for attempt in retrying(
+            first=0.1,
+            most=5.0,
+            # Transient or not, the consumer must not stay detached.
+            retry=retry_if_exception_type(Exception),
+            before_sleep=log_retry,
+        ):
+            if self._stopped or self.attached:
+                return
+            with attempt:
+                channel = queue.channel
                 if isinstance(channel, AbstractRobustChannel):
                     await channel.ready()  # restored: qos set and the queue declared
                 await self._subscribe()
-                if self.attached:
-                    log.info(done, queue=self._queue.name)
-                return
-            except Exception as exc:  # noqa: BLE001 - transient or not, the consumer must not stay detached
-                delay = backoff.next()
-                log.warning(
-                    "subscribing failed; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay
-                )
-                await asyncio.sleep(delay)
+        if self.attached:
+            log.info(done, queue=queue.name)
 
     async def stop(self) -> None:
         """Stop taking new messages; those in flight carry on."""
@@ -232,21 +247,21 @@ class CommandConsumer:
             self._finished()
 
     async def _query(self, delivery: Delivery) -> None:
-        backoff = Backoff(0.05, 2.0)
+        def log_retry(retry_state: RetryCallState) -> None:
+            _logger(delivery).warning(
+                "database unavailable; holding the message",
+                error=type(failure(retry_state)).__name__,
+                retry_in=retry_in(retry_state),
+            )
+
         try:
-            while True:
-                try:
-                    result: Outcome | Exception = await self._service.query(delivery.request)
-                    break
-                except TRANSIENT_ERRORS as exc:  # Happened.UNAVAILABLE: held and retried here
-                    delay = backoff.next()
-                    _logger(delivery).warning(
-                        "database unavailable; holding the message", error=type(exc).__name__, retry_in=delay
-                    )
-                    await asyncio.sleep(delay)
-                except Exception as exc:  # noqa: BLE001 - a bug: bounded redelivery, then dead-lettered
-                    result = exc
-                    break
+            result: Outcome | Exception
+            try:
+                async for attempt in _until_the_database_answers(log_retry):
+                    with attempt:
+                        result = await self._service.query(delivery.request)
+            except Exception as exc:  # noqa: BLE001 - a bug: bounded redelivery, then dead-lettered
+                result = exc
             await self._conclude(delivery, result)
             await self._acks.flush()
         except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, message returned
@@ -273,25 +288,28 @@ class CommandConsumer:
 
     async def _apply(self, batch: list[Delivery]) -> list[Outcome | Exception]:
         """Run the batch until the database takes it; a bug fails only the command that has it."""
-        backoff = Backoff(0.05, 2.0)
-        while True:
-            try:
-                return list(await self._service.change([d.request for d in batch]))
-            except TRANSIENT_ERRORS as exc:
-                # Happened.UNAVAILABLE: hold the whole batch and try again; never give up on it.
-                delay = backoff.next()
-                log.warning(
-                    "database unavailable; holding the messages",
-                    error=type(exc).__name__,
-                    messages=len(batch),
-                    retry_in=delay,
-                )
-                await asyncio.sleep(delay)
-            except Exception as exc:  # noqa: BLE001 - a bug in one command: isolated, then dead-lettered
-                if len(batch) == 1:
-                    return [exc]
-                # One command is broken: apply the others one by one so only it fails.
-                return [result for delivery in batch for result in await self._apply([delivery])]
+
+        def log_retry(retry_state: RetryCallState) -> None:
+            log.warning(
+                "database unavailable; holding the messages",
+                error=type(failure(retry_state)).__name__,
+                messages=len(batch),
+                retry_in=retry_in(retry_state),
+            )
+
+        try:
+            # The whole batch is held and tried again; never given up on.
+            async for attempt in _until_the_database_answers(log_retry):
+                with attempt:
+                    results: list[Outcome | Exception] = list(
+                        await self._service.change([d.request for d in batch])
+                    )
+        except Exception as exc:  # noqa: BLE001 - a bug in one command: isolated, then dead-lettered
+            if len(batch) == 1:
+                return [exc]
+            # One command is broken: apply the others one by one so only it fails.
+            return [result for delivery in batch for result in await self._apply([delivery])]
+        return results
 
     # ---- settling: the policy decides (settlement.decide), this carries it out -----------------
 
@@ -466,6 +484,14 @@ _INTERNAL_REPLY = Reply(
         message="the command failed inside the worker and was set aside for inspection",
     ),
 ).to_json()
+
+
+def _until_the_database_answers(before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
+    """Happened.UNAVAILABLE: transient errors are retried here, without end, waiting 0.05 s doubling
+    to 2 s, jittered; any other error of an attempt is raised (a bug: settled by the policy)."""
+    return retrying(
+        first=0.05, most=2.0, retry=retry_if_exception_type(TRANSIENT_ERRORS), before_sleep=before_sleep
+    )
 
 
 def _logger(delivery: Delivery) -> structlog.typing.FilteringBoundLogger:

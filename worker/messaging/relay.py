@@ -24,11 +24,12 @@ from typing import Any
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel
+from tenacity import RetryCallState, retry_if_exception_type
 
-from ..backoff import Backoff, sleep_unless
 from ..observability import metrics
 from ..persistence.events import NOTIFY_CHANNEL
 from ..persistence.outbox import LoggedEvent, OutboxStore
+from ..retries import Stopped, failure, retry_in, retrying
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
 from .republish import Outcome, publish_event
@@ -90,28 +91,41 @@ class Relay:
         self._wake.set()
 
     async def run(self) -> None:
-        """Publish until ``stop()``; reconnects to the database and the broker on its own."""
-        backoff = Backoff(0.1, 5.0)
-        while not self._stopping.is_set():
-            try:
-                await self._serve()
-                backoff.reset()
-                continue
-            except TRANSIENT_ERRORS as exc:
-                delay = backoff.next()
-                log.warning(
-                    "relay interrupted; retrying", error=type(exc).__name__, detail=str(exc), retry_in=delay
-                )
-            except Exception as exc:  # the relay must outlive surprises, or the outbox silently fills up
-                delay = backoff.next()
-                log.error(
-                    "relay failed unexpectedly; restarting it",
-                    error=type(exc).__name__,
-                    retry_in=delay,
-                    exc_info=exc,
-                )
-            self.is_leader = False
-            await sleep_unless(delay, self._stopping)
+        """Publish until ``stop()``; reconnects to the database and the broker on its own.
+
+        Any ``Exception`` restarts it (the relay must outlive surprises, or the outbox silently
+        fills up) after a wait of 0.1 s doubling to 5 s, jittered, that ends at once on ``stop()``;
+        should ``_serve`` return without an error, the next wait starts again from 0.1 s.
+        """
+        with contextlib.suppress(Stopped):
+            while not self._stopping.is_set():
+                async for attempt in retrying(
+                    first=0.1,
+                    most=5.0,
+                    retry=retry_if_exception_type(Exception),
+                    before_sleep=self._log_restart,
+                    stop=self._stopping,
+                ):
+                    with attempt:
+                        await self._serve()  # it stops leading (is_leader False) whichever way it ends
+
+    @staticmethod
+    def _log_restart(retry_state: RetryCallState) -> None:
+        exc = failure(retry_state)
+        if isinstance(exc, TRANSIENT_ERRORS):
+            log.warning(
+                "relay interrupted; retrying",
+                error=type(exc).__name__,
+                detail=str(exc),
+                retry_in=retry_in(retry_state),
+            )
+        else:
+            log.error(
+                "relay failed unexpectedly; restarting it",
+                error=type(exc).__name__,
+                retry_in=retry_in(retry_state),
+                exc_info=exc,
+            )
 
     async def drain(self, timeout: float) -> bool:
         """Publish everything already committed (used at shutdown, after ``stop()``).

@@ -1,0 +1,119 @@
+"""How the worker's loops try again: one retry policy, built on tenacity.
+
+Every loop that retries (connecting at start, the relay, subscribing, a command held while the
+database is away, the purge of idempotency records, waiting for a worker) iterates a
+``tenacity.AsyncRetrying`` built here by ``retrying``::
+
+    async for attempt in retrying(first=0.2, most=5.0, retry=retry_if_exception_type(...), ...):
+        with attempt:
+            ...
+
+- The wait after the n-th failed attempt is drawn uniformly from [d / 2, d] seconds, where the
+  nominal delay d = min(first * 2 ** (n - 1), most) doubles from ``first`` up to ``most`` (see
+  ``backoff``). Jitter keeps workers that lost the same server at the same moment (a broker
+  restart, a fail-over) from coming back in lockstep; the floor of d / 2 keeps any from retrying
+  in a hot loop.
+- Which errors are retried is the caller's ``retry=`` predicate; an error it does not retry is
+  raised at once, unchanged.
+- A loop with a stop event gives up as soon as it is set: a wait under way ends at once, and no
+  attempt starts after it. The loop then raises ``Stopped``.
+- A retrying object is used once. A loop that runs forever builds a fresh one for each run of
+  attempts, so after a success the delay starts again from ``first``.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential, wait_random_exponential
+from tenacity.retry import retry_base
+from tenacity.wait import wait_base
+
+
+class Stopped(Exception):
+    """The loop's stop event was set before an attempt succeeded; no further attempt was made.
+
+    Its ``__cause__`` is the last attempt's error when the stop came during a failed attempt.
+    """
+
+
+def backoff(first: float, most: float) -> wait_base:
+    """The wait after the n-th failed attempt (s): uniform in [d / 2, d], d = min(first * 2 ** (n - 1), most).
+
+    Raises ``ValueError`` unless 0 < ``first`` <= ``most``.
+    """
+    if not 0 < first <= most:
+        raise ValueError(f"need 0 < first <= most, got first={first}, most={most}")
+    # "Equal jitter": half the nominal delay, plus a random share of the other half. tenacity's
+    # own jittered waits alone do not keep both properties the worker needs: wait_random_exponential
+    # ("full jitter", uniform in [0, d]) can draw delays near zero, a hot loop against a server
+    # that is down; wait_exponential_jitter adds a fixed jitter and then clips at its maximum, so
+    # every worker that has reached the cap waits exactly the same and they retry in lockstep.
+    half, half_most = first / 2, most / 2
+    return wait_exponential(multiplier=half, max=half_most) + wait_random_exponential(
+        multiplier=half, max=half_most
+    )
+
+
+def retrying(
+    *,
+    first: float,
+    most: float,
+    retry: retry_base,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> AsyncRetrying:
+    """A fresh ``AsyncRetrying``: attempts until one succeeds, waiting ``backoff(first, most)`` (s)
+    between them.
+
+    ``retry`` says which errors are retried; any other error of an attempt is raised unchanged.
+    ``before_sleep`` is called before each wait (``retry_in`` and ``failure`` read that state).
+    With ``stop``, iterating it raises ``Stopped`` when ``stop`` is set: after an attempt that
+    failed, or at once during a wait. Raises ``ValueError`` unless 0 < ``first`` <= ``most``.
+    """
+    if stop is None:
+        return AsyncRetrying(wait=backoff(first, most), retry=retry, before_sleep=before_sleep)
+    event = stop
+
+    # The parameters are named retry_state: tenacity before 7.0 passes them by that name.
+    def stop_when_set(retry_state: RetryCallState) -> bool:
+        return event.is_set()
+
+    def stopped(retry_state: RetryCallState) -> None:
+        raise Stopped from failure(retry_state)
+
+    async def sleep(seconds: float) -> None:
+        await sleep_unless(seconds, event)
+        if event.is_set():
+            raise Stopped  # tenacity would start another attempt after the wait: none after a stop
+
+    return AsyncRetrying(
+        sleep=sleep,
+        stop=stop_when_set,
+        wait=backoff(first, most),
+        retry=retry,
+        before_sleep=before_sleep,
+        retry_error_callback=stopped,
+    )
+
+
+def retry_in(retry_state: RetryCallState) -> float:
+    """The wait about to start (s, to the millisecond), as logged in ``retry_in``; for ``before_sleep``."""
+    assert retry_state.next_action is not None, "called before the wait was chosen"
+    return round(retry_state.next_action.sleep, 3)
+
+
+def failure(retry_state: RetryCallState) -> BaseException:
+    """The error of the attempt that just failed; for ``before_sleep`` (only failures are retried)."""
+    error = retry_state.outcome.exception() if retry_state.outcome is not None else None
+    assert error is not None, "called before an attempt failed"
+    return error
+
+
+async def sleep_unless(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep ``seconds`` (s), or less when ``stop`` is set meanwhile; return at once if it is set."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
