@@ -15,16 +15,6 @@ class Versioned:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class StoredReply:
-    """What the idempotency record holds for one (customer, message_id)."""
-
-    command: str
-    body_hash: bytes
-    status_code: int
-    reply: bytes
-
-
 class ConcurrentChange(Exception):
     """Another writer changed an outplan of this batch, or recorded one of its message ids, first.
 

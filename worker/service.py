@@ -26,8 +26,8 @@ from contracts.timefmt import NOT_DELETED, format_time
 from .domain import ConcurrentChange, DomainError, IdempotencyKeyReused, Versioned
 from .handlers import REGISTRY, Change, Context, Registry
 from .observability import metrics
-from .persistence.changes import NewEvent, Remembered
-from .persistence.inbox import Key
+from .persistence.batch_write import NewEvent
+from .persistence.inbox import IdempotencyRecord, Key
 from .persistence.snapshot import Snapshot
 from .persistence.uow import UnitOfWork
 from .requests import Request
@@ -154,7 +154,7 @@ class Service:
         created: dict[UUID, Versioned] = {}
         changed: dict[UUID, Versioned] = {}
         events: list[NewEvent] = []
-        replies: list[Remembered] = []
+        replies: list[IdempotencyRecord] = []
         outcomes: list[Outcome] = []
         for request in requests:
             cmd = request.command
@@ -177,7 +177,7 @@ class Service:
                 body = b'{"status_code":%d,"data":%s}' % (change.status_code, data.encode())
                 outcome = Outcome(change.status_code, body, stored.outplan.id)
             replies.append(
-                Remembered(
+                IdempotencyRecord(
                     (cmd.customer_id, request.message_id or ""),
                     cmd.command,
                     request.fingerprint,

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
 
     prefetch: int = Field(300, ge=1, le=65535)
     batch_size: int = Field(100, ge=1, description="changes applied together in one transaction, at most")
-    batch_writers: int = Field(1, ge=1, description="lanes: batches written side by side")
+    batch_writers: int = Field(1, ge=1, description="batch writers: batches written side by side")
     retry_limit: int = Field(
         5, ge=1, description="deliveries of a failing command before it is dead-lettered"
     )

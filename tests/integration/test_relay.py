@@ -21,7 +21,7 @@ __all__ = ["rig"]  # the fixture
 
 
 async def published(pool: asyncpg.Pool, event_id: uuid.UUID) -> bool:
-    """Confirmed by the broker: sequenced at or below the relay's published watermark."""
+    """Confirmed by the broker: sequenced at or below the relay's checkpoint."""
     return bool(
         await pool.fetchval(
             "SELECT e.eventsequence <= s.published_through FROM outplan_events e, outbox_state s"

@@ -9,7 +9,8 @@ import pytest
 
 from tests.support.outplans import change, create, request
 from worker.domain import ConcurrentChange, Versioned
-from worker.persistence.changes import NewEvent, Remembered
+from worker.persistence.batch_write import NewEvent
+from worker.persistence.inbox import IdempotencyRecord
 from worker.persistence.uow import PgUnitOfWork
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,7 @@ async def test_a_write_from_a_stale_read_changes_nothing(
             if with_event
             else []
         )
-        record = Remembered((customer_id, message_id), "outplan.update_basic_info", b"h", 200, b"{}")
+        record = IdempotencyRecord((customer_id, message_id), "outplan.update_basic_info", b"h", 200, b"{}")
         with pytest.raises(ConcurrentChange):
             await uow.write(
                 inserted=[],

@@ -9,7 +9,7 @@ import asyncpg
 from contracts import CreateOutplan
 from contracts.timefmt import format_time
 from worker.handlers import Context, create_outplan
-from worker.persistence.changes import NewEvent
+from worker.persistence.batch_write import NewEvent
 from worker.persistence.uow import PgUnitOfWork
 from worker.requests import Request, decode
 from worker.service import Outcome, Service

@@ -12,8 +12,9 @@ from uuid import UUID
 import pytest
 
 from tests.support.faulty_worker import FAULTY_REGISTRY, MARKER, InjectedFault
-from worker.domain import ConcurrentChange, StoredReply, Versioned
-from worker.persistence.changes import NewEvent, Remembered
+from worker.domain import ConcurrentChange, Versioned
+from worker.persistence.batch_write import NewEvent
+from worker.persistence.inbox import IdempotencyRecord
 from worker.persistence.outbox import LoggedEvent
 from worker.persistence.snapshot import Snapshot
 from worker.requests import Request, decode
@@ -28,7 +29,7 @@ class FakeUnitOfWork:
 
     def __init__(self) -> None:
         self.rows: dict[UUID, Versioned] = {}
-        self.records: dict[tuple[UUID, str], StoredReply] = {}
+        self.records: dict[tuple[UUID, str], IdempotencyRecord] = {}
         self.recorded: list[tuple[str, int, str | None]] = []
         self.commits = 0
         self.begun = 0
@@ -52,7 +53,7 @@ class FakeUnitOfWork:
         inserted: list[Versioned],
         replaced: list[Versioned],
         events: list[NewEvent],
-        replies: list[Remembered],
+        replies: list[IdempotencyRecord],
         read_versions: dict[UUID, int],
         moment: datetime,
     ) -> list[LoggedEvent]:
@@ -64,7 +65,7 @@ class FakeUnitOfWork:
             self.rows[stored.outplan.id] = stored
         for r in replies:
             assert r.key not in self.records
-            self.records[r.key] = StoredReply(r.command, r.body_hash, r.status_code, r.reply)
+            self.records[r.key] = r
         self.recorded += [(e.event_type, e.stored.version, e.correlation_id) for e in events]
         return [
             LoggedEvent(
@@ -196,7 +197,8 @@ async def test_a_record_written_before_fingerprints_still_replays(
     body = json.dumps(CREATE)
     original = b'{"status_code":201,"data":{"id":"the reply sent before the upgrade"}}'
     old_hash = hashlib.sha256(b"outplan.create\0" + body.encode()).digest()
-    uow.records[(uuid.UUID(CUSTOMER), "m-old")] = StoredReply("outplan.create", old_hash, 201, original)
+    key = (uuid.UUID(CUSTOMER), "m-old")
+    uow.records[key] = IdempotencyRecord(key, "outplan.create", old_hash, 201, original)
     retried = await service.execute(spelled("outplan.create", body, "m-old"))
     assert retried.replayed and retried.status_code == 201 and retried.reply == original
     assert uow.rows == {} and uow.recorded == []

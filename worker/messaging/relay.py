@@ -27,8 +27,7 @@ from aio_pika.abc import AbstractChannel
 from tenacity import RetryCallState, retry_if_exception_type
 
 from ..observability import metrics
-from ..persistence.events import NOTIFY_CHANNEL
-from ..persistence.outbox import LoggedEvent, OutboxStore
+from ..persistence.outbox import NOTIFY_CHANNEL, LoggedEvent, OutboxStore
 from ..retries import Stopped, failure, retry_in, retrying
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
@@ -151,7 +150,7 @@ class Relay:
         conn = await asyncpg.connect(self._settings.database_url.get_secret_value())
         try:
             store = OutboxStore(conn)
-            await store.relax_marks()
+            await store.use_async_commit()
             while not await store.try_lock():
                 holder = await store.lock_holder()
                 if holder is not None and holder != self._lock_pid:
@@ -169,7 +168,7 @@ class Relay:
         try:
             await conn.add_listener(NOTIFY_CHANNEL, lambda *args: self._notified(args[-1]))
             store = OutboxStore(conn)
-            await store.relax_marks()
+            await store.use_async_commit()
             while not await store.try_lock():
                 if await self._sleep():
                     return
@@ -214,7 +213,7 @@ class Relay:
             low_water=budget - limit,
             high_water=HELD_AT_MOST - limit,
         )
-        cursor = await store.published_through()  # the last event read, settled or not
+        cursor = await store.checkpoint()  # the last event read, settled or not
         try:
             while True:
                 self._wake.clear()
@@ -231,7 +230,7 @@ class Relay:
                     fetched = self._take_offered(cursor, room)
                     if not fetched and (until_empty or self._look or self._committed_through > cursor):
                         self._look = False
-                        fetched = await store.after(cursor, room, mark_published=mark)
+                        fetched = await store.after(cursor, room, checkpoint=mark)
                         mark = None  # marked by the same statement
                     if fetched:
                         cursor = fetched[-1].eventsequence
@@ -251,7 +250,7 @@ class Relay:
     @staticmethod
     async def _mark(store: OutboxStore, mark: int | None) -> None:
         if mark is not None:
-            await store.mark_published(mark)
+            await store.save_checkpoint(mark)
 
     def _take_offered(self, cursor: int, limit: int) -> list[LoggedEvent]:
         """Offered events that continue right after ``cursor``; none if one is missing between."""

@@ -1,7 +1,7 @@
 """SQL the relay runs on its own connection: reading the outbox in order and marking progress.
 
 Events arrive here numbered: the statement that writes them takes the numbers from a counter
-it holds until it commits (``changes``, migration 0004). So numbers follow commit order with
+it holds until it commits (``batch_write``, migration 0004). So numbers follow commit order with
 no gaps, a transaction that commits late is never skipped, and an outplan's next change,
 which can only be written after its previous one committed, is numbered after it.
 """
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import asyncpg
 
 RELAY_LOCK_KEY = 7_402_911_002
+NOTIFY_CHANNEL = "outplan_events"
+"""The channel a commit that wrote events notifies (``pg_notify``), to wake the relay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +40,7 @@ class LoggedEvent:
 
 
 _AFTER = """
-WITH marked AS (
+WITH checkpoint AS (
     UPDATE outbox_state SET published_through = greatest(published_through, $3) WHERE $3::bigint IS NOT NULL
 )
 SELECT eventsequence, event_id::text, event_type, correlation_id, body, outplan_id::text
@@ -46,7 +48,7 @@ FROM outplan_events WHERE eventsequence > $1 ORDER BY eventsequence LIMIT $2
 """
 
 
-# Not yet confirmed: numbered past the published watermark.
+# Not yet confirmed: numbered past the relay's checkpoint (``published_through``).
 BACKLOG = """
 SELECT count(*) AS n, extract(epoch FROM now() - min(occurred_at))::float8 AS age
 FROM outplan_events WHERE eventsequence > (SELECT published_through FROM outbox_state)
@@ -72,32 +74,31 @@ class OutboxStore:
         )
         return None if pid is None else int(pid)
 
-    async def relax_marks(self) -> None:
-        """Let this connection's marks commit without waiting for the disk.
+    async def use_async_commit(self) -> None:
+        """Let this connection's commits (the checkpoints) return without waiting for the disk
+        (``synchronous_commit = off``, PostgreSQL's asynchronous commit).
 
-        A mark lost in a database crash only makes the next relay publish some confirmed
+        A checkpoint lost in a database crash only makes the next relay publish some confirmed
         events again, with the same ids and bodies: at least once, as always.
         """
         await self._conn.execute("SET synchronous_commit TO off")
 
-    async def published_through(self) -> int:
-        """The watermark: every event up to this sequence was confirmed."""
+    async def checkpoint(self) -> int:
+        """The relay's checkpoint: every event up to this sequence was confirmed."""
         return int(await self._conn.fetchval("SELECT published_through FROM outbox_state"))
 
-    async def after(
-        self, sequence: int, limit: int, *, mark_published: int | None = None
-    ) -> list[LoggedEvent]:
+    async def after(self, sequence: int, limit: int, *, checkpoint: int | None = None) -> list[LoggedEvent]:
         """The events numbered after ``sequence``, in order, at most ``limit``.
 
         Numbers follow commit order without gaps (see migration 0004), so what this returns
-        always continues what was read before. With ``mark_published`` the same statement
-        moves the watermark.
+        always continues what was read before. With ``checkpoint`` the same statement
+        saves that checkpoint (see ``save_checkpoint``).
         """
-        rows = await self._conn.fetch(_AFTER, sequence, limit, mark_published)
+        rows = await self._conn.fetch(_AFTER, sequence, limit, checkpoint)
         return [LoggedEvent.from_record(r) for r in rows]
 
-    async def mark_published(self, up_to: int) -> None:
-        """Every event up to this sequence was confirmed."""
+    async def save_checkpoint(self, up_to: int) -> None:
+        """Every event up to this sequence was confirmed: the next relay starts after it."""
         await self._conn.execute(
             "UPDATE outbox_state SET published_through = greatest(published_through, $1)", up_to
         )

@@ -9,16 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from ..domain import StoredReply, Versioned
+from ..domain import Versioned
 from .connections import Connection
-from .inbox import Key
+from .inbox import IdempotencyRecord, Key
 from .outplans import to_versioned
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     states: dict[UUID, Versioned]  # any customer's, deleted ones too: the handlers decide
-    stored: dict[Key, StoredReply]
+    stored: dict[Key, IdempotencyRecord]
     moment: datetime  # the time the batch's changes carry
 
 
@@ -39,14 +39,15 @@ SELECT 't', (NULL::outplans).*, NULL, NULL, NULL, NULL, NULL, NULL, now()
 async def read_snapshot(conn: Connection, ids: list[UUID], keys: list[Key]) -> Snapshot:
     rows = await conn.fetch(_READ, ids, [k[0] for k in keys], [k[1] for k in keys])
     states: dict[UUID, Versioned] = {}
-    stored: dict[Key, StoredReply] = {}
+    stored: dict[Key, IdempotencyRecord] = {}
     moment = rows[0]["moment"]  # now() is the same in every row, and the last branch always gives one
     for row in rows:
         kind = row["kind"]
         if kind == "o":
             states[row["id"]] = to_versioned(row)
         elif kind == "p":
-            stored[(row["p_customer_id"], row["p_message_id"])] = StoredReply(
-                row["p_command"], bytes(row["p_body_hash"]), row["p_status_code"], bytes(row["p_reply"])
+            key = (row["p_customer_id"], row["p_message_id"])
+            stored[key] = IdempotencyRecord(
+                key, row["p_command"], bytes(row["p_body_hash"]), row["p_status_code"], bytes(row["p_reply"])
             )
     return Snapshot(states, stored, moment)

@@ -18,8 +18,8 @@ from contracts import names
 
 from ..domain import ConcurrentChange, Versioned
 from ..transient import TRANSIENT_ERRORS
-from .changes import NewEvent, Remembered, write_changes
-from .inbox import Key
+from .batch_write import NewEvent, write_changes
+from .inbox import IdempotencyRecord, Key
 from .outbox import LoggedEvent
 from .outplans import OutplanRepository
 from .snapshot import Snapshot, read_snapshot
@@ -42,7 +42,7 @@ class UnitOfWork(Protocol):
         inserted: list[Versioned],
         replaced: list[Versioned],
         events: list[NewEvent],
-        replies: list[Remembered],
+        replies: list[IdempotencyRecord],
         read_versions: dict[uuid.UUID, int],
         moment: datetime,
     ) -> list[LoggedEvent]: ...
@@ -94,7 +94,7 @@ class PgUnitOfWork:
         inserted: list[Versioned],
         replaced: list[Versioned],
         events: list[NewEvent],
-        replies: list[Remembered],
+        replies: list[IdempotencyRecord],
         read_versions: dict[uuid.UUID, int],
         moment: datetime,
     ) -> list[LoggedEvent]:

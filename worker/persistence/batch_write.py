@@ -14,21 +14,9 @@ from contracts.timefmt import NOT_DELETED
 
 from ..domain import ConcurrentChange, Versioned
 from .connections import Connection
-from .events import NOTIFY_CHANNEL
-from .inbox import Key
-from .outbox import LoggedEvent
+from .inbox import IdempotencyRecord
+from .outbox import NOTIFY_CHANNEL, LoggedEvent
 from .outplans import COLUMNS, MUTABLE
-
-
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    """The idempotency record of an applied command: written with the change, in one statement."""
-
-    key: Key
-    command: str
-    body_hash: bytes  # the request's fingerprint (what it means; ``worker.requests.fingerprint``)
-    status_code: int
-    reply: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +113,7 @@ async def write_changes(
     inserted: list[Versioned],
     replaced: list[Versioned],
     events: list[NewEvent],
-    replies: list[Remembered],
+    replies: list[IdempotencyRecord],
     read_versions: dict[uuid.UUID, int],
     moment: datetime,
     source: str,
