@@ -2,13 +2,13 @@
 and the idempotency records with their replies. A round trip per step cost more than the work,
 and one statement is atomic without a transaction around it."""
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 import orjson
+import pydantic_core
 
 from contracts.timefmt import NOT_DELETED
 
@@ -173,7 +173,9 @@ async def write_changes(
             [i for i, _ in base],
             [v for _, v in base],
             len(events),
-            json.dumps(source),
+            # As the event model serialises its ``source``: json.dumps would escape non-ASCII and
+            # DEL (``"\u00e9"``), which parses alike but is not the model's bytes.
+            pydantic_core.to_json(source).decode(),
         )
     except (asyncpg.UniqueViolationError, asyncpg.SerializationError) as exc:
         raise ConcurrentChange(str(exc)) from exc
