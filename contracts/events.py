@@ -28,7 +28,12 @@ EventTime = Annotated[
 
 
 class OutplanEvent(BaseModel):
-    """The envelope shared by every outplan event."""
+    """The envelope shared by every outplan event.
+
+    Published bodies are not serialised by this model: the batch write builds them in PostgreSQL
+    (``outplan_event_body``, called by ``worker.persistence.changes.write_changes``), and
+    ``tests/integration/test_wire_events.py`` proves them byte for byte equal to ``model_dump_json``.
+    """
 
     # Unknown extension attributes are ignored so that subscribers survive additions.
     model_config = ConfigDict(extra="ignore", frozen=True)

@@ -178,6 +178,7 @@ class Service:
                 stored = change.stored
                 states[stored.outplan.id] = stored
                 (created if outplan_id is None else changed)[stored.outplan.id] = stored
+                # The outplan's JSON, serialised once: the reply's and the event's ``data``.
                 data = stored.outplan.model_dump_json()
                 events.append(NewEvent(change.event_type, stored, request.message_id, data))
                 body = success_reply(change.status_code, data)

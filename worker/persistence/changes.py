@@ -92,6 +92,9 @@ def _statement() -> str:
         "  WHERE $8 > 0 AND (SELECT count(*) FROM inserted) + (SELECT count(*) FROM replaced)"
         "   + (SELECT count(*) FROM remembered) >= 0"
         "  RETURNING last_value - $8 AS base),"
+        # outplan_event_body (migration 0004) builds each CloudEvents body, the bytes the relay
+        # publishes: contracts.events.OutplanEvent is the contract, and
+        # tests/integration/test_wire_events.py proves them equal to its model_dump_json.
         # A concurrent writer of the same outplan version fails here on its unique key.
         " events AS (INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
         "   outplan_version, correlation_id, occurred_at, data, eventsequence, body)"
