@@ -1,16 +1,39 @@
 """Events (past tense) as CloudEvents 1.0 structured JSON, and ``parse_event`` for subscribers."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, WithJsonSchema
 
 from .outplan import Outplan
 
 
+def _wire_time(moment: datetime) -> str:
+    """``2026-11-27T00:38:07.165728Z``: UTC, always six fraction digits (a naive time is taken as UTC).
+
+    The form event bodies have always had on the wire; pydantic's own would drop a zero fraction
+    (``…:07Z``), so a re-serialised event would differ from the published bytes."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# Serialised as the event bodies are written; the JSON Schema stays pydantic's date-time string.
+EventTime = Annotated[
+    datetime,
+    PlainSerializer(_wire_time, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
 class OutplanEvent(BaseModel):
-    """The envelope shared by every outplan event."""
+    """The envelope shared by every outplan event.
+
+    Published bodies are not serialised by this model: the batch write builds them in PostgreSQL
+    (``outplan_event_body``, called by ``worker.persistence.changes.write_changes``), and
+    ``tests/integration/test_wire_events.py`` proves them byte for byte equal to ``model_dump_json``.
+    """
 
     # Unknown extension attributes are ignored so that subscribers survive additions.
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -20,7 +43,7 @@ class OutplanEvent(BaseModel):
     source: str
     type: str
     subject: UUID
-    time: datetime
+    time: EventTime
     datacontenttype: Literal["application/json"] = "application/json"
     customerid: UUID
     outplanversion: Annotated[int, Field(ge=1)]

@@ -43,6 +43,10 @@ class ErrorInfo(BaseModel):
 class Reply(BaseModel):
     """``{"status_code": 2xx, "data": ...}`` or ``{"status_code": 4xx|5xx, "error": ...}``."""
 
+    # Not in the docstring, which is the published schema's description: the reply to an applied
+    # change is not serialised by this model. ``worker.service.success_reply`` builds its bytes
+    # around the outplan's JSON; ``tests/unit/test_wire_replies.py`` proves them equal to ``to_json``.
+
     model_config = ConfigDict(frozen=True)
 
     status_code: int

@@ -24,6 +24,7 @@ from contracts import (
     UpdateDialInfo,
     names,
 )
+from contracts.fields import StoredSource
 from contracts.timefmt import NOT_DELETED
 
 from . import paging
@@ -50,7 +51,9 @@ class Change:
 
 def _dial(cmd: CreateOutplan | UpdateDialInfo) -> dict[str, Any]:
     return {
-        "source": cmd.source,
+        # As stored: ``model_copy(update=...)`` does not validate, so the command's ``Source``
+        # would stay in the outplan, which then differs from the same outplan read back.
+        "source": StoredSource.model_validate(cmd.source),
         "dial_timeout": cmd.dial_timeout,
         "try_interval": cmd.try_interval,
         **{f"max_try_count_{i}": getattr(cmd, f"max_try_count_{i}") for i in range(5)},

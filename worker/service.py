@@ -44,6 +44,14 @@ class Outcome:
     replayed: bool = False  # an earlier reply, given again for a repeated message_id
 
 
+def success_reply(status_code: int, data: str) -> bytes:
+    """The reply to an applied change: ``Reply(status_code=..., data=outplan).to_json()``, built
+    around the outplan's JSON (``data``, the very text its event carries) instead of serialising
+    the outplan a second time. ``tests/unit/test_wire_replies.py`` proves the two byte for byte
+    equal; ``contracts.replies.Reply`` is the contract."""
+    return b'{"status_code":%d,"data":%s}' % (status_code, data.encode())
+
+
 def _refusal(exc: DomainError, outplan_id: UUID | None) -> Outcome:
     reply = exc.reply()
     return Outcome(reply.status_code, reply.to_json(), outplan_id)
@@ -172,9 +180,10 @@ class Service:
                 stored = change.stored
                 states[stored.outplan.id] = stored
                 (created if outplan_id is None else changed)[stored.outplan.id] = stored
+                # The outplan's JSON, serialised once: the reply's and the event's ``data``.
                 data = stored.outplan.model_dump_json()
                 events.append(NewEvent(change.event_type, stored, request.message_id, data))
-                body = b'{"status_code":%d,"data":%s}' % (change.status_code, data.encode())
+                body = success_reply(change.status_code, data)
                 outcome = Outcome(change.status_code, body, stored.outplan.id)
             replies.append(
                 IdempotencyRecord(

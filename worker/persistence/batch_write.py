@@ -2,13 +2,13 @@
 and the idempotency records with their replies. A round trip per step cost more than the work,
 and one statement is atomic without a transaction around it."""
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 import orjson
+import pydantic_core
 
 from contracts.timefmt import NOT_DELETED
 
@@ -80,6 +80,9 @@ def _statement() -> str:
         "  WHERE $8 > 0 AND (SELECT count(*) FROM inserted) + (SELECT count(*) FROM replaced)"
         "   + (SELECT count(*) FROM remembered) >= 0"
         "  RETURNING last_value - $8 AS base),"
+        # outplan_event_body (migration 0004) builds each CloudEvents body, the bytes the relay
+        # publishes: contracts.events.OutplanEvent is the contract, and
+        # tests/integration/test_wire_events.py proves them equal to its model_dump_json.
         # A concurrent writer of the same outplan version fails here on its unique key.
         " events AS (INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
         "   outplan_version, correlation_id, occurred_at, data, eventsequence, body)"
@@ -161,7 +164,9 @@ async def write_changes(
             [i for i, _ in base],
             [v for _, v in base],
             len(events),
-            json.dumps(source),
+            # As the event model serialises its ``source``: json.dumps would escape non-ASCII and
+            # DEL (``"\u00e9"``), which parses alike but is not the model's bytes.
+            pydantic_core.to_json(source).decode(),
         )
     except (asyncpg.UniqueViolationError, asyncpg.SerializationError) as exc:
         raise ConcurrentChange(str(exc)) from exc
