@@ -21,6 +21,21 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _event_source(value: str) -> str:
+    """CloudEvents ``source`` (spec v1.0, "source": a non-empty URI-reference): every event body
+    carries it, so a value no subscriber could read (empty, control characters, or bytes that are
+    not UTF-8, which arrive as lone surrogates) is refused at start rather than at every write."""
+    if not value:
+        raise PydanticCustomError("event_source", "must not be empty (CloudEvents source)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("event_source", "must be valid UTF-8") from None
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise PydanticCustomError("event_source", "must not contain control characters") from None
+    return value
+
+
 class InvalidSettings(Exception):
     """Settings that cannot be used; ``lines`` holds one line per setting: its variable and the rule."""
 
@@ -40,7 +55,7 @@ class Settings(BaseSettings):
     dead_letter_exchange: str = names.DEAD_LETTER_EXCHANGE
     dead_letter_queue: str = names.DEAD_LETTER_QUEUE
     event_exchange: str = names.EVENT_EXCHANGE
-    event_source: str = names.EVENT_SOURCE
+    event_source: Annotated[str, AfterValidator(_event_source)] = names.EVENT_SOURCE
 
     prefetch: int = Field(300, ge=1, le=65535)
     batch_size: int = Field(100, ge=1, description="changes applied together in one transaction, at most")

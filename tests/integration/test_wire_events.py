@@ -1,7 +1,7 @@
 """The event bodies PostgreSQL builds are the ``contracts`` event models, byte for byte.
 
 An event's CloudEvents body is not serialised by the model: the batch write statement
-(``worker.persistence.changes.write_changes``) builds it with the SQL function
+(``worker.persistence.batch_write.write_changes``) builds it with the SQL function
 ``outplan_event_body`` (migration 0004) around the outplan's JSON, and the relay publishes those
 stored bytes. This test is what ties the two together: for generated outplans at the edges of
 every field, every event type, event sources and moments, it runs the production write and checks
@@ -33,7 +33,7 @@ from contracts.fields import (
 from contracts.timefmt import NOT_DELETED
 from tests.support.wire import AWKWARD, DETAIL_CHARS, NAME_CHARS, event_types, moments, outplans
 from worker.domain import Versioned
-from worker.persistence.changes import NewEvent, write_changes
+from worker.persistence.batch_write import NewEvent, write_changes
 
 pytestmark = pytest.mark.integration
 

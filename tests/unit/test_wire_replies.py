@@ -33,9 +33,10 @@ from contracts.fields import (
 )
 from contracts.timefmt import NOT_DELETED
 from tests.support.wire import DETAIL_CHARS, NAME_CHARS, bounded, moments, outplans, texts
-from worker.domain import PagePosition, StoredReply, Versioned
+from worker.domain import PagePosition, Versioned
 from worker.messaging.consumer import _INTERNAL_REPLY
-from worker.persistence.changes import NewEvent, Remembered
+from worker.persistence.batch_write import NewEvent
+from worker.persistence.inbox import IdempotencyRecord
 from worker.persistence.outbox import LoggedEvent
 from worker.persistence.snapshot import Snapshot
 from worker.requests import Rejection, Request, decode
@@ -63,7 +64,7 @@ class Store:
     def __init__(self, moment: datetime) -> None:
         self.moment = moment
         self.rows: dict[UUID, Versioned] = {}
-        self.records: dict[tuple[UUID, str], StoredReply] = {}
+        self.records: dict[tuple[UUID, str], IdempotencyRecord] = {}
         self.outplans = self  # the repository the queries read through
 
     async def begin(self) -> None:
@@ -85,14 +86,14 @@ class Store:
         inserted: list[Versioned],
         replaced: list[Versioned],
         events: list[NewEvent],
-        replies: list[Remembered],
+        replies: list[IdempotencyRecord],
         read_versions: dict[UUID, int],
         moment: datetime,
     ) -> list[LoggedEvent]:
         for stored in [*inserted, *replaced]:
             self.rows[stored.outplan.id] = stored
         for r in replies:
-            self.records[r.key] = StoredReply(r.command, r.body_hash, r.status_code, r.reply)
+            self.records[r.key] = r
         return []
 
     async def commit(self) -> None:

@@ -11,7 +11,7 @@ CREATE TABLE event_sequence (
 -- The CloudEvent an event row is published as, byte for byte, every time it is published.
 -- `source_json` is the configured source as a JSON string.
 -- The contract is contracts.events.OutplanEvent: tests/integration/test_wire_events.py proves
--- these bytes equal to its model_dump_json (the write statement in worker/persistence/changes.py).
+-- these bytes equal to its model_dump_json (the write statement in worker/persistence/batch_write.py).
 CREATE FUNCTION outplan_event_body(event_id uuid, source_json text, event_type text, outplan_id uuid,
                                    occurred_at timestamptz, customer_id uuid, outplan_version integer,
                                    eventsequence bigint, data text)
