@@ -11,6 +11,7 @@ import pytest
 from contracts import Projection, parse_event
 from contracts.projection import Applied
 from tests.e2e.conftest import Collector
+from tests.support.commands import SOURCE
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
@@ -106,7 +107,7 @@ async def test_caller_ids_no_carrier_can_dial_are_refused(
 
 
 async def test_update_dial_info_applies_the_same_rules(client: OutplanClient, customer_id: uuid.UUID) -> None:
-    outplan = (await client.create(customer_id, source={"type": "tel", "target": "+15559876543"})).data
+    outplan = (await client.create(customer_id, source=SOURCE)).data
     dial: dict[str, Any] = {
         "dial_timeout": 30000,
         "try_interval": 60000,
@@ -127,10 +128,10 @@ async def test_update_dial_info_applies_the_same_rules(client: OutplanClient, cu
     ("field", "body"),
     [
         ("name", {"name": "Sales\nTeam"}),
-        ("source.name", {"source": {"type": "tel", "target": "+15559876543", "name": "Sales\u202emaeT"}}),
+        ("source.name", {"source": {**SOURCE, "name": "Sales\u202emaeT"}}),
         (
             "source.target_name",
-            {"source": {"type": "tel", "target": "+15559876543", "target_name": "a\x1b[31mb"}},
+            {"source": {**SOURCE, "target_name": "a\x1b[31mb"}},
         ),
     ],
 )
@@ -140,7 +141,7 @@ async def test_names_with_control_characters_are_refused(
     field: str,
     body: dict[str, Any],
 ) -> None:
-    reply = await client.create(customer_id, **{"source": {"type": "tel", "target": "+15559876543"}, **body})
+    reply = await client.create(customer_id, **{"source": SOURCE, **body})
     assert reply.status_code == 400 and reply.error is not None
     assert [d.field for d in reply.error.details] == [field]
     assert "must not contain control or bidirectional-formatting characters" in reply.error.message
@@ -148,9 +149,7 @@ async def test_names_with_control_characters_are_refused(
 
 async def test_detail_keeps_line_breaks(client: OutplanClient, customer_id: uuid.UUID) -> None:
     detail = "line 1\nline 2\ttabbed"
-    reply = await client.create(
-        customer_id, detail=detail, source={"type": "tel", "target": "+15559876543", "detail": detail}
-    )
+    reply = await client.create(customer_id, detail=detail, source={**SOURCE, "detail": detail})
     assert (
         reply.status_code == 201
         and reply.data["detail"] == detail

@@ -11,12 +11,11 @@ from aio_pika.abc import AbstractRobustConnection
 
 from contracts import Reply
 from tests.e2e.conftest import Collector, WorkerProcess
-from tests.e2e.test_invalid_input import create_body, send_raw
+from tests.support.commands import create_json, create_text
+from tests.support.sending import send_raw
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
-
-TEL = '{"type": "tel", "target": "+15559876543"}'
 
 
 async def send(
@@ -48,7 +47,7 @@ async def test_a_customer_id_twice_is_refused_and_nobody_gets_an_outplan(
     dead_letters: Collector,
 ) -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
-    body = f'{{"customer_id": "{first}", "customer_id": "{second}", "source": {TEL}}}'.encode()
+    body = create_text(f'"customer_id": "{second}"', customer_id=first).encode()
     message_id, reply = await send_raw(
         connection,
         exchange=worker.names.command_exchange,
@@ -83,7 +82,7 @@ async def test_nan_and_infinity_are_not_json(
     connection: AbstractRobustConnection,
     customer_id: uuid.UUID,
 ) -> None:
-    body = f'{{"customer_id": "{customer_id}", "source": {TEL}, "dial_timeout": {token}}}'.encode()
+    body = create_text(f'"dial_timeout": {token}', customer_id=customer_id).encode()
     reply = await send(worker, connection, body)
     assert refused(reply, "MALFORMED_JSON") == ["dial_timeout"]
     assert (
@@ -101,7 +100,7 @@ async def test_a_content_encoding_is_refused_not_guessed(
     customer_id: uuid.UUID,
     dead_letters: Collector,
 ) -> None:
-    body = create_body(customer_id)
+    body = create_json(customer_id)
     message_id, reply = await send_raw(
         connection,
         exchange=worker.names.command_exchange,
@@ -133,7 +132,7 @@ async def test_json_in_utf8_is_served_however_it_is_labelled(
     customer_id: uuid.UUID,
 ) -> None:
     props = {"content_encoding": content_encoding} if content_encoding else {}
-    reply = await send(worker, connection, create_body(customer_id), content_type=content_type, **props)
+    reply = await send(worker, connection, create_json(customer_id), content_type=content_type, **props)
     assert reply.status_code == 201, reply
 
 

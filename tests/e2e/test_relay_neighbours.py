@@ -19,11 +19,11 @@ import pytest
 
 from tests.conftest import AMQP_URL, create_database, drop_database
 from tests.e2e.conftest import Collector
+from tests.support.commands import SOURCE
 from tests.support.workers import WorkerNames, WorkerProcess, delete_names, start_worker
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
-SOURCE = {"type": "tel", "target": "+15559876543"}
 TRAFFIC_SECONDS = 60.0  # the issue asks for a minute of traffic
 WRITERS = 6  # concurrent command loops
 PACE = 0.02  # s between one writer's commands

@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import AMQP_URL
 from tests.faults.conftest import COMMANDS, RATE, ready, report
-from tests.faults.traffic import SOURCE, Traffic
+from tests.faults.traffic import Traffic
+from tests.support.commands import SOURCE
 from tests.support.workers import WorkerProcess
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]

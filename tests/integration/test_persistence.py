@@ -7,7 +7,8 @@ from importlib.resources import files
 import asyncpg
 import pytest
 
-from tests.support.outplans import SOURCE, begin_create, change, create, request
+from tests.support.commands import create_body, request
+from tests.support.outplans import begin_create, change, create
 from worker.persistence.migrate import ensure_database, migrate
 from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
@@ -119,7 +120,7 @@ async def test_change_event_and_record_commit_together(pool: asyncpg.Pool, custo
     message_id = str(uuid.uuid4())
     [outcome] = await change(
         pool,
-        request("outplan.create", {"customer_id": customer_id, "source": SOURCE, "name": "a"}, message_id),
+        request("outplan.create", create_body(customer_id, name="a"), message_id),
     )
     created = json.loads(outcome.reply)["data"]
     assert outcome.status_code == 201 and created["tm_create"] == created["tm_update"]

@@ -10,7 +10,8 @@ import pytest
 
 from contracts import parse_event
 from tests.integration.relay_rig import Rig, rig
-from tests.support.outplans import SOURCE, begin_create, request
+from tests.support.commands import create_body, request
+from tests.support.outplans import begin_create
 from worker.messaging.relay import Relay
 from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
@@ -146,9 +147,7 @@ async def test_only_one_relay_publishes_at_a_time(rig: Rig, customer_id: uuid.UU
 
 async def creates(service: Service, customer_id: uuid.UUID, n: int) -> None:
     for _ in range(n):
-        [outcome] = await service.change(
-            [request("outplan.create", {"customer_id": customer_id, "source": SOURCE})]
-        )
+        [outcome] = await service.change([request("outplan.create", create_body(customer_id))])
         assert outcome.status_code == 201
 
 

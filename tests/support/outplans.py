@@ -8,26 +8,12 @@ import asyncpg
 
 from contracts import CreateOutplan
 from contracts.timefmt import format_time
+from tests.support.commands import create_body, request
 from worker.handlers import Context, create_outplan
 from worker.persistence.changes import NewEvent
 from worker.persistence.uow import PgUnitOfWork
-from worker.requests import Request, decode
+from worker.requests import Request
 from worker.service import Outcome, Service
-
-SOURCE = {"type": "tel", "target": "+15559876543"}
-
-
-def request(command: str, body: dict[str, Any], message_id: str | None = None) -> Request:
-    decoded = decode(
-        json.dumps(body, default=str).encode(),
-        content_type="application/json",
-        routing_key=command,
-        type_=None,
-        message_id=message_id or str(uuid.uuid4()),
-        correlation_id=None,
-    )
-    assert isinstance(decoded, Request), decoded
-    return decoded
 
 
 async def change(pool: asyncpg.Pool, *requests: Request) -> list[Outcome]:
@@ -41,10 +27,7 @@ async def create(
     """``count`` outplans in one transaction: they share one tm_create."""
     outcomes = await change(
         pool,
-        *(
-            request("outplan.create", {"customer_id": customer_id, "source": SOURCE, **fields})
-            for _ in range(count)
-        ),
+        *(request("outplan.create", create_body(customer_id, **fields)) for _ in range(count)),
     )
     assert all(o.status_code == 201 for o in outcomes)
     return [uuid.UUID(json.loads(o.reply)["data"]["id"]) for o in outcomes]
@@ -55,7 +38,7 @@ async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUn
     uow = PgUnitOfWork(pool)
     await uow.__aenter__()
     await uow.begin()
-    cmd = CreateOutplan.model_validate({"customer_id": customer_id, "source": SOURCE}, strict=False)
+    cmd = CreateOutplan.model_validate(create_body(customer_id), strict=False)
     now = (await uow.read([], [])).moment
     stored = create_outplan(cmd, None, Context(format_time(now))).stored
     event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())

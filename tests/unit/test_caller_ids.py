@@ -11,44 +11,28 @@ import phonenumbers
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
 
 from contracts import (
-    CreateOutplan,
     Outplan,
     Projection,
     StoredSource,
     UpdateBasicInfo,
     UpdateDialInfo,
     parse_event,
-    validation_details,
 )
 from contracts.addresses import WHITE_SPACE, normalise_sip, normalise_tel
 from contracts.projection import Applied
+from tests.support.commands import CUSTOMER, SOURCE, create_body, errors, validated
 
 pytestmark = pytest.mark.unit
 
-CUSTOMER = str(uuid.uuid4())
-
-
-def create(**fields: Any) -> dict[str, Any]:
-    return {"customer_id": CUSTOMER, "source": {"type": "tel", "target": "+15559876543"}, **fields}
-
 
 def stored_target(kind: str, target: str) -> str:
-    return CreateOutplan.model_validate_json(
-        json.dumps(create(source={"type": kind, "target": target}))
-    ).source.target
-
-
-def errors(body: dict[str, Any], model: type[BaseModel] = CreateOutplan) -> dict[str, str]:
-    with pytest.raises(ValidationError) as info:
-        model.model_validate_json(json.dumps(body))
-    return {d.field: d.message for d in validation_details(info.value)}
+    return validated(create_body(source={"type": kind, "target": target})).source.target
 
 
 def target_error(kind: str, target: str) -> str:
-    found = errors(create(source={"type": kind, "target": target}))
+    found = errors(create_body(source={"type": kind, "target": target}))
     assert list(found) == ["source.target"], found
     return found["source.target"]
 
@@ -374,11 +358,11 @@ def test_sip_addresses_refused(given: str, rule: str) -> None:
 # --- control characters in names and free text ----------------------------------------------
 
 NAMED = [
-    ("name", lambda v: create(name=v)),
-    ("source.name", lambda v: create(source={"type": "tel", "target": "+15559876543", "name": v})),
+    ("name", lambda v: create_body(name=v)),
+    ("source.name", lambda v: create_body(source={**SOURCE, "name": v})),
     (
         "source.target_name",
-        lambda v: create(source={"type": "tel", "target": "+15559876543", "target_name": v}),
+        lambda v: create_body(source={**SOURCE, "target_name": v}),
     ),
 ]
 
@@ -413,20 +397,18 @@ def test_update_basic_info_name_refuses_them_too() -> None:
 
 def test_names_keep_ordinary_unicode() -> None:
     name = "Ventes \u00e9t\u00e9 \u2014 \u05de\u05db\u05d9\u05e8\u05d5\u05ea \u200f\u65e5\u672c \U0001f4de"
-    cmd = CreateOutplan.model_validate_json(json.dumps(create(name=name)))
+    cmd = validated(create_body(name=name))
     assert cmd.name == name
 
 
 @pytest.mark.parametrize("detail", ["line 1\nline 2\r\n\ttabbed", "bell \x07 and \u202e override"])
 def test_detail_is_free_text_except_nul(detail: str) -> None:
-    cmd = CreateOutplan.model_validate_json(
-        json.dumps(create(detail=detail, source={"type": "tel", "target": "+15559876543", "detail": detail}))
-    )
+    cmd = validated(create_body(detail=detail, source={**SOURCE, "detail": detail}))
     assert cmd.detail == detail and cmd.source.detail == detail
-    assert errors(create(detail="a\x00b")) == {
+    assert errors(create_body(detail="a\x00b")) == {
         "detail": "detail must not contain the NUL character (\\u0000)"
     }
-    assert errors(create(source={"type": "tel", "target": "+15559876543", "detail": "\x00"})) == {
+    assert errors(create_body(source={**SOURCE, "detail": "\x00"})) == {
         "source.detail": "source.detail must not contain the NUL character (\\u0000)"
     }
 
@@ -440,7 +422,7 @@ def test_update_dial_info_applies_the_same_target_rules() -> None:
         "try_interval": 60000,
         **{f"max_try_count_{i}": 1 for i in range(5)},
     }
-    assert UpdateDialInfo.model_validate_json(json.dumps(body)).source.target == "+442079460958"
+    assert validated(body, UpdateDialInfo).source.target == "+442079460958"
     body["source"] = {"type": "sip", "target": "alice@example..com"}
     assert list(errors(body, UpdateDialInfo)) == ["source.target"]
 
@@ -592,9 +574,7 @@ def test_the_read_model_ignores_source_fields_added_later() -> None:
 
 
 def test_an_outplan_built_from_a_command_equals_the_same_outplan_read_back() -> None:
-    cmd = CreateOutplan.model_validate_json(
-        json.dumps(create(source={"type": "tel", "target": "+44 (0) 20 7946 0958"}))
-    )
+    cmd = validated(create_body(source={"type": "tel", "target": "+44 (0) 20 7946 0958"}))
     fields: dict[str, Any] = {
         "id": uuid.uuid4(),
         "customer_id": cmd.customer_id,
