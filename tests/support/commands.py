@@ -43,6 +43,20 @@ def create_json(customer_id: Any = CUSTOMER, **fields: Any) -> bytes:
     return json.dumps(create_body(customer_id, **fields)).encode()
 
 
+def dial_info_body(customer_id: Any = CUSTOMER, **fields: Any) -> dict[str, Any]:
+    """The body of an ``outplan.update_dial_info`` of a new id: ``SOURCE``, the default timings and
+    one try per destination, then ``fields`` over them."""
+    return {
+        "customer_id": customer_id,
+        "id": str(uuid.uuid4()),
+        "source": dict(SOURCE),
+        "dial_timeout": 30000,
+        "try_interval": 60000,
+        **{f"max_try_count_{i}": 1 for i in range(5)},
+        **fields,
+    }
+
+
 def create_text(*members: str, customer_id: Any = CUSTOMER) -> str:
     """An ``outplan.create`` body written out by hand: the customer, ``SOURCE``, then ``members``,
     each ``"key": value`` JSON text kept exactly as written (repeated keys, escapes, ``NaN``)."""
