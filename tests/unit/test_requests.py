@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts import CreateOutplan, GetOutplan
-from tests.support.commands import CUSTOMER, SOURCE, create_json, create_text
+from tests.support.commands import CUSTOMER, SOURCE, create_body, create_json, create_text
+from tests.support.spellings import spelled_otherwise
 from worker import paging
 from worker.requests import Rejection, Request, decode, strict_json_problems
 
@@ -415,12 +416,7 @@ def test_other_charsets_and_parameters_are_still_refused(content_type: str) -> N
 
 # ---- idempotency: the fingerprint is what the command means ------------------------------------
 
-CREATE_FIELDS: dict[str, Any] = {
-    "customer_id": CUSTOMER,
-    "name": "renewals",
-    "source": SOURCE,
-    "dial_timeout": 45000,
-}
+CREATE_FIELDS = create_body(name="renewals", dial_timeout=45000)
 
 
 def fingerprint_of(body: bytes, command: str = "outplan.create") -> bytes:
@@ -433,22 +429,7 @@ def fingerprint_of(body: bytes, command: str = "outplan.create") -> bytes:
     return request.fingerprint
 
 
-def _reordered(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _reordered(v) for k, v in reversed(value.items())}
-    return value
-
-
-SAME_MEANING = {
-    "key order": json.dumps(_reordered(CREATE_FIELDS)),
-    "whitespace": json.dumps(CREATE_FIELDS, indent=4) + "\n",
-    "compact": json.dumps(CREATE_FIELDS, separators=(",", ":")),
-    "upper-case UUID": json.dumps({**CREATE_FIELDS, "customer_id": CUSTOMER.upper()}),
-    "defaults sent": json.dumps(
-        {**CREATE_FIELDS, "detail": "", "try_interval": 60000, **{f"max_try_count_{i}": 0 for i in range(5)}}
-    ),
-    "escaped text": json.dumps(CREATE_FIELDS).replace("renewals", "\\u0072enewals"),
-}
+SAME_MEANING = spelled_otherwise(CREATE_FIELDS)
 
 
 @pytest.mark.parametrize("spelling", SAME_MEANING.values(), ids=SAME_MEANING.keys())
