@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -235,18 +236,26 @@ def test_the_quickstart_with_nobody_subscribed_is_quiet_and_stops_at_once(
     assert [e["outbox_empty"] for e in worker.log_events("worker stopped")] == [True]
 
 
-def test_a_worker_whose_relay_stands_by_stops_within_a_second(tmp_path: Path, database: str) -> None:
+@contextmanager
+def leader_and_standby(database: str, tmp_path: Path) -> Iterator[tuple[WorkerNames, WorkerProcess]]:
+    """Two workers on the same names and database, the first leading the relay: their names and the
+    standby, started. The leader is stopped on leaving."""
     names = WorkerNames.fresh()
     leader = start_worker(database, tmp_path, names)
     try:
         logged(leader, "relay is publishing")
         standby = start_worker(database, tmp_path, names)
         logged(standby, "worker started")  # the leader answers on these names already
-        asyncio.run(create_one(names))
-        took = stop_timed(standby)
+        yield names, standby
     finally:
         stop_timed(leader)
         asyncio.run(delete_names(names))
+
+
+def test_a_worker_whose_relay_stands_by_stops_within_a_second(tmp_path: Path, database: str) -> None:
+    with leader_and_standby(database, tmp_path) as (names, standby):
+        asyncio.run(create_one(names))
+        took = stop_timed(standby)
     print(f"\nstandby stopped {took:.2f} s after SIGTERM")
     assert took < 1.5
     assert loud_lines(standby) == []
@@ -258,16 +267,8 @@ def test_a_worker_whose_relay_stands_by_stops_within_a_second(tmp_path: Path, da
 
 def test_a_standby_says_what_the_outbox_holds_when_it_stops(tmp_path: Path, database: str) -> None:
     """Its outbox_empty is read from the outbox, not assumed: false while the leader is held back."""
-    names = WorkerNames.fresh()
-    leader = start_worker(database, tmp_path, names)
-    try:
-        logged(leader, "relay is publishing")
-        standby = start_worker(database, tmp_path, names)
-        logged(standby, "worker started")
+    with leader_and_standby(database, tmp_path) as (names, standby):
         asyncio.run(stop_while_the_leader_is_held_back(names, standby))
-    finally:
-        stop_timed(leader)
-        asyncio.run(delete_names(names))
     stopped = standby.log_events("worker stopped")
     assert [(e["outbox_published_by"], e["outbox_empty"]) for e in stopped] == [("the leading relay", False)]
     assert loud_lines(standby) == []
