@@ -26,6 +26,7 @@ from contracts.addresses import WHITE_SPACE, normalise_sip, normalise_tel
 from contracts.projection import Applied
 from tests.support.caller_ids import ACCEPTED, REFUSED, row_ids
 from tests.support.commands import CUSTOMER, SOURCE, create_body, dial_info_body, errors, validated
+from tests.support.events import event_body
 
 pytestmark = pytest.mark.unit
 
@@ -482,41 +483,14 @@ OLD_RULE_SOURCES = [
 ]
 
 
-def event_body(source: dict[str, Any], kind: str = "outplan_created", version: int = 1) -> str:
-    outplan_id = str(uuid.uuid4())
-    data = {
-        "id": outplan_id,
-        "customer_id": CUSTOMER,
-        "name": "old\tname",
-        "detail": "",
-        "source": source,
-        "dial_timeout": 30000,
-        "try_interval": 60000,
-        **{f"max_try_count_{i}": 0 for i in range(5)},
-        "tm_create": "2024-01-01 00:00:00.000000",
-        "tm_update": "2024-01-01 00:00:00.000000",
-        "tm_delete": "9999-01-01 00:00:00.000000",
-    }
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "source": "outplan-worker",
-            "type": kind,
-            "subject": outplan_id,
-            "time": "2024-01-01T00:00:00Z",
-            "datacontenttype": "application/json",
-            "customerid": CUSTOMER,
-            "outplanversion": version,
-            "eventsequence": 1,
-            "data": data,
-        }
-    )
+def logged_under_old_rules(source: dict[str, Any]) -> bytes:
+    """The outplan_created of an outplan with this source and a tab in its name."""
+    return event_body("outplan_created", 1, name="old\tname", source=source)
 
 
 @pytest.mark.parametrize("source", OLD_RULE_SOURCES, ids=[s["target"] for s in OLD_RULE_SOURCES])
 def test_events_logged_under_the_old_rules_still_parse_and_project(source: dict[str, Any]) -> None:
-    event = parse_event(event_body(source))
+    event = parse_event(logged_under_old_rules(source))
     assert event.data.source.model_dump() == source
     projection = Projection()
     assert projection.apply(event) is Applied.APPLIED
@@ -526,7 +500,7 @@ def test_events_logged_under_the_old_rules_still_parse_and_project(source: dict[
 
 def test_the_read_model_ignores_source_fields_added_later() -> None:
     source = {**OLD_RULE_SOURCES[0], "display": "later addition"}
-    assert parse_event(event_body(source)).data.source.target == "+4402079460958"
+    assert parse_event(logged_under_old_rules(source)).data.source.target == "+4402079460958"
 
 
 def test_an_outplan_built_from_a_command_equals_the_same_outplan_read_back() -> None:
