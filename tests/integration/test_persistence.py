@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from tests.support.commands import create_body, request
-from tests.support.outplans import begin_create, change, create
+from tests.support.outplans import change, create, creating
 from worker.persistence.migrate import ensure_database, migrate
 from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
@@ -144,8 +144,8 @@ async def test_change_event_and_record_commit_together(pool: asyncpg.Pool, custo
 
 
 async def test_without_commit_nothing_is_written(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
-    uow, event_id = await begin_create(pool, customer_id)
-    await uow.__aexit__(None, None, None)  # leaves without commit: rolled back
+    async with creating(pool, customer_id) as (_, event_id):
+        pass  # left without commit: rolled back
     assert await pool.fetchval("SELECT count(*) FROM outplans WHERE customer_id = $1", customer_id) == 0
     assert await pool.fetchval("SELECT count(*) FROM outplan_events WHERE event_id = $1", event_id) == 0
 

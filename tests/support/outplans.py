@@ -2,6 +2,8 @@
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -33,16 +35,26 @@ async def create(
     return [uuid.UUID(json.loads(o.reply)["data"]["id"]) for o in outcomes]
 
 
-async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUnitOfWork, uuid.UUID]:
-    """An open transaction that has written an outplan and its event, not yet committed."""
-    uow = PgUnitOfWork(pool)
-    await uow.__aenter__()
-    await uow.begin()
-    cmd = CreateOutplan.model_validate(create_body(customer_id), strict=False)
-    now = (await uow.read([], [])).moment
-    stored = create_outplan(cmd, None, Context(format_time(now))).stored
-    event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())
-    [written] = await uow.write(
-        inserted=[stored], replaced=[], events=[event], replies=[], read_versions={}, moment=now
-    )
-    return uow, uuid.UUID(written.event_id)
+@asynccontextmanager
+async def creating(
+    pool: asyncpg.Pool, customer_id: uuid.UUID
+) -> AsyncIterator[tuple[PgUnitOfWork, uuid.UUID]]:
+    """An open transaction that has written an outplan and its event: the unit of work and the
+    event's id. Leaving it without ``commit()`` rolls the write back."""
+    async with PgUnitOfWork(pool) as uow:
+        await uow.begin()
+        cmd = CreateOutplan.model_validate(create_body(customer_id), strict=False)
+        now = (await uow.read([], [])).moment
+        stored = create_outplan(cmd, None, Context(format_time(now))).stored
+        event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())
+        [written] = await uow.write(
+            inserted=[stored], replaced=[], events=[event], replies=[], read_versions={}, moment=now
+        )
+        yield uow, uuid.UUID(written.event_id)
+
+
+async def create_committed(pool: asyncpg.Pool, customer_id: uuid.UUID) -> uuid.UUID:
+    """An outplan and its event written in a transaction of their own, committed: the event's id."""
+    async with creating(pool, customer_id) as (uow, event_id):
+        await uow.commit()
+    return event_id
