@@ -1,13 +1,15 @@
 """Retries back off with jitter: workers that lost a server together do not come back in lockstep."""
 
 import asyncio
-from typing import Any
+import socket
 
 import pytest
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from worker.app import StoppedWhileStarting, _keep_trying
+from worker.app import StoppedWhileStarting, open_pool
 from worker.backoff import Backoff
+from worker.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -34,23 +36,24 @@ def test_a_first_delay_above_the_cap_is_refused() -> None:
 
 
 async def test_workers_waiting_for_the_same_server_retry_at_different_times() -> None:
-    """Ten workers started together against a broker that is down: their retry delays differ."""
+    """Ten workers started together against a database that is down: their retry delays differ."""
+    with socket.socket() as unheard:  # a port of our own that nobody listens on: connecting is refused
+        unheard.bind(("127.0.0.1", 0))
+        url = f"postgresql://postgres@127.0.0.1:{unheard.getsockname()[1]}/outplans"
+        settings = Settings(database_url=SecretStr(url))
 
-    async def refused() -> None:
-        raise ConnectionRefusedError
+        async def worker() -> None:
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.5, stop.set)
+            with pytest.raises(StoppedWhileStarting):
+                await open_pool(settings, stop)
 
-    async def worker(name: str) -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.5, stop.set)
-        with pytest.raises(StoppedWhileStarting):
-            await _keep_trying(name, refused, stop)
-
-    names = [f"broker {n}" for n in range(10)]
-    with capture_logs() as logs:
-        await asyncio.gather(*(worker(name) for name in names))
-    first_delay: dict[str, Any] = {}  # each event's first retry_in (None for other events)
-    for entry in logs:
-        first_delay.setdefault(entry["event"], entry.get("retry_in"))
-    firsts = [first_delay[f"{name} unreachable; retrying"] for name in names]
-    assert len(set(firsts)) > 5, firsts
+        with capture_logs() as logs:
+            await asyncio.gather(*(worker() for _ in range(10)))
+    retries = [entry for entry in logs if entry["event"] == "database unreachable; retrying"]
+    assert {entry["error"] for entry in retries} == {"ConnectionRefusedError"}
+    # Each worker's first attempt is refused at once and logs its first delay before any delay
+    # (at least 0.1 s) is over: the first ten lines are the ten workers' first retries.
+    firsts = [entry["retry_in"] for entry in retries[:10]]
+    assert len(firsts) == 10 and len(set(firsts)) > 5, firsts
     assert all(0.1 <= first <= 0.2 for first in firsts), firsts
