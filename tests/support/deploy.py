@@ -31,6 +31,15 @@ def setting_default(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
+def outplan_variables_are_settings(named: dict[str, str]) -> None:
+    """Of ``named`` (variable: where it is set), the ``OUTPLAN_*`` ones set the drain and the metrics
+    port explicitly, and each is a setting of worker/settings.py."""
+    outplan = {k: where for k, where in named.items() if k.startswith("OUTPLAN_")}
+    assert {"OUTPLAN_DRAIN_SECONDS", "OUTPLAN_METRICS_PORT"} <= outplan.keys()
+    unknown = {k: where for k, where in outplan.items() if k not in setting_env_names()}
+    assert not unknown, f"not settings of worker/settings.py: {unknown}"
+
+
 def settings_from(values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The settings a worker given only these ``OUTPLAN_*`` variables starts with; raises when a value
     would stop it from starting."""

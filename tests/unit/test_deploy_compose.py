@@ -13,9 +13,9 @@ from tests.support.deploy import (
     duration_seconds,
     healthcheck_argv,
     metrics_port,
+    outplan_variables_are_settings,
     service,
     setting_default,
-    setting_env_names,
     settings_from,
     yaml_documents,
     yaml_files,
@@ -62,10 +62,7 @@ def test_every_outplan_variable_is_a_setting() -> None:
     named: dict[str, str] = {}
     for name, svc in compose()["services"].items():
         named.update({k: f"compose service {name}" for k in compose_env(svc)})
-    outplan = {k: where for k, where in named.items() if k.startswith("OUTPLAN_")}
-    assert {"OUTPLAN_DRAIN_SECONDS", "OUTPLAN_METRICS_PORT"} <= outplan.keys()
-    unknown = {k: where for k, where in outplan.items() if k not in setting_env_names()}
-    assert not unknown, f"not settings of worker/settings.py: {unknown}"
+    outplan_variables_are_settings(named)
 
 
 def test_worker_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,12 +12,12 @@ from tests.support.deploy import (
     k8s_docs,
     metrics_port,
     named_port,
+    outplan_variables_are_settings,
     pod_spec,
     quantity,
     secret,
     service,
     setting_default,
-    setting_env_names,
     settings_from,
     yaml_documents,
     yaml_files,
@@ -72,10 +72,7 @@ def test_every_outplan_variable_is_a_setting() -> None:
     named.update({k: "Secret" for k in secret()})
     for kind in ("Deployment", "Job"):
         named.update({e["name"]: kind for e in container(kind).get("env", [])})
-    outplan = {k: where for k, where in named.items() if k.startswith("OUTPLAN_")}
-    assert {"OUTPLAN_DRAIN_SECONDS", "OUTPLAN_METRICS_PORT"} <= outplan.keys()
-    unknown = {k: where for k, where in outplan.items() if k not in setting_env_names()}
-    assert not unknown, f"not settings of worker/settings.py: {unknown}"
+    outplan_variables_are_settings(named)
 
 
 def test_configmap_and_secret_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
