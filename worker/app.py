@@ -88,7 +88,7 @@ def misconfiguration(what: str, exc: BaseException) -> Misconfigured | None:
     return None  # not known to be permanent: the caller decides
 
 
-async def _keep_trying(what: str, connect: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
+async def keep_trying(what: str, connect: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
     """Connect, retrying what can heal by itself (a server still starting, a network blip): waits
     0.2 s doubling to 5 s, jittered (``retries.backoff``). Raises ``Misconfigured`` at once for
     what cannot heal, any other error that is not transient unchanged, and ``StoppedWhileStarting``
@@ -142,7 +142,7 @@ async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool:
             raise Misconfigured(problem)
         return pool
 
-    return await _keep_trying("database", connect, stop)
+    return await keep_trying("database", connect, stop)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -164,7 +164,7 @@ async def open_broker(
     """
     url = settings.amqp_url.get_secret_value()
     name = f"outplan-worker {role} on {socket.gethostname()} pid {os.getpid()}"
-    connection = await _keep_trying(
+    connection = await keep_trying(
         "broker", lambda: aio_pika.connect_robust(url, client_properties={"connection_name": name}), stop
     )
     connection.close_callbacks.add(lambda _, exc=None: _lost(role, connection, exc))

@@ -11,7 +11,6 @@ checks after every message: exactly one reply, never 500, a property that cannot
 """
 
 import asyncio
-import base64
 import json
 import re
 import urllib.request
@@ -30,6 +29,15 @@ from hypothesis import strategies as st
 from contracts import Reply, names
 from tests.e2e.conftest import Collector
 from tests.support import amqp_values as amqp
+from tests.support.commands import SOURCE_JSON, create_body, create_json, source_json
+from tests.support.page_tokens import (
+    OUT_OF_RANGE_TOKEN,
+    bare_times,
+    near_tokens,
+    token,
+    token_like,
+    well_formed,
+)
 from tests.support.workers import WorkerProcess, delete_names, start_worker
 
 pytestmark = pytest.mark.e2e
@@ -41,7 +49,6 @@ REDELIVERY_EVENTS = (
     "could not settle the message; returning it to the queue",
     "command dead-lettered after repeated failures",
 )
-OUT_OF_RANGE_TOKEN = "o1.f_________8AAAAAAAAAAAAAAAAAAAAB"  # the issue's: a time far past year 9999
 
 
 def redeliveries(worker: WorkerProcess, message_id: str | None = None) -> list[dict[str, Any]]:
@@ -141,9 +148,7 @@ async def test_a_nul_in_message_id_is_a_400_naming_it_and_never_reaches_the_data
     session_database: str,
     customer_id: uuid.UUID,
 ) -> None:
-    body = json.dumps(
-        {"customer_id": str(customer_id), "source": {"type": "tel", "target": "+15559876543"}}
-    ).encode()
+    body = create_json(customer_id)
     replies = await send_counting(
         connection, worker.names.command_exchange, names.CREATE, body, message_id="abc\u0000def"
     )
@@ -159,23 +164,9 @@ BODY_CASES = [
     (names.CREATE, '"name": "a\\u0000b"', "name", "NUL"),
     (names.CREATE, '"detail": "\\u0000"', "detail", "NUL"),
     (names.CREATE, '"source": {"type": "sip", "target": "bob\\u0000@example.com"}', "source.target", "NUL"),
-    (
-        names.CREATE,
-        '"source": {"type": "tel", "target": "+15559876543", "target_name": "\\u0000"}',
-        "source.target_name",
-        "NUL",
-    ),
-    (
-        names.CREATE,
-        '"source": {"type": "tel", "target": "+15559876543", "name": "x\\u0000"}',
-        "source.name",
-        "NUL",
-    ),
-    (
-        names.CREATE,
-        '"source": {"type": "tel", "target": "+15559876543", "detail": "\\u0000x"}',
-        "source.detail",
-        "NUL",
+    *(
+        (names.CREATE, '"source": ' + source_json(**{field: text}), f"source.{field}", "NUL")
+        for field, text in [("target_name", "\\u0000"), ("name", "x\\u0000"), ("detail", "\\u0000x")]
     ),
     (names.UPDATE_BASIC_INFO, '"name": "ok", "detail": "\\u0000"', "detail", "NUL"),
     (names.LIST, '"page_token": "o1.\\u0000"', "page_token", "NUL"),
@@ -206,7 +197,7 @@ async def test_a_string_the_database_cannot_hold_in_the_body_is_a_400_naming_the
     rule: str,
 ) -> None:
     defaults = {
-        names.CREATE: '"source": {"type": "tel", "target": "+15559876543"}',
+        names.CREATE: f'"source": {SOURCE_JSON}',
         names.UPDATE_BASIC_INFO: f'"id": "{uuid.uuid4()}"',
         names.LIST: '"page_size": 5',
     }[command]
@@ -225,26 +216,7 @@ async def test_a_string_the_database_cannot_hold_in_the_body_is_a_400_naming_the
 # ---- arbitrary page tokens and property values, through a worker of its own ---------------------------
 
 
-def _token(raw: bytes) -> str:
-    return "o1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-page_tokens = st.one_of(
-    st.text(max_size=60),
-    st.binary(min_size=24, max_size=24).map(_token),
-    st.binary(max_size=40).map(_token),
-    st.from_regex(r"o1\.[A-Za-z0-9_\-=+/]{0,40}", fullmatch=True),
-    st.builds(
-        "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}.{}".format,
-        st.integers(0, 10_000),
-        st.integers(0, 13),
-        st.integers(0, 32),
-        st.integers(0, 25),
-        st.integers(0, 61),
-        st.integers(0, 61),
-        st.text("0123456789", max_size=8),
-    ),
-)
+page_tokens = st.one_of(st.text(max_size=60), well_formed, near_tokens, token_like, bare_times)
 properties = st.fixed_dictionaries(
     {},
     optional={
@@ -315,14 +287,14 @@ def probe(session_database: str, tmp_path: Path) -> Iterator[Probe]:
 
 
 @PROPERTY_TEST
-@given(token=page_tokens)
-@example(token=OUT_OF_RANGE_TOKEN)
-@example(token=_token((-(2**63)).to_bytes(8, "big", signed=True) + bytes(16)))
-@example(token="0000-01-01 00:00:00.000000")
-@example(token="\ud800")
-def test_any_page_token_is_answered_once_as_a_page_or_a_400_naming_it(probe: Probe, token: str) -> None:
+@given(text=page_tokens)
+@example(text=OUT_OF_RANGE_TOKEN)
+@example(text=token(-(2**63), uuid.UUID(int=0)))
+@example(text="0000-01-01 00:00:00.000000")
+@example(text="\ud800")
+def test_any_page_token_is_answered_once_as_a_page_or_a_400_naming_it(probe: Probe, text: str) -> None:
     props = {"message_id": str(uuid.uuid4()), "content_type": "application/json"}
-    reply = probe.send(names.LIST, {"customer_id": probe.customer_id, "page_token": token}, props)
+    reply = probe.send(names.LIST, {"customer_id": probe.customer_id, "page_token": text}, props)
     if reply.status_code != 200:
         assert reply.error is not None and reply.error.reason == "VALIDATION_FAILED", reply
         assert [d.field for d in reply.error.details] == ["page_token"], reply
@@ -330,7 +302,7 @@ def test_any_page_token_is_answered_once_as_a_page_or_a_400_naming_it(probe: Pro
 
 def _body(command: str, customer_id: str) -> dict[str, Any]:
     if command == names.CREATE:
-        return {"customer_id": customer_id, "source": {"type": "tel", "target": "+15559876543"}}
+        return create_body(customer_id)
     if command == names.GET:
         return {"customer_id": customer_id, "id": str(uuid.uuid4())}
     return {"customer_id": customer_id, "page_size": 1}

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from contracts import CreateOutplan, Reply, names
 from tests.conftest import AMQP_URL
+from tests.support.commands import SOURCE
 from tests.support.workers import WorkerProcess
 from worker.client import OutplanClient
 
@@ -111,7 +112,7 @@ field_values = {
     "page_token": st.text(max_size=30) | st.sampled_from(["", "o1.AAAA", "2022-04-28 01:50:23.414000"]),
 }
 near_valid = st.fixed_dictionaries(
-    {"customer_id": st.sampled_from(CUSTOMERS), "source": st.just({"type": "tel", "target": "+15559876543"})},
+    {"customer_id": st.sampled_from(CUSTOMERS), "source": st.just(SOURCE)},
     optional={
         **{k: v for k, v in field_values.items() if k not in ("customer_id", "source")},
         "unknown_field": json_values,

@@ -24,6 +24,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from contracts import Reply
 from tests.e2e.conftest import Collector
 from tests.support import raw_amqp
+from tests.support.commands import SOURCE, create_json
 from tests.support.faulty_worker import MARKER, InjectedFault
 from tests.support.workers import WorkerProcess, delete_names, faulty_worker_command, start_worker
 from worker.client import OutplanClient
@@ -31,13 +32,8 @@ from worker.messaging.outgoing import DEAD_LETTER_BODY_MAX
 
 pytestmark = pytest.mark.e2e
 
-SOURCE = {"type": "tel", "target": "+15559876543"}
 NOT_UTF8 = b"\xc3(bad"
 MICROSECONDS = 1_764_470_000_000_000  # a timestamp sent in µs: pamqp reads it as ms, far past year 9999
-
-
-def create_body(customer_id: uuid.UUID, **fields: object) -> bytes:
-    return json.dumps({"customer_id": str(customer_id), "source": SOURCE, **fields}).encode()
 
 
 def metric(worker: WorkerProcess, name: str, **labels: str) -> float:
@@ -151,7 +147,7 @@ async def test_a_property_that_cannot_be_read_is_refused_alone_while_others_are_
         channel,
         worker.names.command_exchange,
         "outplan.create",
-        create_body(customer_id),
+        create_json(customer_id),
         build(correlation_id, replies.queue_name),
     )
     sent = time.monotonic()
@@ -174,7 +170,7 @@ async def test_a_property_that_cannot_be_read_is_refused_alone_while_others_are_
     assert dead.headers["x-error-unreadable-properties"] == field
     if original is not None:  # the copy carries what could not be read, exactly as it was sent
         assert dead.headers[original[0]] == original[1]
-    assert dead.body == create_body(customer_id)
+    assert dead.body == create_json(customer_id)
     assert not dead.redelivered
     await asyncio.sleep(0.5)
     assert len(replies.by_correlation[correlation_id]) == 1, "answered once: never redelivered"
@@ -207,7 +203,7 @@ async def test_a_dead_letter_copy_leaves_out_headers_it_cannot_carry_and_keeps_i
         channel,
         worker.names.command_exchange,
         "outplan.create",
-        create_body(customer_id, dial_timeout=-1),
+        create_json(customer_id, dial_timeout=-1),
         properties,
     )
     reply = await replies.wait(correlation_id)
@@ -237,7 +233,7 @@ async def test_a_refused_reply_does_not_requeue_the_command_whose_outcome_stands
     message_id = str(uuid.uuid4())
     await channel.default_exchange.publish(
         aio_pika.Message(
-            create_body(customer_id, name="reply refused"),
+            create_json(customer_id, name="reply refused"),
             message_id=message_id,
             reply_to=refusing.name,
             content_type="application/json",
@@ -315,7 +311,7 @@ async def test_only_the_brokers_delivery_count_counts(
     correlation_id = str(uuid.uuid4())
     await channel.default_exchange.publish(
         aio_pika.Message(
-            create_body(customer_id, name=MARKER),
+            create_json(customer_id, name=MARKER),
             message_id=str(uuid.uuid4()),
             correlation_id=correlation_id,
             reply_to=replies.queue_name,

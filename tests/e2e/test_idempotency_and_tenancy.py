@@ -6,18 +6,17 @@ import uuid
 import pytest
 
 from tests.e2e.conftest import Collector
+from tests.support.commands import SOURCE, create_body
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
-
-SOURCE = {"type": "tel", "target": "+15559876543"}
 
 
 async def test_the_same_message_id_twice_is_one_outplan_one_event_one_reply(
     client: OutplanClient, events: Collector, customer_id: uuid.UUID
 ) -> None:
     message_id = str(uuid.uuid4())
-    body = {"customer_id": str(customer_id), "name": "once", "source": SOURCE}
+    body = create_body(customer_id, name="once")
     first = await client.send("outplan.create", body, message_id=message_id)
     again = await client.send("outplan.create", body, message_id=message_id)
     assert first.status_code == 201 and again == first
@@ -33,7 +32,7 @@ async def test_concurrent_duplicates_apply_once(
     client: OutplanClient, events: Collector, customer_id: uuid.UUID
 ) -> None:
     message_id = str(uuid.uuid4())
-    body = {"customer_id": str(customer_id), "name": "racing", "source": SOURCE}
+    body = create_body(customer_id, name="racing")
     replies = await asyncio.gather(
         *(client.send("outplan.create", body, message_id=message_id) for _ in range(8))
     )
@@ -47,12 +46,12 @@ async def test_a_reused_message_id_with_another_body_is_refused(
     message_id = str(uuid.uuid4())
     await client.send(
         "outplan.create",
-        {"customer_id": str(customer_id), "name": "a", "source": SOURCE},
+        create_body(customer_id, name="a"),
         message_id=message_id,
     )
     reused = await client.send(
         "outplan.create",
-        {"customer_id": str(customer_id), "name": "b", "source": SOURCE},
+        create_body(customer_id, name="b"),
         message_id=message_id,
     )
     assert reused.status_code == 409 and reused.error is not None
@@ -63,12 +62,8 @@ async def test_a_reused_message_id_with_another_body_is_refused(
 async def test_message_ids_are_scoped_per_customer(client: OutplanClient, customer_id: uuid.UUID) -> None:
     message_id = str(uuid.uuid4())
     other = uuid.uuid4()
-    mine = await client.send(
-        "outplan.create", {"customer_id": str(customer_id), "source": SOURCE}, message_id=message_id
-    )
-    theirs = await client.send(
-        "outplan.create", {"customer_id": str(other), "source": SOURCE}, message_id=message_id
-    )
+    mine = await client.send("outplan.create", create_body(customer_id), message_id=message_id)
+    theirs = await client.send("outplan.create", create_body(other), message_id=message_id)
     assert mine.status_code == theirs.status_code == 201 and mine.data["id"] != theirs.data["id"]
 
 

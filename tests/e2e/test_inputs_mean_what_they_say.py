@@ -11,12 +11,12 @@ from aio_pika.abc import AbstractRobustConnection
 
 from contracts import Reply
 from tests.e2e.conftest import Collector, WorkerProcess
-from tests.e2e.test_invalid_input import create_body, send_raw
+from tests.support.commands import SOURCE, create_body, create_json, create_text
+from tests.support.sending import send_raw
+from tests.support.spellings import spelled_otherwise
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
-
-TEL = '{"type": "tel", "target": "+15559876543"}'
 
 
 async def send(
@@ -48,7 +48,7 @@ async def test_a_customer_id_twice_is_refused_and_nobody_gets_an_outplan(
     dead_letters: Collector,
 ) -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
-    body = f'{{"customer_id": "{first}", "customer_id": "{second}", "source": {TEL}}}'.encode()
+    body = create_text(f'"customer_id": "{second}"', customer_id=first).encode()
     message_id, reply = await send_raw(
         connection,
         exchange=worker.names.command_exchange,
@@ -83,7 +83,7 @@ async def test_nan_and_infinity_are_not_json(
     connection: AbstractRobustConnection,
     customer_id: uuid.UUID,
 ) -> None:
-    body = f'{{"customer_id": "{customer_id}", "source": {TEL}, "dial_timeout": {token}}}'.encode()
+    body = create_text(f'"dial_timeout": {token}', customer_id=customer_id).encode()
     reply = await send(worker, connection, body)
     assert refused(reply, "MALFORMED_JSON") == ["dial_timeout"]
     assert (
@@ -101,7 +101,7 @@ async def test_a_content_encoding_is_refused_not_guessed(
     customer_id: uuid.UUID,
     dead_letters: Collector,
 ) -> None:
-    body = create_body(customer_id)
+    body = create_json(customer_id)
     message_id, reply = await send_raw(
         connection,
         exchange=worker.names.command_exchange,
@@ -133,14 +133,8 @@ async def test_json_in_utf8_is_served_however_it_is_labelled(
     customer_id: uuid.UUID,
 ) -> None:
     props = {"content_encoding": content_encoding} if content_encoding else {}
-    reply = await send(worker, connection, create_body(customer_id), content_type=content_type, **props)
+    reply = await send(worker, connection, create_json(customer_id), content_type=content_type, **props)
     assert reply.status_code == 201, reply
-
-
-def _reordered(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _reordered(v) for k, v in reversed(value.items())}
-    return value
 
 
 async def test_a_retry_that_means_the_same_gets_the_original_reply(
@@ -150,24 +144,11 @@ async def test_a_retry_that_means_the_same_gets_the_original_reply(
     events: Collector,
     customer_id: uuid.UUID,
 ) -> None:
-    fields = {
-        "customer_id": str(customer_id),
-        "name": "renewals",
-        "source": {"type": "tel", "target": "+15559876543"},
-        "dial_timeout": 45000,
-    }
+    fields = create_body(customer_id, name="renewals", dial_timeout=45000)
     message_id = str(uuid.uuid4())
     first = await send(worker, connection, json.dumps(fields).encode(), message_id=message_id)
     assert first.status_code == 201, first
-    retries = {
-        "key order": json.dumps(_reordered(fields)),
-        "whitespace": json.dumps(fields, indent=2) + "\n",
-        "upper-case UUID": json.dumps({**fields, "customer_id": str(customer_id).upper()}),
-        "defaults sent": json.dumps(
-            {**fields, "detail": "", "try_interval": 60000, **{f"max_try_count_{i}": 0 for i in range(5)}}
-        ),
-    }
-    for spelling, body in retries.items():
+    for spelling, body in spelled_otherwise(fields).items():
         again = await send(worker, connection, body.encode(), message_id=message_id)
         assert again == first, spelling
     other = await send(
@@ -177,6 +158,6 @@ async def test_a_retry_that_means_the_same_gets_the_original_reply(
     assert other.error.reason == "IDEMPOTENCY_KEY_REUSED"
     assert [o["id"] for o in (await client.list(customer_id)).data["result"]] == [first.data["id"]]
     await events.wait_for(1, customerid=str(customer_id))
-    marker = await client.create(customer_id, name="marker", source={"type": "tel", "target": "+15559876543"})
+    marker = await client.create(customer_id, name="marker", source=SOURCE)
     received = await events.wait_for(2, customerid=str(customer_id))  # later events arrive after
     assert [e["subject"] for e in received] == [first.data["id"], marker.data["id"]]

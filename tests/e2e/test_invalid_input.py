@@ -2,11 +2,8 @@
 carries on."""
 
 import asyncio
-import json
 import uuid
-from typing import Any
 
-import aio_pika
 import pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
@@ -14,38 +11,12 @@ from aio_pika.abc import AbstractRobustConnection
 from contracts import Reply
 from tests.conftest import AMQP_URL
 from tests.e2e.conftest import Collector, WorkerProcess
+from tests.support.commands import create_json
+from tests.support.sending import send_raw
 from worker.client import OutplanClient
 from worker.messaging.outgoing import DEAD_LETTER_BODY_MAX
 
 pytestmark = pytest.mark.e2e
-
-
-async def send_raw(
-    connection: AbstractRobustConnection, *, exchange: str, routing_key: str, body: bytes, **props: Any
-) -> tuple[str, Reply]:
-    """Publish exactly these bytes and properties; wait for the reply on a queue of our own."""
-    channel = await connection.channel()
-    reply_queue = await channel.declare_queue(exclusive=True)
-    replies: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        await replies.put(message.body)
-
-    await reply_queue.consume(on_reply, no_ack=True)
-    message_id = props.pop("message_id", str(uuid.uuid4()))
-    target = await channel.get_exchange(exchange, ensure=False) if exchange else channel.default_exchange
-    await target.publish(
-        aio_pika.Message(body, message_id=message_id, reply_to=reply_queue.name, **props),
-        routing_key=routing_key,
-    )
-    async with asyncio.timeout(10):
-        return message_id, Reply.model_validate_json(await replies.get())
-
-
-def create_body(customer_id: uuid.UUID, **fields: Any) -> bytes:
-    return json.dumps(
-        {"customer_id": str(customer_id), "source": {"type": "tel", "target": "+15559876543"}, **fields}
-    ).encode()
 
 
 CASES = {
@@ -68,7 +39,7 @@ async def test_invalid_input_is_answered_and_dead_lettered(
     customer_id: uuid.UUID,
 ) -> None:
     body, props, reason = CASES[case]
-    body = body or create_body(customer_id, dial_timeout=30, bogus=True)
+    body = body or create_json(customer_id, dial_timeout=30, bogus=True)
     props = {"content_type": "application/json", **props}
     message_id, reply = await send_raw(
         connection, exchange=worker.names.command_exchange, routing_key="outplan.create", body=body, **props
@@ -118,7 +89,7 @@ async def test_a_command_sent_to_the_queue_with_its_type_is_served(
         connection,
         exchange="",
         routing_key=worker.names.command_queue,
-        body=create_body(customer_id),
+        body=create_json(customer_id),
         type="outplan.create",
         content_type="application/json",
     )
@@ -136,7 +107,7 @@ async def test_a_mutation_without_message_id_is_refused(
     channel = await connection.channel()
     reply_queue = await channel.declare_queue(exclusive=True)
     correlation_id = str(uuid.uuid4())
-    body = create_body(customer_id)
+    body = create_json(customer_id)
 
     def publish() -> None:
         blocking = pika.BlockingConnection(pika.URLParameters(AMQP_URL))

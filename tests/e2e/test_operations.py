@@ -15,11 +15,11 @@ import pytest
 from aiormq.exceptions import PublishError
 
 from tests.conftest import AMQP_URL
+from tests.support.commands import SOURCE
 from tests.support.workers import WorkerProcess, bind_full_subscriber, start_worker, worker_command
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
-SOURCE = {"type": "tel", "target": "+15559876543"}
 
 
 def get(worker: WorkerProcess, path: str, method: str = "GET") -> tuple[int, str]:

@@ -1,5 +1,8 @@
 """Subscribers cannot stall or flood each other, and stopping is prompt and truthful, through
-running workers: a selective subscriber, a full ``reject-publish`` one, nobody at all, a standby."""
+running workers: a selective subscriber, a full ``reject-publish`` one, nobody at all, a standby.
+
+Each test takes a database of its own (``fresh_database``): the relay lock is per database, so no
+other test's worker leads there."""
 
 import asyncio
 import json
@@ -10,6 +13,7 @@ import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +21,17 @@ import aio_pika
 import asyncpg
 import pytest
 
-from tests.conftest import AMQP_URL, create_database, drop_database
+from tests.conftest import AMQP_URL
 from tests.e2e.conftest import Collector
+from tests.support.commands import SOURCE
 from tests.support.workers import WorkerNames, WorkerProcess, delete_names, start_worker
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
-SOURCE = {"type": "tel", "target": "+15559876543"}
 TRAFFIC_SECONDS = 60.0  # the issue asks for a minute of traffic
 WRITERS = 6  # concurrent command loops
 PACE = 0.02  # s between one writer's commands
 FULL = {"x-max-length": 1, "x-overflow": "reject-publish"}
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A database of its own: the relay lock is per database, so no other test's worker leads here."""
-    url = create_database()
-    yield url
-    drop_database(url)
 
 
 def loud_lines(worker: WorkerProcess) -> list[dict[str, Any]]:
@@ -160,10 +156,10 @@ async def neighbours(worker: WorkerProcess, database: str) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(300)
-def test_a_minute_beside_a_selective_and_a_full_subscriber(tmp_path: Path, database: str) -> None:
-    worker = start_worker(database, tmp_path, log_level="DEBUG")
+def test_a_minute_beside_a_selective_and_a_full_subscriber(tmp_path: Path, fresh_database: str) -> None:
+    worker = start_worker(fresh_database, tmp_path, log_level="DEBUG")
     try:
-        seen = asyncio.run(neighbours(worker, database))
+        seen = asyncio.run(neighbours(worker, fresh_database))
     finally:
         stop_timed(worker)
         asyncio.run(delete_names(worker.names))
@@ -220,12 +216,12 @@ async def create_one(names: WorkerNames) -> None:
 
 
 def test_the_quickstart_with_nobody_subscribed_is_quiet_and_stops_at_once(
-    tmp_path: Path, database: str
+    tmp_path: Path, fresh_database: str
 ) -> None:
-    worker = start_worker(database, tmp_path)
+    worker = start_worker(fresh_database, tmp_path)
     try:
         asyncio.run(create_one(worker.names))
-        asyncio.run(checkpoint_reaches_the_end(database, seconds=5))
+        asyncio.run(checkpoint_reaches_the_end(fresh_database, seconds=5))
         time.sleep(0.5)
     finally:
         took = stop_timed(worker)
@@ -235,18 +231,26 @@ def test_the_quickstart_with_nobody_subscribed_is_quiet_and_stops_at_once(
     assert [e["outbox_empty"] for e in worker.log_events("worker stopped")] == [True]
 
 
-def test_a_worker_whose_relay_stands_by_stops_within_a_second(tmp_path: Path, database: str) -> None:
+@contextmanager
+def leader_and_standby(database: str, tmp_path: Path) -> Iterator[tuple[WorkerNames, WorkerProcess]]:
+    """Two workers on the same names and database, the first leading the relay: their names and the
+    standby, started. The leader is stopped on leaving."""
     names = WorkerNames.fresh()
     leader = start_worker(database, tmp_path, names)
     try:
         logged(leader, "relay is publishing")
         standby = start_worker(database, tmp_path, names)
         logged(standby, "worker started")  # the leader answers on these names already
-        asyncio.run(create_one(names))
-        took = stop_timed(standby)
+        yield names, standby
     finally:
         stop_timed(leader)
         asyncio.run(delete_names(names))
+
+
+def test_a_worker_whose_relay_stands_by_stops_within_a_second(tmp_path: Path, fresh_database: str) -> None:
+    with leader_and_standby(fresh_database, tmp_path) as (names, standby):
+        asyncio.run(create_one(names))
+        took = stop_timed(standby)
     print(f"\nstandby stopped {took:.2f} s after SIGTERM")
     assert took < 1.5
     assert loud_lines(standby) == []
@@ -256,18 +260,10 @@ def test_a_worker_whose_relay_stands_by_stops_within_a_second(tmp_path: Path, da
     assert [(e["outbox_published_by"], e["outbox_empty"]) for e in stopped] == [("the leading relay", True)]
 
 
-def test_a_standby_says_what_the_outbox_holds_when_it_stops(tmp_path: Path, database: str) -> None:
+def test_a_standby_says_what_the_outbox_holds_when_it_stops(tmp_path: Path, fresh_database: str) -> None:
     """Its outbox_empty is read from the outbox, not assumed: false while the leader is held back."""
-    names = WorkerNames.fresh()
-    leader = start_worker(database, tmp_path, names)
-    try:
-        logged(leader, "relay is publishing")
-        standby = start_worker(database, tmp_path, names)
-        logged(standby, "worker started")
+    with leader_and_standby(fresh_database, tmp_path) as (names, standby):
         asyncio.run(stop_while_the_leader_is_held_back(names, standby))
-    finally:
-        stop_timed(leader)
-        asyncio.run(delete_names(names))
     stopped = standby.log_events("worker stopped")
     assert [(e["outbox_published_by"], e["outbox_empty"]) for e in stopped] == [("the leading relay", False)]
     assert loud_lines(standby) == []

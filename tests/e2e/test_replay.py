@@ -17,12 +17,12 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from contracts import Applied, Projection, parse_event
 from tests.conftest import AMQP_URL, create_database, drop_database
+from tests.support.commands import SOURCE
 from tests.support.workers import WorkerProcess, delete_names, start_worker, worker_command
 from worker.client import OutplanClient
 from worker.persistence.outplans import to_versioned
 
 pytestmark = pytest.mark.e2e
-SOURCE = {"type": "tel", "target": "+15559876543"}
 
 
 @dataclass

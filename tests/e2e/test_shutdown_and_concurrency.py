@@ -12,11 +12,11 @@ import pytest
 
 from tests.conftest import AMQP_URL
 from tests.e2e.conftest import Collector
+from tests.support.commands import SOURCE
 from tests.support.workers import WorkerNames, bind_full_subscriber, start_worker
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
-SOURCE = {"type": "tel", "target": "+15559876543"}
 
 
 async def create_refused_event(names: WorkerNames) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Collector
+from tests.support.commands import SOURCE
+from tests.support.events import STORED_SOURCE
 from worker.client import OutplanClient
 
 pytestmark = pytest.mark.e2e
@@ -14,7 +16,7 @@ pytestmark = pytest.mark.e2e
 CREATE: dict[str, Any] = {
     "name": "test outplan",
     "detail": "outplan for test use.",
-    "source": {"type": "tel", "target": "+15559876543"},
+    "source": SOURCE,
     "dial_timeout": 30000,
     "try_interval": 600000,
     **{f"max_try_count_{i}": 5 for i in range(5)},
@@ -35,13 +37,7 @@ async def test_the_tutorial_flow(client: OutplanClient, events: Collector, custo
     assert {k: outplan[k] for k in ("name", "detail", "dial_timeout", "try_interval")} == {
         k: CREATE[k] for k in ("name", "detail", "dial_timeout", "try_interval")
     }
-    assert outplan["source"] == {
-        "type": "tel",
-        "target": "+15559876543",
-        "target_name": "",
-        "name": "",
-        "detail": "",
-    }
+    assert outplan["source"] == STORED_SOURCE
     assert outplan["tm_update"] == outplan["tm_create"]
     assert outplan["tm_delete"] == "9999-01-01 00:00:00.000000"
     outplan_id = outplan["id"]

@@ -25,8 +25,9 @@ from pamqp.common import FieldTable
 from contracts import Reply
 from tests.conftest import AMQP_URL
 from tests.faults.conftest import COMMANDS, RATE, ready, report
-from tests.faults.traffic import SOURCE, Traffic
+from tests.faults.traffic import Traffic
 from tests.support import raw_amqp
+from tests.support.commands import SOURCE
 from tests.support.workers import WorkerProcess
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]

@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import AMQP_URL
 from tests.faults.conftest import COMMANDS, RATE, ready, report
-from tests.faults.traffic import SOURCE, Traffic
+from tests.faults.traffic import Traffic
+from tests.support.commands import SOURCE
 from tests.support.faulty_worker import FAULT_MESSAGE, MARKER, InjectedFault
 from tests.support.workers import WorkerProcess, faulty_worker_command
 

@@ -13,9 +13,8 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from contracts import Reply
 from tests.conftest import AMQP_URL
 from tests.faults.ledger import Delivery, Ledger, Sent
+from tests.support.commands import SOURCE
 from tests.support.workers import WorkerNames
-
-SOURCE = {"type": "tel", "target": "+15559876543"}
 
 
 class Traffic:

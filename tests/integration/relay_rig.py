@@ -11,7 +11,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from pydantic import SecretStr
 
 from tests.conftest import AMQP_URL
@@ -61,6 +61,8 @@ class Rig:
     connection: AbstractRobustConnection
     received: list[AbstractIncomingMessage]
     exchange_name: str
+    #: The relays' channels: referenced here for as long as the test runs, as the worker does.
+    relay_channels: list[AbstractChannel] = field(default_factory=list)
 
     async def bind_queue(self) -> AbstractQueue:
         """A ``#`` queue whose messages land in ``received``."""
@@ -89,10 +91,8 @@ class Rig:
     async def relay(self, retry: RetryPolicy | None = None) -> tuple[Relay, asyncio.Task[None]]:
         """A relay on a confirm channel of its own, as the worker opens it."""
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=False)
+        self.relay_channels.append(channel)
         relay = Relay(self.settings, channel, retry=retry)
-        # An attribute of the test's own (Relay declares none by that name): the channel stays
-        # referenced for as long as the relay is.
-        relay._keep_channel = channel  # type: ignore[attr-defined]
         return relay, asyncio.create_task(relay.run())
 
     async def leading(self, *relays: Relay) -> Relay:

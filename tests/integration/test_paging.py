@@ -10,7 +10,8 @@ import pytest
 
 from contracts import ListOutplans
 from contracts.timefmt import format_time
-from tests.support.outplans import change, create, request
+from tests.support.commands import request
+from tests.support.outplans import change, create
 from worker import paging
 from worker.handlers import list_outplans
 from worker.persistence.uow import PgUnitOfWork

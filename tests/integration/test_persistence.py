@@ -7,7 +7,8 @@ from importlib.resources import files
 import asyncpg
 import pytest
 
-from tests.support.outplans import SOURCE, begin_create, change, create, request
+from tests.support.commands import create_body, request
+from tests.support.outplans import change, create, creating
 from worker.persistence.migrate import ensure_database, migrate
 from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
@@ -119,7 +120,7 @@ async def test_change_event_and_record_commit_together(pool: asyncpg.Pool, custo
     message_id = str(uuid.uuid4())
     [outcome] = await change(
         pool,
-        request("outplan.create", {"customer_id": customer_id, "source": SOURCE, "name": "a"}, message_id),
+        request("outplan.create", create_body(customer_id, name="a"), message_id),
     )
     created = json.loads(outcome.reply)["data"]
     assert outcome.status_code == 201 and created["tm_create"] == created["tm_update"]
@@ -143,8 +144,8 @@ async def test_change_event_and_record_commit_together(pool: asyncpg.Pool, custo
 
 
 async def test_without_commit_nothing_is_written(pool: asyncpg.Pool, customer_id: uuid.UUID) -> None:
-    uow, event_id = await begin_create(pool, customer_id)
-    await uow.__aexit__(None, None, None)  # leaves without commit: rolled back
+    async with creating(pool, customer_id) as (_, event_id):
+        pass  # left without commit: rolled back
     assert await pool.fetchval("SELECT count(*) FROM outplans WHERE customer_id = $1", customer_id) == 0
     assert await pool.fetchval("SELECT count(*) FROM outplan_events WHERE event_id = $1", event_id) == 0
 

@@ -10,7 +10,8 @@ import pytest
 
 from contracts import parse_event
 from tests.integration.relay_rig import Rig, rig
-from tests.support.outplans import SOURCE, begin_create, request
+from tests.support.commands import create_body, request
+from tests.support.outplans import create_committed, creating
 from worker.messaging.relay import Relay
 from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
@@ -38,15 +39,12 @@ async def test_a_transaction_that_commits_late_holds_later_writers_back(
     relay can never publish a higher number while a lower one is still uncommitted."""
     await rig.bind_queue()
     relay, task = await rig.relay()
-    first, first_event = await begin_create(rig.pool, customer_id)  # holds the counter until it commits
-    later = asyncio.create_task(begin_create(rig.pool, customer_id))
-    await asyncio.sleep(0.5)
-    assert not later.done() and rig.received == []
-    await first.commit()
-    await first.__aexit__(None, None, None)
-    second, second_event = await asyncio.wait_for(later, 5)
-    await second.commit()
-    await second.__aexit__(None, None, None)
+    async with creating(rig.pool, customer_id) as (first, first_event):  # holds the counter until it commits
+        later = asyncio.create_task(create_committed(rig.pool, customer_id))
+        await asyncio.sleep(0.5)
+        assert not later.done() and rig.received == []
+        await first.commit()
+    second_event = await asyncio.wait_for(later, 5)
     await rig.wait_for(2)
     relay.stop()
     await task
@@ -60,13 +58,10 @@ async def test_a_transaction_that_commits_late_holds_later_writers_back(
 
 async def test_a_rolled_back_write_leaves_no_gap_in_the_numbers(rig: Rig, customer_id: uuid.UUID) -> None:
     await rig.bind_queue()
-    abandoned, _ = await begin_create(rig.pool, customer_id)
-    later = asyncio.create_task(begin_create(rig.pool, customer_id))
-    await asyncio.sleep(0.2)
-    await abandoned.__aexit__(None, None, None)  # rolls back
-    kept, kept_event = await asyncio.wait_for(later, 5)
-    await kept.commit()
-    await kept.__aexit__(None, None, None)
+    async with creating(rig.pool, customer_id):  # left without commit: rolled back
+        later = asyncio.create_task(create_committed(rig.pool, customer_id))
+        await asyncio.sleep(0.2)
+    kept_event = await asyncio.wait_for(later, 5)
     relay, task = await rig.relay()
     await rig.wait_for(1)
     relay.stop()
@@ -80,16 +75,12 @@ async def test_an_event_nobody_binds_is_settled_and_the_next_ones_follow(
 ) -> None:
     """Unrouted is an outcome, not a failure: the checkpoint moves past it and a queue bound later
     receives only what comes after (the event log still has the rest, for replay)."""
-    uow, event_id = await begin_create(rig.pool, customer_id)
-    await uow.commit()
-    await uow.__aexit__(None, None, None)
+    event_id = await create_committed(rig.pool, customer_id)
     relay, task = await rig.relay()
     await rig.settled(seconds=5)
     assert await published(rig.pool, event_id)
     await rig.bind_queue()
-    uow, later_id = await begin_create(rig.pool, customer_id)
-    await uow.commit()
-    await uow.__aexit__(None, None, None)
+    later_id = await create_committed(rig.pool, customer_id)
     await rig.wait_for(1)
     relay.stop()
     await task
@@ -104,9 +95,7 @@ async def test_an_unconfirmed_event_is_published_again_byte_for_byte(
     rig: Rig, customer_id: uuid.UUID
 ) -> None:
     await rig.bind_queue()
-    uow, event_id = await begin_create(rig.pool, customer_id)
-    await uow.commit()
-    await uow.__aexit__(None, None, None)
+    event_id = await create_committed(rig.pool, customer_id)
     relay, task = await rig.relay()
     await rig.wait_for(1)
     relay.stop()
@@ -126,17 +115,13 @@ async def test_only_one_relay_publishes_at_a_time(rig: Rig, customer_id: uuid.UU
     await rig.bind_queue()
     (a, task_a), (b, task_b) = await rig.relay(), await rig.relay()
     for _ in range(5):
-        uow, _ = await begin_create(rig.pool, customer_id)
-        await uow.commit()
-        await uow.__aexit__(None, None, None)
+        await create_committed(rig.pool, customer_id)
     await rig.wait_for(5)
     assert sorted([a.is_leader, b.is_leader]) == [False, True]
     leader, standby = (a, b) if a.is_leader else (b, a)
     assert (leader.published, standby.published) == (5, 0)
     leader.stop()
-    uow, _ = await begin_create(rig.pool, customer_id)
-    await uow.commit()
-    await uow.__aexit__(None, None, None)
+    await create_committed(rig.pool, customer_id)
     await rig.wait_for(6)  # the standby takes over once the leader's lock is gone
     assert standby.is_leader and standby.published == 1
     standby.stop()
@@ -146,9 +131,7 @@ async def test_only_one_relay_publishes_at_a_time(rig: Rig, customer_id: uuid.UU
 
 async def creates(service: Service, customer_id: uuid.UUID, n: int) -> None:
     for _ in range(n):
-        [outcome] = await service.change(
-            [request("outplan.create", {"customer_id": customer_id, "source": SOURCE})]
-        )
+        [outcome] = await service.change([request("outplan.create", create_body(customer_id))])
         assert outcome.status_code == 201
 
 

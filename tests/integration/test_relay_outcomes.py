@@ -10,7 +10,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from tests.integration.relay_rig import Rig, Subscriber, rig
-from tests.support.outplans import SOURCE, request
+from tests.support.commands import create_body, request
 from worker.messaging.window import RetryPolicy
 from worker.observability import metrics
 from worker.persistence.uow import PgUnitOfWork
@@ -38,7 +38,7 @@ async def history(rig: Rig, customer_id: uuid.UUID, outplans: int, updates: int)
     one command per outplan per batch (so outplans interleave in the log); the types in number order."""
     service = Service(lambda **kw: PgUnitOfWork(rig.pool, **kw))
     created = await service.change(
-        [request("outplan.create", {"customer_id": customer_id, "source": SOURCE}) for _ in range(outplans)]
+        [request("outplan.create", create_body(customer_id)) for _ in range(outplans)]
     )
     ids = [o.reply.decode().split('"id":"', 1)[1].split('"', 1)[0] for o in created]
     types = ["outplan_created"] * outplans

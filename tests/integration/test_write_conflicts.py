@@ -7,7 +7,8 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.support.outplans import change, create, request
+from tests.support.commands import create_body, request
+from tests.support.outplans import change, create
 from worker.domain import ConcurrentChange, Versioned
 from worker.persistence.batch_write import NewEvent
 from worker.persistence.inbox import IdempotencyRecord
@@ -105,7 +106,7 @@ async def test_the_same_message_id_from_two_batches_at_once_is_applied_once(
     pool: asyncpg.Pool, customer_id: uuid.UUID
 ) -> None:
     message_id = str(uuid.uuid4())
-    body = {"customer_id": customer_id, "name": "once", "source": {"type": "tel", "target": "+15559876543"}}
+    body = create_body(customer_id, name="once")
     outcomes = await asyncio.gather(
         *(change(pool, request("outplan.create", body, message_id)) for _ in range(4))
     )

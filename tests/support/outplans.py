@@ -2,32 +2,20 @@
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 from contracts import CreateOutplan
 from contracts.timefmt import format_time
+from tests.support.commands import create_body, request
 from worker.handlers import Context, create_outplan
 from worker.persistence.batch_write import NewEvent
 from worker.persistence.uow import PgUnitOfWork
-from worker.requests import Request, decode
+from worker.requests import Request
 from worker.service import Outcome, Service
-
-SOURCE = {"type": "tel", "target": "+15559876543"}
-
-
-def request(command: str, body: dict[str, Any], message_id: str | None = None) -> Request:
-    decoded = decode(
-        json.dumps(body, default=str).encode(),
-        content_type="application/json",
-        routing_key=command,
-        type_=None,
-        message_id=message_id or str(uuid.uuid4()),
-        correlation_id=None,
-    )
-    assert isinstance(decoded, Request), decoded
-    return decoded
 
 
 async def change(pool: asyncpg.Pool, *requests: Request) -> list[Outcome]:
@@ -41,25 +29,32 @@ async def create(
     """``count`` outplans in one transaction: they share one tm_create."""
     outcomes = await change(
         pool,
-        *(
-            request("outplan.create", {"customer_id": customer_id, "source": SOURCE, **fields})
-            for _ in range(count)
-        ),
+        *(request("outplan.create", create_body(customer_id, **fields)) for _ in range(count)),
     )
     assert all(o.status_code == 201 for o in outcomes)
     return [uuid.UUID(json.loads(o.reply)["data"]["id"]) for o in outcomes]
 
 
-async def begin_create(pool: asyncpg.Pool, customer_id: uuid.UUID) -> tuple[PgUnitOfWork, uuid.UUID]:
-    """An open transaction that has written an outplan and its event, not yet committed."""
-    uow = PgUnitOfWork(pool)
-    await uow.__aenter__()
-    await uow.begin()
-    cmd = CreateOutplan.model_validate({"customer_id": customer_id, "source": SOURCE}, strict=False)
-    now = (await uow.read([], [])).moment
-    stored = create_outplan(cmd, None, Context(format_time(now))).stored
-    event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())
-    [written] = await uow.write(
-        inserted=[stored], replaced=[], events=[event], replies=[], read_versions={}, moment=now
-    )
-    return uow, uuid.UUID(written.event_id)
+@asynccontextmanager
+async def creating(
+    pool: asyncpg.Pool, customer_id: uuid.UUID
+) -> AsyncIterator[tuple[PgUnitOfWork, uuid.UUID]]:
+    """An open transaction that has written an outplan and its event: the unit of work and the
+    event's id. Leaving it without ``commit()`` rolls the write back."""
+    async with PgUnitOfWork(pool) as uow:
+        await uow.begin()
+        cmd = CreateOutplan.model_validate(create_body(customer_id), strict=False)
+        now = (await uow.read([], [])).moment
+        stored = create_outplan(cmd, None, Context(format_time(now))).stored
+        event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())
+        [written] = await uow.write(
+            inserted=[stored], replaced=[], events=[event], replies=[], read_versions={}, moment=now
+        )
+        yield uow, uuid.UUID(written.event_id)
+
+
+async def create_committed(pool: asyncpg.Pool, customer_id: uuid.UUID) -> uuid.UUID:
+    """An outplan and its event written in a transaction of their own, committed: the event's id."""
+    async with creating(pool, customer_id) as (uow, event_id):
+        await uow.commit()
+    return event_id

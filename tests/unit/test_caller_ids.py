@@ -11,7 +11,7 @@ import phonenumbers
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from contracts import (
     CreateOutplan,
@@ -21,71 +21,57 @@ from contracts import (
     UpdateBasicInfo,
     UpdateDialInfo,
     parse_event,
-    validation_details,
 )
 from contracts.addresses import WHITE_SPACE, normalise_sip, normalise_tel
 from contracts.projection import Applied
+from tests.support.caller_ids import ACCEPTED, REFUSED, row_ids
+from tests.support.commands import CUSTOMER, SOURCE, create_body, dial_info_body, errors, validated
+from tests.support.events import event_body
 
 pytestmark = pytest.mark.unit
 
-CUSTOMER = str(uuid.uuid4())
+
+COMMANDS = {"create": CreateOutplan, "update_dial_info": UpdateDialInfo}
+NORMALISE = {"tel": normalise_tel, "sip": normalise_sip}
 
 
-def create(**fields: Any) -> dict[str, Any]:
-    return {"customer_id": CUSTOMER, "source": {"type": "tel", "target": "+15559876543"}, **fields}
+def with_target(kind: str, target: str, model: type[BaseModel] = CreateOutplan) -> dict[str, Any]:
+    """A valid body of ``model``'s command but for this caller ID."""
+    source = {"type": kind, "target": target}
+    return dial_info_body(source=source) if model is UpdateDialInfo else create_body(source=source)
 
 
-def stored_target(kind: str, target: str) -> str:
-    return CreateOutplan.model_validate_json(
-        json.dumps(create(source={"type": kind, "target": target}))
-    ).source.target
+def stored_target(kind: str, target: str, model: type[BaseModel] = CreateOutplan) -> str:
+    command = validated(with_target(kind, target, model), model)
+    assert isinstance(command, (CreateOutplan, UpdateDialInfo))
+    return command.source.target
 
 
-def errors(body: dict[str, Any], model: type[BaseModel] = CreateOutplan) -> dict[str, str]:
-    with pytest.raises(ValidationError) as info:
-        model.model_validate_json(json.dumps(body))
-    return {d.field: d.message for d in validation_details(info.value)}
-
-
-def target_error(kind: str, target: str) -> str:
-    found = errors(create(source={"type": kind, "target": target}))
+def target_error(kind: str, target: str, model: type[BaseModel] = CreateOutplan) -> str:
+    found = errors(with_target(kind, target, model), model)
     assert list(found) == ["source.target"], found
     return found["source.target"]
 
 
-# --- the issue's rows, one by one -----------------------------------------------------------
+# --- the rows a running worker is tested with too ---------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("given", "stored"),
-    [
-        ("+44 (0) 20 7946 0958", "+442079460958"),  # the UK way of writing the optional trunk 0
-        ("+49(0)15123020522", "+4915123020522"),
-        ("+33 06 12 34 56 78", "+33612345678"),
-        ("0044 20 7946 0958", "+442079460958"),  # the international prefix 00
-        ("+39 06 1234 5678", "+390612345678"),  # Italy has no trunk prefix: its 0 is part of the number
-    ],
-)
-def test_trunk_prefixes_and_00_give_the_dialable_number(given: str, stored: str) -> None:
-    assert stored_target("tel", given) == stored
+@pytest.mark.parametrize("model", COMMANDS.values(), ids=COMMANDS.keys())
+@pytest.mark.parametrize(("kind", "given", "stored"), ACCEPTED, ids=row_ids(ACCEPTED))
+def test_caller_ids_are_stored_as_dialled(model: type[BaseModel], kind: str, given: str, stored: str) -> None:
+    assert stored_target(kind, given, model) == stored
+    assert NORMALISE[kind](stored) == stored
 
 
-@pytest.mark.parametrize(
-    ("given", "rule"),
-    [
-        (
-            "+999 1234567",
-            "has an unknown country code: +9991234567 does not start with any country's calling code",
-        ),
-        (
-            "+10123456789",
-            "is not a number of country code +1 (US and 24 more): +10123456789 fits none of its number "
-            "ranges",
-        ),
-    ],
-)
-def test_numbers_no_country_has_are_refused_saying_why(given: str, rule: str) -> None:
-    assert target_error("tel", given) == f"source.target {rule}"
+@pytest.mark.parametrize("model", COMMANDS.values(), ids=COMMANDS.keys())
+@pytest.mark.parametrize(("kind", "given", "message"), REFUSED, ids=row_ids(REFUSED))
+def test_caller_ids_no_carrier_can_dial_are_refused_saying_why(
+    model: type[BaseModel], kind: str, given: str, message: str
+) -> None:
+    assert target_error(kind, given, model) == f"source.target {message}"
+
+
+# --- the issue's other rows, one by one ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -98,9 +84,7 @@ def test_numbers_no_country_has_are_refused_saying_why(given: str, rule: str) ->
         "\u00a0+44 20 7946 0958\u00a0",
         "\u3000+44 20 7946 0958\u2028",
         " +44 20 7946 0958 ",
-        "+44\u00a020\u00a07946\u00a00958",  # no-break spaces between the groups
         "+44\u202f20\u20097946\u20020958",  # narrow, thin and en spaces
-        "\uff0b\uff14\uff14 \uff12\uff10 \uff17\uff19\uff14\uff16 \uff10\uff19\uff15\uff18",  # full-width
         "\uff0b\uff14\uff14\u3000\uff12\uff10\u3000\uff17\uff19\uff14\uff16\u3000\uff10\uff19\uff15\uff18",
         "+44/20/7946/0958",
         "+44 20 7946\u20100958",
@@ -118,7 +102,6 @@ def test_white_space_full_width_and_dashes_are_read_consistently(given: str) -> 
 @pytest.mark.parametrize(
     ("given", "char"),
     [
-        ("+44 20\n7946 0958", "\\u000a (line feed)"),
         ("+44 20\t7946 0958", "\\u0009 (tab)"),
         ("+44 20 7946\x070958", "\\u0007 (bell)"),
         ("+44 20 7946 \u202e0958", "\\u202e (RIGHT-TO-LEFT OVERRIDE)"),
@@ -133,9 +116,7 @@ def test_control_characters_inside_a_number_are_named(given: str, char: str) -> 
 @pytest.mark.parametrize(
     ("given", "rule"),
     [
-        ("alice@example.com:99999", "has an invalid port '99999': a port is a number from 1 to 65535"),
         ("alice@example.com:0", "has an invalid port '0'"),
-        ("alice@example..com", "has an empty label in the host name 'example..com'"),
         (
             "alice@\x07example.com",
             "must not contain control or bidirectional-formatting characters; "
@@ -174,26 +155,20 @@ SPELLINGS: list[tuple[str, str | None, str]] = [
     ("+1 011 555 0187", None, "is not a number of country code +1"),  # no area code starts with 0
     ("+1 555 9876", None, "is too short for country code +1"),
     # United Kingdom (+44)
-    ("+44 (0) 20 7946 0958", "+442079460958", ""),
     ("+44 (0)161 496 0000", "+441614960000", ""),
     ("0044 7700 900123", "+447700900123", ""),
     ("+44 7700-900-123", "+447700900123", ""),
-    ("020 7946 0958", None, "must be an international number starting with + or 00"),
     ("+44 20 7946 095", None, "is not a number of country code +44"),
     ("+44 20 7946 0958 ext. 12", None, "must not have an extension"),
     # Germany (+49)
     ("+49 (0)30 1234567", "+49301234567", ""),
-    ("+49(0)15123020522", "+4915123020522", ""),
     ("0049 30/1234567", "+49301234567", ""),
     ("+49 89 123456-78", "+498912345678", ""),
-    ("+49 00 30 1234567", None, "is not a number of country code +49 (DE)"),
     # France (+33)
-    ("+33 06 12 34 56 78", "+33612345678", ""),
     ("+33 1 23 45 67 89", "+33123456789", ""),
     ("0033 (0)1 23 45 67 89", "+33123456789", ""),
     ("+33.6.12.34.56.78", "+33612345678", ""),
     # Italy (+39): the leading 0 belongs to the number
-    ("+39 06 1234 5678", "+390612345678", ""),
     ("+39 02-1234-5678", "+390212345678", ""),
     ("+39 312 345 6789", "+393123456789", ""),
     # Spain (+34)
@@ -231,9 +206,7 @@ SPELLINGS: list[tuple[str, str | None, str]] = [
     ("+353 (0)1 234 5678", "+35312345678", ""),
     ("+800 1234 5678", "+80012345678", ""),  # international freephone
     ("(+44) 20 7946 0958", "+442079460958", ""),
-    ("+44\u00a020\u00a07946\u00a00958", "+442079460958", ""),
     ("\t+33 6 12 34 56 78\n", "+33612345678", ""),
-    ("+999 1234567", None, "has an unknown country code"),
     ("+00 44 20 7946 0958", None, "has an unknown country code"),
     ("+1", None, "is too short to be a phone number"),
     ("+44 20 7946 0958 0958 0958", None, "is too long to be a phone number"),
@@ -251,20 +224,11 @@ def test_real_world_spellings(given: str, stored: str | None, rule: str) -> None
         assert message.startswith(f"source.target {rule}"), message
 
 
-def test_the_table_spans_many_countries() -> None:
-    accepted = [phonenumbers.parse(stored).country_code for _, stored, _ in SPELLINGS if stored]
-    assert len(SPELLINGS) >= 40 and len(set(accepted)) >= 15
-
-
-def test_the_tutorial_number_keeps_working() -> None:
-    # Not a "valid" number to libphonenumber (555 is not an assigned exchange), yet the plan's shape.
-    assert stored_target("tel", "+15559876543") == "+15559876543"
-
-
-def test_a_doubled_trunk_prefix_is_refused() -> None:
-    assert target_error("tel", "+49 00 30 1234567") == (
-        "source.target is not a number of country code +49 (DE): +490301234567 fits none of its number ranges"
-    )
+def test_the_tables_span_many_countries() -> None:
+    shared = [row for row in ACCEPTED + REFUSED if row[0] == "tel"]
+    accepted = [stored for _, stored, _ in SPELLINGS if stored] + [s for k, _, s in ACCEPTED if k == "tel"]
+    countries = {phonenumbers.parse(stored).country_code for stored in accepted}
+    assert len(SPELLINGS) + len(shared) >= 40 and len(countries) >= 15
 
 
 def test_a_value_that_would_not_read_back_as_itself_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,7 +243,7 @@ def test_a_value_that_would_not_read_back_as_itself_is_refused(monkeypatch: pyte
 
 
 def test_extensions_are_refused_saying_caller_ids_cannot_carry_one() -> None:
-    for number in ("+44 20 7946 0958 x12", "+44 20 7946 0958 #12", "+44 20 7946 0958 ext 12"):
+    for number in ("+44 20 7946 0958 #12", "+44 20 7946 0958 ext 12"):  # x12: a shared row
         assert "a caller ID cannot carry one" in target_error("tel", number)
 
 
@@ -302,7 +266,6 @@ def test_numbers_without_a_country_code_are_refused_even_if_local_to_somewhere()
         ("alice@example.com:05060", "alice@example.com:5060"),
         ("alice@example.com:65535", "alice@example.com:65535"),
         ("alice@10.0.0.1:5060", "alice@10.0.0.1:5060"),
-        ("alice@[2001:DB8::1]", "alice@[2001:db8::1]"),
         ("alice@[2001:db8::1]:5061", "alice@[2001:db8::1]:5061"),
         ("+15559876543@trunk.example.net", "+15559876543@trunk.example.net"),
         ("a.b-c_d!~*'()&=+$,;?/%40x@example.com", "a.b-c_d!~*'()&=+$,;?/%40x@example.com"),
@@ -319,14 +282,6 @@ def test_sip_addresses_accepted(given: str, stored: str) -> None:
 @pytest.mark.parametrize(
     ("given", "rule"),
     [
-        (
-            "sips:alice@example.com",
-            "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); sips: URIs",
-        ),
-        (
-            "alice@example.com;transport=tcp",
-            "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); URI parameters",
-        ),
         (
             "alice@example.com?subject=hi",
             "must be a SIP address user@host[:port] (e.g. alice@pbx.example.com); URI parameters",
@@ -374,11 +329,11 @@ def test_sip_addresses_refused(given: str, rule: str) -> None:
 # --- control characters in names and free text ----------------------------------------------
 
 NAMED = [
-    ("name", lambda v: create(name=v)),
-    ("source.name", lambda v: create(source={"type": "tel", "target": "+15559876543", "name": v})),
+    ("name", lambda v: create_body(name=v)),
+    ("source.name", lambda v: create_body(source={**SOURCE, "name": v})),
     (
         "source.target_name",
-        lambda v: create(source={"type": "tel", "target": "+15559876543", "target_name": v}),
+        lambda v: create_body(source={**SOURCE, "target_name": v}),
     ),
 ]
 
@@ -413,36 +368,20 @@ def test_update_basic_info_name_refuses_them_too() -> None:
 
 def test_names_keep_ordinary_unicode() -> None:
     name = "Ventes \u00e9t\u00e9 \u2014 \u05de\u05db\u05d9\u05e8\u05d5\u05ea \u200f\u65e5\u672c \U0001f4de"
-    cmd = CreateOutplan.model_validate_json(json.dumps(create(name=name)))
+    cmd = validated(create_body(name=name))
     assert cmd.name == name
 
 
 @pytest.mark.parametrize("detail", ["line 1\nline 2\r\n\ttabbed", "bell \x07 and \u202e override"])
 def test_detail_is_free_text_except_nul(detail: str) -> None:
-    cmd = CreateOutplan.model_validate_json(
-        json.dumps(create(detail=detail, source={"type": "tel", "target": "+15559876543", "detail": detail}))
-    )
+    cmd = validated(create_body(detail=detail, source={**SOURCE, "detail": detail}))
     assert cmd.detail == detail and cmd.source.detail == detail
-    assert errors(create(detail="a\x00b")) == {
+    assert errors(create_body(detail="a\x00b")) == {
         "detail": "detail must not contain the NUL character (\\u0000)"
     }
-    assert errors(create(source={"type": "tel", "target": "+15559876543", "detail": "\x00"})) == {
+    assert errors(create_body(source={**SOURCE, "detail": "\x00"})) == {
         "source.detail": "source.detail must not contain the NUL character (\\u0000)"
     }
-
-
-def test_update_dial_info_applies_the_same_target_rules() -> None:
-    body = {
-        "customer_id": CUSTOMER,
-        "id": str(uuid.uuid4()),
-        "source": {"type": "tel", "target": "+44 (0) 20 7946 0958"},
-        "dial_timeout": 30000,
-        "try_interval": 60000,
-        **{f"max_try_count_{i}": 1 for i in range(5)},
-    }
-    assert UpdateDialInfo.model_validate_json(json.dumps(body)).source.target == "+442079460958"
-    body["source"] = {"type": "sip", "target": "alice@example..com"}
-    assert list(errors(body, UpdateDialInfo)) == ["source.target"]
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -544,41 +483,14 @@ OLD_RULE_SOURCES = [
 ]
 
 
-def event_body(source: dict[str, Any], kind: str = "outplan_created", version: int = 1) -> str:
-    outplan_id = str(uuid.uuid4())
-    data = {
-        "id": outplan_id,
-        "customer_id": CUSTOMER,
-        "name": "old\tname",
-        "detail": "",
-        "source": source,
-        "dial_timeout": 30000,
-        "try_interval": 60000,
-        **{f"max_try_count_{i}": 0 for i in range(5)},
-        "tm_create": "2024-01-01 00:00:00.000000",
-        "tm_update": "2024-01-01 00:00:00.000000",
-        "tm_delete": "9999-01-01 00:00:00.000000",
-    }
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "source": "outplan-worker",
-            "type": kind,
-            "subject": outplan_id,
-            "time": "2024-01-01T00:00:00Z",
-            "datacontenttype": "application/json",
-            "customerid": CUSTOMER,
-            "outplanversion": version,
-            "eventsequence": 1,
-            "data": data,
-        }
-    )
+def logged_under_old_rules(source: dict[str, Any]) -> bytes:
+    """The outplan_created of an outplan with this source and a tab in its name."""
+    return event_body("outplan_created", 1, name="old\tname", source=source)
 
 
 @pytest.mark.parametrize("source", OLD_RULE_SOURCES, ids=[s["target"] for s in OLD_RULE_SOURCES])
 def test_events_logged_under_the_old_rules_still_parse_and_project(source: dict[str, Any]) -> None:
-    event = parse_event(event_body(source))
+    event = parse_event(logged_under_old_rules(source))
     assert event.data.source.model_dump() == source
     projection = Projection()
     assert projection.apply(event) is Applied.APPLIED
@@ -588,13 +500,11 @@ def test_events_logged_under_the_old_rules_still_parse_and_project(source: dict[
 
 def test_the_read_model_ignores_source_fields_added_later() -> None:
     source = {**OLD_RULE_SOURCES[0], "display": "later addition"}
-    assert parse_event(event_body(source)).data.source.target == "+4402079460958"
+    assert parse_event(logged_under_old_rules(source)).data.source.target == "+4402079460958"
 
 
 def test_an_outplan_built_from_a_command_equals_the_same_outplan_read_back() -> None:
-    cmd = CreateOutplan.model_validate_json(
-        json.dumps(create(source={"type": "tel", "target": "+44 (0) 20 7946 0958"}))
-    )
+    cmd = validated(create_body(source={"type": "tel", "target": "+44 (0) 20 7946 0958"}))
     fields: dict[str, Any] = {
         "id": uuid.uuid4(),
         "customer_id": cmd.customer_id,

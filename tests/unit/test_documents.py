@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from contracts import COMMANDS, names
 from contracts.documents import EVENTS, asyncapi, json_schemas
+from tests.support.commands import CUSTOMER, SOURCE
 from worker.schema_docs import render_asyncapi_yaml, write_documents
 
 pytestmark = pytest.mark.unit
@@ -24,9 +25,7 @@ REGENERATE = (
     "Path('contracts/asyncapi.yaml').write_text(render_asyncapi_yaml())\""
 )
 
-CUSTOMER = "5e7c1f0e-2b1a-4c55-9d3e-0c1f2a3b4c5d"
 OUTPLAN = "0b8f3a52-8d7e-4a0c-9f3e-6d2b1c0a9e87"
-SOURCE = {"type": "tel", "target": "+15559876543"}
 VALID: dict[str, dict[str, Any]] = {
     names.CREATE: {"customer_id": CUSTOMER, "source": SOURCE, "dial_timeout": 30000},
     names.UPDATE_BASIC_INFO: {"customer_id": CUSTOMER, "id": OUTPLAN, "name": "n", "detail": "d"},

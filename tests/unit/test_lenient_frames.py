@@ -124,5 +124,12 @@ def test_a_header_cut_short_is_still_a_framing_error() -> None:
 
 
 def test_install_is_idempotent_and_checks_its_hook_point() -> None:
+    lenient_frames.install()  # again: the fixture installed it already
     lenient_frames.install()
-    assert pamqp.frame._unmarshal_header_frame is lenient_frames._unmarshal_header_frame
+    # Installed once, through the function pamqp.frame.unmarshal calls: pamqp still decodes an
+    # ordinary header itself (a second wrapping would recurse into the lenient path) ...
+    ordinary = unmarshal(header_payload(message_id="abc"))
+    assert type(ordinary) is ContentHeader and ordinary.properties.message_id == "abc"
+    # ... and a header it cannot decode is read leniently instead of breaking the frame.
+    odd = unmarshal(header_payload(message_id="XXXXX").replace(b"XXXXX", NOT_UTF8))
+    assert isinstance(odd, LenientContentHeader) and set(odd.unreadable) == {"message_id"}

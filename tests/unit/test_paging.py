@@ -1,6 +1,5 @@
 """Page tokens decode totally: any text is a position the list query can bind, or a 400."""
 
-import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +8,15 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from contracts.fields import unstorable
+from tests.support.page_tokens import (
+    FIRST_ID,
+    OUT_OF_RANGE_TOKEN,
+    TOKEN_LIKE,
+    bare_times,
+    near_tokens,
+    token,
+    well_formed,
+)
 from worker import paging
 from worker.domain import PagePosition
 
@@ -18,35 +26,7 @@ EARLIEST = datetime.min.replace(tzinfo=UTC)
 LATEST = datetime.max.replace(tzinfo=UTC)
 
 
-FIRST_ID = uuid.UUID(int=1)
-
-
-def token(micros: int, outplan_id: uuid.UUID = FIRST_ID) -> str:
-    raw = micros.to_bytes(8, "big", signed=True) + outplan_id.bytes
-    return "o1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-well_formed = st.builds(
-    lambda micros, tail: "o1." + _b64(micros.to_bytes(8, "big", signed=True) + tail),
-    st.integers(-(2**63), 2**63 - 1),
-    st.binary(min_size=16, max_size=16),
-)
-near_tokens = st.builds(lambda raw: "o1." + _b64(raw), st.binary(max_size=40))
-bare_times = st.builds(
-    "{:04d}-{:02d}-{:02d} {:02d}:{:02d}:{:02d}.{}".format,
-    st.integers(0, 10_000),
-    st.integers(0, 13),
-    st.integers(0, 32),
-    st.integers(0, 25),
-    st.integers(0, 61),
-    st.integers(0, 61),
-    st.text("0123456789", min_size=0, max_size=8),
-)
-any_text = st.text() | st.text(st.characters(codec="ascii")) | st.from_regex(r"o1\.[A-Za-z0-9_\-=+/]{0,40}")
+any_text = st.text() | st.text(st.characters(codec="ascii")) | st.from_regex(TOKEN_LIKE)
 
 
 def assert_bindable(position: PagePosition | None) -> None:
@@ -61,7 +41,7 @@ def assert_bindable(position: PagePosition | None) -> None:
 
 
 @given(any_text | well_formed | near_tokens | bare_times)
-@example("o1.f_________8AAAAAAAAAAAAAAAAAAAAB")  # the issue's token: a time far past year 9999
+@example(OUT_OF_RANGE_TOKEN)
 @example(token(-(2**63)))
 @example("o1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\x00")
 @example("o1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAé")
@@ -92,7 +72,7 @@ def test_the_extreme_moments_round_trip(moment: datetime) -> None:
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("o1.f_________8AAAAAAAAAAAAAAAAAAAAB", "outside years 1 to 9999"),
+        (OUT_OF_RANGE_TOKEN, "outside years 1 to 9999"),
         (token(paging.to_micros(LATEST) + 1), "outside years 1 to 9999"),
         (token(paging.to_micros(EARLIEST) - 1), "outside years 1 to 9999"),
         ("o1.AAAA", "not a token this service returned"),  # wrong length

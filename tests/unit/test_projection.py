@@ -2,47 +2,20 @@
 
 import json
 import uuid
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from contracts import Applied, Gap, OutplanDeleted, OutplanUpdated, Projection, parse_event
+from tests.support.events import event_body
 
 pytestmark = pytest.mark.unit
 OUTPLAN = str(uuid.uuid4())
-CUSTOMER = str(uuid.uuid4())
 
 
 def body(kind: str, version: int, *, name: str = "n", event_id: str | None = None) -> bytes:
-    data: dict[str, Any] = {
-        "id": OUTPLAN,
-        "customer_id": CUSTOMER,
-        "name": name,
-        "detail": "",
-        "source": {"type": "tel", "target": "+15559876543", "target_name": "", "name": "", "detail": ""},
-        "dial_timeout": 30000,
-        "try_interval": 60000,
-        **{f"max_try_count_{i}": 1 for i in range(5)},
-        "tm_create": "2026-01-01 00:00:00.000000",
-        "tm_update": "2026-01-01 00:00:00.000000",
-        "tm_delete": "9999-01-01 00:00:00.000000",
-    }
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": event_id or str(uuid.uuid4()),
-            "source": "outplan-worker",
-            "type": kind,
-            "subject": OUTPLAN,
-            "time": "2026-01-01T00:00:00.000000Z",
-            "datacontenttype": "application/json",
-            "customerid": CUSTOMER,
-            "outplanversion": version,
-            "eventsequence": version,
-            "data": data,
-        }
-    ).encode()
+    """An event of the one outplan these tests follow."""
+    return event_body(kind, version, outplan_id=OUTPLAN, name=name, event_id=event_id)
 
 
 def test_parse_event_gives_the_typed_event() -> None:

@@ -11,13 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts import CreateOutplan, GetOutplan
+from tests.support.commands import CUSTOMER, SOURCE, create_body, create_json, create_text
+from tests.support.spellings import spelled_otherwise
 from worker import paging
 from worker.requests import Rejection, Request, decode, strict_json_problems
 
 pytestmark = pytest.mark.unit
 
-CUSTOMER = str(uuid.uuid4())
-CREATE = json.dumps({"customer_id": CUSTOMER, "source": {"type": "tel", "target": "+15559876543"}}).encode()
+CREATE = create_json()
 
 
 def run(body: bytes = CREATE, **props: Any) -> Request | Rejection:
@@ -82,9 +83,7 @@ def test_invalid_input_is_rejected_with_a_reason(
 
 
 def test_validation_failures_carry_field_details() -> None:
-    body = json.dumps(
-        {"customer_id": CUSTOMER, "source": {"type": "tel", "target": "+15559876543"}, "dial_timeout": 30}
-    ).encode()
+    body = create_json(dial_timeout=30)
     reply = json.loads(rejected(run(body)).reply().to_json())
     assert reply["error"]["details"] == [
         {
@@ -160,11 +159,11 @@ def test_a_message_id_the_database_cannot_hold_is_refused_naming_it(message_id: 
         (_create_with(name="a\\u0000b"), "name"),
         (_create_with(detail="\\u0000"), "detail"),
         (_create_with(source={"type": "sip", "target": "b\\u0000b@example.com"}), "source.target"),
-        (_create_with(source={"type": "tel", "target": "+15559876543", "name": "\\u0000"}), "source.name"),
+        (_create_with(source={**SOURCE, "name": "\\u0000"}), "source.name"),
         (_create_with(name="a\\ud800b"), "name"),
         (_create_with(detail="\\udfff"), "detail"),
         (
-            _create_with(source={"type": "tel", "target": "+15559876543", "target_name": "\\udc00x"}),
+            _create_with(source={**SOURCE, "target_name": "\\udc00x"}),
             "source.target_name",
         ),
         (_create_with(source={"type": "sip", "target": "\\ud800@example.com"}), "source.target"),
@@ -214,31 +213,24 @@ def test_a_page_token_that_names_no_position_is_refused_naming_it(token: str) ->
 # ---- strict JSON: a body means one thing to every reader ----------------------------------------
 
 OTHER_CUSTOMER = str(uuid.uuid4())
-TEL = '{"type": "tel", "target": "+15559876543"}'
 
 
 @pytest.mark.parametrize(
     ("body", "key"),
     [
         # Whose outplan is it? The first customer_id to one parser, the last to another.
-        (
-            f'{{"customer_id": "{CUSTOMER}", "customer_id": "{OTHER_CUSTOMER}", "source": {TEL}}}',
-            "customer_id",
-        ),
-        (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "customer_id": "{CUSTOMER}"}}', "customer_id"),
+        (create_text(f'"customer_id": "{OTHER_CUSTOMER}"'), "customer_id"),
+        (create_text(f'"customer_id": "{CUSTOMER}"'), "customer_id"),
         (
             f'{{"customer_id": "{CUSTOMER}",'
             ' "source": {"type": "sip", "type": "tel", "target": "+15559876543"}}',
             "source.type",
         ),
-        (
-            f'{{"customer_id": "{CUSTOMER}", "customer\\u005fid": "{OTHER_CUSTOMER}", "source": {TEL}}}',
-            "customer_id",
-        ),
-        (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "name": "a:b", "name": "c"}}', "name"),
-        (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "name": "\\u003a", "name": "c"}}', "name"),
-        (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "x": {{"y": [{{"z": 1, "z": 1}}]}}}}', "x.y.0.z"),
-        (f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "a b": 1, "a b": 2}}', '"a b"'),
+        (create_text(f'"customer\\u005fid": "{OTHER_CUSTOMER}"'), "customer_id"),
+        (create_text('"name": "a:b", "name": "c"'), "name"),
+        (create_text('"name": "\\u003a", "name": "c"'), "name"),
+        (create_text('"x": {"y": [{"z": 1, "z": 1}]}'), "x.y.0.z"),
+        (create_text('"a b": 1, "a b": 2'), '"a b"'),
     ],
 )
 def test_a_key_twice_in_one_object_is_malformed_json_naming_it(body: str, key: str) -> None:
@@ -258,11 +250,7 @@ def test_every_repeated_key_is_named_in_document_order() -> None:
 
 
 def test_thousands_of_repeats_are_named_ten_at_a_time() -> None:
-    body = (
-        f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "x": ['
-        + ",".join(['{"a": 1, "a": 2}'] * 3000)
-        + "]}"
-    )
+    body = create_text('"x": [' + ",".join(['{"a": 1, "a": 2}'] * 3000) + "]")
     rejection = rejected(run(body.encode()))
     assert rejection.reason == "MALFORMED_JSON"
     assert [d.field for d in rejection.details] == [f"x.{i}.a" for i in range(10)]
@@ -270,16 +258,14 @@ def test_thousands_of_repeats_are_named_ten_at_a_time() -> None:
 
 
 def test_a_problem_past_thousands_of_arrays_is_still_refused_and_named() -> None:
-    body = (
-        f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "x": [' + ",".join(["[0]"] * 5000) + '], "y": NaN}'
-    )
+    body = create_text('"x": [' + ",".join(["[0]"] * 5000) + "]", '"y": NaN')
     rejection = rejected(run(body.encode()))
     assert rejection.reason == "MALFORMED_JSON" and "NaN" in rejection.message
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_malformed_json_naming_the_token(token: str) -> None:
-    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "dial_timeout": {token}}}'.encode()
+    body = create_text(f'"dial_timeout": {token}').encode()
     rejection = rejected(run(body))
     assert rejection.reason == "MALFORMED_JSON"
     assert [d.field for d in rejection.details] == ["dial_timeout"]
@@ -319,7 +305,7 @@ def test_strict_json_that_looks_unusual_is_accepted(fields: dict[str, str]) -> N
     ],
 )
 def test_strict_types_are_still_strict(value: str, message: str) -> None:
-    body = f'{{"customer_id": "{CUSTOMER}", "source": {TEL}, "dial_timeout": {value}}}'.encode()
+    body = create_text(f'"dial_timeout": {value}').encode()
     rejection = rejected(run(body))
     assert rejection.reason == "VALIDATION_FAILED" and rejection.message.startswith(message)
     assert [d.field for d in rejection.details] == ["dial_timeout"]
@@ -430,12 +416,7 @@ def test_other_charsets_and_parameters_are_still_refused(content_type: str) -> N
 
 # ---- idempotency: the fingerprint is what the command means ------------------------------------
 
-CREATE_FIELDS: dict[str, Any] = {
-    "customer_id": CUSTOMER,
-    "name": "renewals",
-    "source": {"type": "tel", "target": "+15559876543"},
-    "dial_timeout": 45000,
-}
+CREATE_FIELDS = create_body(name="renewals", dial_timeout=45000)
 
 
 def fingerprint_of(body: bytes, command: str = "outplan.create") -> bytes:
@@ -448,22 +429,7 @@ def fingerprint_of(body: bytes, command: str = "outplan.create") -> bytes:
     return request.fingerprint
 
 
-def _reordered(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _reordered(v) for k, v in reversed(value.items())}
-    return value
-
-
-SAME_MEANING = {
-    "key order": json.dumps(_reordered(CREATE_FIELDS)),
-    "whitespace": json.dumps(CREATE_FIELDS, indent=4) + "\n",
-    "compact": json.dumps(CREATE_FIELDS, separators=(",", ":")),
-    "upper-case UUID": json.dumps({**CREATE_FIELDS, "customer_id": CUSTOMER.upper()}),
-    "defaults sent": json.dumps(
-        {**CREATE_FIELDS, "detail": "", "try_interval": 60000, **{f"max_try_count_{i}": 0 for i in range(5)}}
-    ),
-    "escaped text": json.dumps(CREATE_FIELDS).replace("renewals", "\\u0072enewals"),
-}
+SAME_MEANING = spelled_otherwise(CREATE_FIELDS)
 
 
 @pytest.mark.parametrize("spelling", SAME_MEANING.values(), ids=SAME_MEANING.keys())
@@ -525,7 +491,7 @@ def test_the_fingerprint_names_the_command() -> None:
             {
                 "customer_id": CUSTOMER,
                 "id": str(uuid.uuid4()),
-                "source": {"type": "tel", "target": "+15559876543"},
+                "source": SOURCE,
                 "dial_timeout": 1000,
                 "try_interval": 1000,
                 **{f"max_try_count_{i}": i for i in range(5)},

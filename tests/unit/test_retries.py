@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from worker import app, retries
-from worker.app import Misconfigured, StoppedWhileStarting, _keep_trying, purge_idempotency_records
+from worker.app import Misconfigured, StoppedWhileStarting, keep_trying, purge_idempotency_records
 from worker.messaging.consumer import _until_the_database_answers
 from worker.messaging.relay import Relay
 from worker.persistence import inbox
@@ -221,7 +221,7 @@ def _retry_lines(logs: Sequence[Mapping[str, Any]], event: str) -> list[Mapping[
 async def test_start_up_retries_transient_errors_and_logs_each_wait() -> None:
     script = Script(ConnectionRefusedError(), asyncpg.PostgresConnectionError("gone"))
     with capture_logs() as logs:
-        assert await _keep_trying("broker", script, asyncio.Event()) == 3
+        assert await keep_trying("broker", script, asyncio.Event()) == 3
     lines = _retry_lines(logs, "broker unreachable; retrying")
     assert [line["error"] for line in lines] == ["ConnectionRefusedError", "PostgresConnectionError"]
     assert all(_within(line["retry_in"], _nominal(0.2, 5.0, n)) for n, line in enumerate(lines, 1)), lines
@@ -240,7 +240,7 @@ async def test_start_up_retries_transient_errors_and_logs_each_wait() -> None:
 async def test_start_up_raises_a_misconfiguration_at_once(error: Exception, says: str) -> None:
     script = Script(error)
     with capture_logs() as logs, pytest.raises(Misconfigured, match=says):
-        await _keep_trying("broker", script, asyncio.Event())
+        await keep_trying("broker", script, asyncio.Event())
     assert script.attempts == 1
     assert not _retry_lines(logs, "broker unreachable; retrying")
 
@@ -249,7 +249,7 @@ async def test_start_up_raises_an_error_that_is_not_transient_unchanged() -> Non
     bug = KeyError("bug")
     script = Script(ConnectionRefusedError(), bug)
     with pytest.raises(KeyError) as raised:
-        await _keep_trying("database", script, asyncio.Event())
+        await keep_trying("database", script, asyncio.Event())
     assert raised.value is bug and script.attempts == 2
 
 
@@ -259,7 +259,7 @@ async def test_a_stop_while_start_up_waits_ends_it_at_once_without_another_attem
     asyncio.get_running_loop().call_later(0.02, stop.set)  # within the first wait, of 0.1 s or more
     started = time.monotonic()
     with capture_logs() as logs, pytest.raises(StoppedWhileStarting):
-        await _keep_trying("broker", script, stop)
+        await keep_trying("broker", script, stop)
     stopped_after = time.monotonic() - started
     [line] = _retry_lines(logs, "broker unreachable; retrying")
     assert stopped_after < line["retry_in"]  # the wait was cut short
@@ -276,7 +276,7 @@ async def test_workers_waiting_for_the_same_server_retry_at_different_times() ->
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(0.5, stop.set)
         with pytest.raises(StoppedWhileStarting):
-            await _keep_trying(name, refused, stop)
+            await keep_trying(name, refused, stop)
 
     names = [f"broker {n}" for n in range(10)]
     with capture_logs() as logs:

@@ -11,17 +11,16 @@ from uuid import UUID
 
 import pytest
 
+from tests.support.commands import CUSTOMER, create_body, request
 from tests.support.faulty_worker import FAULTY_REGISTRY, MARKER, InjectedFault
 from worker.domain import ConcurrentChange, Versioned
 from worker.persistence.batch_write import NewEvent
 from worker.persistence.inbox import IdempotencyRecord
 from worker.persistence.outbox import LoggedEvent
 from worker.persistence.snapshot import Snapshot
-from worker.requests import Request, decode
 from worker.service import Service, UowFactory
 
 pytestmark = pytest.mark.unit
-CUSTOMER = str(uuid.uuid4())
 
 
 class FakeUnitOfWork:
@@ -103,24 +102,11 @@ def service(uow: FakeUnitOfWork) -> Service:
     return Service(opens(uow))
 
 
-def request(command: str, body: dict[str, Any], message_id: str | None = "m-1") -> Request:
-    decoded = decode(
-        json.dumps(body).encode(),
-        content_type="application/json",
-        routing_key=command,
-        type_=None,
-        message_id=message_id,
-        correlation_id=None,
-    )
-    assert isinstance(decoded, Request), decoded
-    return decoded
-
-
-CREATE = {"customer_id": CUSTOMER, "name": "n", "source": {"type": "tel", "target": "+15559876543"}}
+CREATE = create_body(name="n")
 
 
 async def test_create_records_one_event_and_commits(service: Service, uow: FakeUnitOfWork) -> None:
-    outcome = await service.execute(request("outplan.create", CREATE))
+    outcome = await service.execute(request("outplan.create", CREATE, "m-1"))
     reply = json.loads(outcome.reply)
     assert outcome.status_code == 201 and reply["data"]["name"] == "n"
     assert uow.recorded == [("outplan_created", 1, "m-1")]
@@ -130,32 +116,18 @@ async def test_create_records_one_event_and_commits(service: Service, uow: FakeU
 async def test_a_repeated_message_id_gets_the_original_reply_and_no_event(
     service: Service, uow: FakeUnitOfWork
 ) -> None:
-    first = await service.execute(request("outplan.create", CREATE))
-    again = await service.execute(request("outplan.create", CREATE))
+    first = await service.execute(request("outplan.create", CREATE, "m-1"))
+    again = await service.execute(request("outplan.create", CREATE, "m-1"))
     assert again.reply == first.reply and again.replayed and again.status_code == 201
     assert len(uow.rows) == 1 and len(uow.recorded) == 1
 
 
 async def test_a_reused_message_id_with_another_body_is_409(service: Service, uow: FakeUnitOfWork) -> None:
-    await service.execute(request("outplan.create", CREATE))
-    outcome = await service.execute(request("outplan.create", {**CREATE, "name": "other"}))
+    await service.execute(request("outplan.create", CREATE, "m-1"))
+    outcome = await service.execute(request("outplan.create", {**CREATE, "name": "other"}, "m-1"))
     reply = json.loads(outcome.reply)
     assert outcome.status_code == 409 and reply["error"]["reason"] == "IDEMPOTENCY_KEY_REUSED"
     assert len(uow.rows) == 1 and len(uow.recorded) == 1
-
-
-def spelled(command: str, text: str, message_id: str = "m-1") -> Request:
-    """A request decoded from exactly this JSON text."""
-    decoded = decode(
-        text.encode(),
-        content_type="application/json",
-        routing_key=command,
-        type_=None,
-        message_id=message_id,
-        correlation_id=None,
-    )
-    assert isinstance(decoded, Request), decoded
-    return decoded
 
 
 # CREATE as another producer writes it: other key order, indented, upper-case UUID, a default sent.
@@ -173,8 +145,8 @@ CREATE_SPELLED_OTHERWISE = json.dumps(
 async def test_a_retry_spelled_otherwise_gets_the_original_reply(
     service: Service, uow: FakeUnitOfWork
 ) -> None:
-    first = await service.execute(request("outplan.create", CREATE))
-    again = await service.execute(spelled("outplan.create", CREATE_SPELLED_OTHERWISE))
+    first = await service.execute(request("outplan.create", CREATE, "m-1"))
+    again = await service.execute(request("outplan.create", CREATE_SPELLED_OTHERWISE, "m-1"))
     assert again.replayed and again.status_code == 201 and again.reply == first.reply
     assert len(uow.rows) == 1 and len(uow.recorded) == 1
 
@@ -184,7 +156,7 @@ async def test_the_same_message_id_spelled_otherwise_in_one_batch_is_one_command
     uow: FakeUnitOfWork,
 ) -> None:
     first, again = await service.change(
-        [request("outplan.create", CREATE), spelled("outplan.create", CREATE_SPELLED_OTHERWISE)]
+        [request("outplan.create", CREATE, "m-1"), request("outplan.create", CREATE_SPELLED_OTHERWISE, "m-1")]
     )
     assert first.status_code == 201 and again.replayed and again.reply == first.reply
     assert len(uow.rows) == 1 and len(uow.recorded) == 1
@@ -199,7 +171,7 @@ async def test_a_record_written_before_fingerprints_still_replays(
     old_hash = hashlib.sha256(b"outplan.create\0" + body.encode()).digest()
     key = (uuid.UUID(CUSTOMER), "m-old")
     uow.records[key] = IdempotencyRecord(key, "outplan.create", old_hash, 201, original)
-    retried = await service.execute(spelled("outplan.create", body, "m-old"))
+    retried = await service.execute(request("outplan.create", body, "m-old"))
     assert retried.replayed and retried.status_code == 201 and retried.reply == original
     assert uow.rows == {} and uow.recorded == []
     other = await service.execute(request("outplan.create", {**CREATE, "name": "other"}, "m-old"))
@@ -209,7 +181,7 @@ async def test_a_record_written_before_fingerprints_still_replays(
 async def test_new_records_hold_the_fingerprint_not_the_raw_body(
     service: Service, uow: FakeUnitOfWork
 ) -> None:
-    created = request("outplan.create", CREATE)
+    created = request("outplan.create", CREATE, "m-1")
     await service.execute(created)
     stored = uow.records[(uuid.UUID(CUSTOMER), "m-1")]
     assert stored.body_hash == created.fingerprint != created.raw_body_hash

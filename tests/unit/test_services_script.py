@@ -157,30 +157,33 @@ def plan_of(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0].removeprefix("plan: ")
 
 
+def plan(*steps: str) -> str:
+    """A plan as a dry run prints it: its steps joined with ';'."""
+    return ";".join(steps)
+
+
+INSTALL_BOTH, INSTALL_PG, INSTALL_MQ = (
+    "install postgresql rabbitmq-server",
+    "install postgresql",
+    "install rabbitmq-server",
+)
+START_PG, START_MQ, WAIT = "start-postgresql", "start-rabbitmq", "wait"
+SET_UP_PG = ("trust-local-postgres", START_PG)  # once PostgreSQL is installed
+
+
 @pytest.mark.parametrize(
-    ("pg", "mq", "root", "apt", "plan"),
+    ("pg", "mq", "root", "apt", "expected"),
     [
+        # PostgreSQL, RabbitMQ, root, apt-get: the plan
         ("running", "running", True, True, "up"),
         ("running", "running", False, False, "up"),
-        ("stopped", "stopped", True, True, "start-postgresql;start-rabbitmq;wait"),
-        ("running", "stopped", True, True, "start-rabbitmq;wait"),
-        ("stopped", "running", True, False, "start-postgresql;wait"),
-        (
-            "missing",
-            "missing",
-            True,
-            True,
-            "install postgresql rabbitmq-server;trust-local-postgres;start-postgresql;start-rabbitmq;wait",
-        ),
-        ("running", "missing", True, True, "install rabbitmq-server;start-rabbitmq;wait"),
-        ("missing", "running", True, True, "install postgresql;trust-local-postgres;start-postgresql;wait"),
-        (
-            "missing",
-            "stopped",
-            True,
-            True,
-            "install postgresql;trust-local-postgres;start-postgresql;start-rabbitmq;wait",
-        ),
+        ("stopped", "stopped", True, True, plan(START_PG, START_MQ, WAIT)),
+        ("running", "stopped", True, True, plan(START_MQ, WAIT)),
+        ("stopped", "running", True, False, plan(START_PG, WAIT)),
+        ("missing", "missing", True, True, plan(INSTALL_BOTH, *SET_UP_PG, START_MQ, WAIT)),
+        ("running", "missing", True, True, plan(INSTALL_MQ, START_MQ, WAIT)),
+        ("missing", "running", True, True, plan(INSTALL_PG, *SET_UP_PG, WAIT)),
+        ("missing", "stopped", True, True, plan(INSTALL_PG, *SET_UP_PG, START_MQ, WAIT)),
         ("missing", "missing", False, True, "need-root"),
         ("stopped", "running", False, True, "need-root"),
         ("stopped", "stopped", False, False, "need-root"),
@@ -189,13 +192,13 @@ def plan_of(result: subprocess.CompletedProcess[str]) -> str:
     ],
 )
 def test_the_plan_follows_from_what_is_installed_running_and_allowed(
-    tmp_path: Path, pg: str, mq: str, root: bool, apt: bool, plan: str
+    tmp_path: Path, pg: str, mq: str, root: bool, apt: bool, expected: str
 ) -> None:
     result, calls = run_services(tmp_path, pg=pg, mq=mq, root=root, apt=apt)
-    assert plan_of(result) == plan
+    assert plan_of(result) == expected
     # a dry run only looks
     assert {call.split()[0] for call in calls} <= PROBES, calls
-    assert result.returncode == (1 if plan.startswith(("need-root", "no-package-manager")) else 0)
+    assert result.returncode == (1 if expected.startswith(("need-root", "no-package-manager")) else 0)
 
 
 def test_a_server_answering_on_its_port_without_local_client_tools_counts_as_up(tmp_path: Path) -> None:

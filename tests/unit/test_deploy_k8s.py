@@ -1,0 +1,178 @@
+"""The Kubernetes manifests (deploy/k8s/) agree with the worker's settings, the image and each other."""
+
+import pytest
+
+from tests.support.deploy import (
+    CREDENTIALS,
+    DEPLOY,
+    config,
+    container,
+    dockerfile_uid,
+    k8s,
+    k8s_docs,
+    metrics_port,
+    named_port,
+    outplan_variables_are_settings,
+    pod_spec,
+    quantity,
+    secret,
+    service,
+    setting_default,
+    settings_from,
+    yaml_documents,
+    yaml_files,
+)
+from worker.observability.http import LIVEZ, METRICS, READYZ
+
+pytestmark = pytest.mark.unit
+
+
+# --- manifests ---------------------------------------------------------------------------------
+
+
+def test_every_file_holds_named_manifests() -> None:
+    files = [p for p in yaml_files() if p.parent == DEPLOY / "k8s"]
+    assert files
+    for path in files:
+        docs = yaml_documents(path)
+        assert docs, f"{path} is empty"
+        for doc in docs:
+            assert isinstance(doc, dict), f"{path}: a document is not a mapping"
+            assert {"apiVersion", "kind", "metadata"} <= doc.keys(), f"{path}: not a manifest"
+            assert doc["metadata"].get("name"), f"{path}: {doc['kind']} without a name"
+
+
+def test_every_kind_is_there_once() -> None:
+    kinds = sorted(d["kind"] for d in k8s_docs())
+    assert kinds == sorted(["ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Job", "Service"])
+
+
+# --- the image and its commands ----------------------------------------------------------------
+
+
+def test_deployment_and_job_run_the_image_compose_builds() -> None:
+    image = service("worker")["image"]
+    assert container("Deployment")["image"] == image
+    assert container("Job")["image"] == image
+
+
+def test_deployment_and_job_run_their_subcommand_through_the_images_entrypoint() -> None:
+    assert container("Deployment").get("args") == ["run"]
+    assert container("Job").get("args") == ["migrate"]
+    for kind in ("Deployment", "Job"):
+        assert "command" not in container(kind), f"{kind} must keep the image's ENTRYPOINT"
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_every_outplan_variable_is_a_setting() -> None:
+    named: dict[str, str] = {}
+    named.update({k: "ConfigMap" for k in config()})
+    named.update({k: "Secret" for k in secret()})
+    for kind in ("Deployment", "Job"):
+        named.update({e["name"]: kind for e in container(kind).get("env", [])})
+    outplan_variables_are_settings(named)
+
+
+def test_configmap_and_secret_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from({**config(), **secret()}, monkeypatch)
+    assert settings.metrics_port > 0, "the probes need the HTTP port on"
+
+
+def test_credentials_live_in_the_secret_only() -> None:
+    assert set(secret()) == CREDENTIALS
+    assert not CREDENTIALS & set(config())
+    for kind in ("Deployment", "Job"):
+        literal = {e["name"] for e in container(kind).get("env", [])}
+        assert not CREDENTIALS & literal, f"{kind} spells out a credential"
+
+
+def test_configmap_values_are_strings() -> None:
+    # The API server rejects numbers and booleans in a ConfigMap's data.
+    assert all(isinstance(v, str) for v in config().values()), config()
+
+
+def test_deployment_and_job_read_the_configmap_and_secret() -> None:
+    expected = {
+        ("configMapRef", k8s("ConfigMap")["metadata"]["name"]),
+        ("secretRef", k8s("Secret")["metadata"]["name"]),
+    }
+    for kind in ("Deployment", "Job"):
+        refs = {(ref, src[ref]["name"]) for src in container(kind)["envFrom"] for ref in src}
+        assert refs == expected, kind
+
+
+# --- probes and ports --------------------------------------------------------------------------
+
+
+def test_probes_hit_the_health_paths_on_the_metrics_port() -> None:
+    assert setting_default("metrics_port") == 9464
+    port = metrics_port()
+    c = container("Deployment")
+    assert [p["containerPort"] for p in c["ports"] if p.get("name") == "metrics"] == [port]
+    assert (LIVEZ, READYZ) == ("/livez", "/readyz")
+    for probe, path in (("livenessProbe", LIVEZ), ("readinessProbe", READYZ)):
+        get = c[probe]["httpGet"]
+        assert get["path"] == path, probe
+        assert named_port(c, get["port"]) == port, probe
+    if "startupProbe" in c:
+        assert c["startupProbe"]["httpGet"]["path"] == LIVEZ
+
+
+def test_service_exposes_the_metrics_port_of_the_pods() -> None:
+    svc, deployment = k8s("Service"), k8s("Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    (port,) = svc["spec"]["ports"]
+    assert named_port(container("Deployment"), port["targetPort"]) == metrics_port()
+    annotations = svc["metadata"].get("annotations", {})
+    if "prometheus.io/port" in annotations:
+        assert int(annotations["prometheus.io/port"]) == port["port"]
+        assert annotations.get("prometheus.io/path", METRICS) == METRICS
+
+
+# --- graceful stop -----------------------------------------------------------------------------
+
+
+def test_grace_period_exceeds_the_drain() -> None:
+    assert "OUTPLAN_DRAIN_SECONDS" in config(), "set the drain explicitly next to the grace period"
+    drain = float(config()["OUTPLAN_DRAIN_SECONDS"])
+    grace = pod_spec("Deployment")["terminationGracePeriodSeconds"]
+    assert grace > drain + 5, f"terminationGracePeriodSeconds {grace} leaves no margin over a {drain}s drain"
+
+
+# --- workload shape ----------------------------------------------------------------------------
+
+
+def test_pods_run_as_the_images_non_root_user() -> None:
+    uid = dockerfile_uid()
+    assert uid != 0
+    for kind in ("Deployment", "Job"):
+        pod = pod_spec(kind).get("securityContext", {})
+        c = container(kind).get("securityContext", {})
+        merged = {**pod, **c}
+        assert merged.get("runAsNonRoot") is True, kind
+        assert merged.get("runAsUser") == uid, kind
+        assert c.get("readOnlyRootFilesystem") is True, kind
+        assert c.get("allowPrivilegeEscalation") is False, kind
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_resources_have_requests_within_limits(kind: str) -> None:
+    resources = container(kind)["resources"]
+    for name in ("cpu", "memory"):
+        request, limit = quantity(resources["requests"][name]), quantity(resources["limits"][name])
+        assert 0 < request <= limit, f"{kind} {name}: request {request} limit {limit}"
+
+
+def test_deployment_runs_two_replicas_the_budget_can_evict() -> None:
+    deployment, pdb = k8s("Deployment"), k8s("PodDisruptionBudget")
+    assert deployment["spec"]["replicas"] == 2
+    assert pdb["spec"]["minAvailable"] == 1
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # The Job's pod must not count towards the budget or the Service.
+    job_labels = k8s("Job")["spec"]["template"]["metadata"]["labels"]
+    assert not pdb["spec"]["selector"]["matchLabels"].items() <= job_labels.items()
