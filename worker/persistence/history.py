@@ -60,6 +60,7 @@ def _args(selection: EventFilter, after: int) -> tuple[Any, ...]:
 
 
 async def count_events(conn: asyncpg.Connection, selection: EventFilter) -> int:
+    """How many events ``select_events`` yields for ``selection`` (one ``count(*)``)."""
     after = (selection.from_seq or 1) - 1
     return int(await conn.fetchval("SELECT count(*) FROM outplan_events" + _WHERE, *_args(selection, after)))
 
