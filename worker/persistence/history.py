@@ -68,7 +68,8 @@ async def count_events(conn: asyncpg.Connection, selection: EventFilter) -> int:
 async def select_events(
     conn: asyncpg.Connection, selection: EventFilter, batch: int = 1000
 ) -> AsyncIterator[list[LoggedEvent]]:
-    """Yield the selected events in batches, keyset-paged on ``eventsequence``."""
+    """Yield the selected events in ``eventsequence`` order, in lists of at most ``batch``: one
+    statement per list, keyset-paged on ``eventsequence``."""
     after = (selection.from_seq or 1) - 1
     while True:
         rows = await conn.fetch(
