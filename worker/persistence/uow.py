@@ -31,7 +31,8 @@ class UnitOfWork(Protocol):
     outplans: OutplanRepository
 
     async def begin(self) -> None:
-        """Open a transaction: writes then wait for ``commit()``; without it, the unit rolls back."""
+        """Open a transaction: writes then wait for ``commit()``, and roll back if the unit ends
+        without it."""
         ...
 
     async def lock(self, ids: list[uuid.UUID]) -> None:
