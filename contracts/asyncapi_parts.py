@@ -31,6 +31,10 @@ EVENT_SUMMARIES: Final = {
 
 
 def command(name: str, model: type[Command], title: str, exchange: str, queue: str) -> Parts:
+    """Command ``name``: a channel on the direct ``exchange`` (address = routing key = ``name``)
+    routed to ``queue``, its message (payload: the component schema ``title``; headers by
+    ``command_headers``, ``message_id`` required when ``model.mutates``) and a receive operation
+    whose reply goes to the request's ``reply_to``."""
     channel = _channel(
         name,
         name,
@@ -66,6 +70,9 @@ def command(name: str, model: type[Command], title: str, exchange: str, queue: s
 
 
 def reply(title: str, outplan_title: str, page_title: str) -> Parts:
+    """The reply channel (the default exchange; the address is the request's ``reply_to``) and its
+    message; no operation. The titles are the component schema names of ``Reply``, ``Outplan``
+    and ``OutplanPage``."""
     # Sent as each command operation's reply, so it needs no operation of its own.
     channel = {
         "address": None,
@@ -82,6 +89,9 @@ def reply(title: str, outplan_title: str, page_title: str) -> Parts:
 
 
 def event(event_type: str, title: str, exchange: str) -> Parts:
+    """Event ``event_type``: a channel on the topic ``exchange`` (address = routing key = type), its
+    message (payload: the component schema ``title``) and a send operation, persistent and
+    ``mandatory``."""
     channel = _channel(
         event_type,
         event_type,
@@ -110,6 +120,8 @@ def event(event_type: str, title: str, exchange: str) -> Parts:
 
 
 def dead_letter(exchange: str, queue: str) -> Parts:
+    """The dead-letter channel (the fanout ``exchange``, bound to ``queue``), its message (the
+    original body and properties plus ``x-error-*`` headers) and a send operation."""
     channel = _channel(
         None,
         DEAD_LETTER,

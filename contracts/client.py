@@ -64,7 +64,13 @@ def expect(reply: Reply) -> Any:
 
 
 class OutplanClient:
-    """Send commands and await their replies; mutations get a fresh ``message_id`` unless given."""
+    """Send commands and await their replies; mutations get a fresh ``message_id`` unless given.
+
+    ``connection`` is an open aio-pika connection; commands are published to ``exchange`` with the
+    command name as routing key; ``timeout`` is how long a reply is awaited by default, in seconds.
+    Replies come back by RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``), matched to their
+    request by a fresh ``correlation_id``. Call ``start()`` once before sending (``connect`` does).
+    """
 
     def __init__(
         self, connection: AbstractConnection, *, exchange: str = names.COMMAND_EXCHANGE, timeout: float = 10.0
@@ -77,16 +83,23 @@ class OutplanClient:
 
     @classmethod
     async def connect(cls, url: str, **kwargs: Any) -> Self:
+        """A started client on a new connection to ``url`` (an AMQP URI,
+        ``amqp://user:password@host:5672/vhost``), which ``close()`` closes; ``kwargs`` are the
+        constructor's (``exchange``, ``timeout``). Raises aio-pika's ``AMQPConnectionError`` when
+        the broker cannot be reached or refuses the login."""
         client = cls(await aio_pika.connect(url), **kwargs)
         await client.start()
         return client
 
     async def start(self) -> None:
+        """Open a channel with publisher confirms and consume direct reply-to on it: RabbitMQ
+        wants that consumer in place before a message naming ``amq.rabbitmq.reply-to`` is sent."""
         self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         queue = await self._channel.get_queue(REPLY_TO, ensure=False)
         await queue.consume(self._on_reply, no_ack=True)
 
     async def close(self) -> None:
+        """Close the connection, shared or not; ``close_channel()`` leaves it open."""
         await self._connection.close()
 
     async def close_channel(self) -> None:
@@ -116,7 +129,22 @@ class OutplanClient:
         content_type: str | None = "application/json",
         timeout: float | None = None,
     ) -> Reply:
-        """Send one command (a name from ``contracts.names``) and wait for its reply."""
+        """Send one command (a name from ``contracts.names``) and wait for its reply.
+
+        ``body`` is a dict, sent as JSON (values JSON cannot hold, such as UUIDs, as ``str``), or
+        bytes sent as they are. ``message_id`` is the idempotency key: a new UUID for a mutation
+        when ``None``; pass your own and reuse it when you retry. ``content_type`` is the AMQP
+        property (``None``: left out); ``timeout`` in seconds, the client's when ``None`` or 0.
+        The command goes out persistent, ``mandatory`` and confirmed, with the command name as
+        routing key and AMQP ``type``.
+
+        Returns the reply as sent; refusals are replies too (``expect`` raises them). Raises
+        ``TimeoutError`` when no reply comes in time (also when a reply is not a ``Reply``),
+        aio-pika's ``PublishError`` when the broker returns the command unroutable (no worker has
+        declared the queue and its bindings), ``DeliveryError`` when it refuses it, and
+        ``ChannelClosed`` (``ChannelNotFoundEntity``) when the exchange does not exist, which
+        closes the client's channel.
+        """
         assert self._channel is not None, "call start() first"
         if message_id is None and command in names.MUTATIONS:
             message_id = str(uuid.uuid4())
@@ -144,17 +172,24 @@ class OutplanClient:
             self._pending.pop(correlation_id, None)
 
     async def create(self, customer_id: UUID | str, **fields: Any) -> Reply:
+        """``outplan.create`` with the body's other ``fields`` (``source`` as a dict such as
+        ``{"type": "tel", "target": "+15559876543"}``, ``dial_timeout`` and ``try_interval`` in
+        milliseconds, ...) under a new ``message_id``; the reply's ``data`` is the outplan (201)."""
         return await self.send(names.CREATE, {"customer_id": str(customer_id), **fields})
 
     async def get(
         self, customer_id: UUID | str, outplan_id: UUID | str, *, include_deleted: bool = False
     ) -> Reply:
+        """``outplan.get``: the reply's ``data`` is the outplan (200), or the reply is 404."""
         return await self.send(
             names.GET,
             {"customer_id": str(customer_id), "id": str(outplan_id), "include_deleted": include_deleted},
         )
 
     async def list(self, customer_id: UUID | str, *, page_size: int = 100, page_token: str = "") -> Reply:
+        """``outplan.list``: one page (``page_size`` 1 to 100) of the customer's live outplans, newest
+        first; ``data`` is ``{"result": [...], "next_page_token": ...}``, whose token asks for the
+        next page (``""`` after the last)."""
         return await self.send(
             names.LIST, {"customer_id": str(customer_id), "page_size": page_size, "page_token": page_token}
         )
@@ -162,15 +197,21 @@ class OutplanClient:
     async def update_basic_info(
         self, customer_id: UUID | str, outplan_id: UUID | str, *, name: str, detail: str
     ) -> Reply:
+        """``outplan.update_basic_info`` under a new ``message_id``: the reply's ``data`` is the
+        outplan with ``name`` and ``detail`` replaced, or the reply is 404."""
         return await self.send(
             names.UPDATE_BASIC_INFO,
             {"customer_id": str(customer_id), "id": str(outplan_id), "name": name, "detail": detail},
         )
 
     async def update_dial_info(self, customer_id: UUID | str, outplan_id: UUID | str, **fields: Any) -> Reply:
+        """``outplan.update_dial_info`` under a new ``message_id``; ``fields`` replace them all:
+        ``source``, ``dial_timeout`` and ``try_interval`` (ms), ``max_try_count_0`` to ``_4``."""
         return await self.send(
             names.UPDATE_DIAL_INFO, {"customer_id": str(customer_id), "id": str(outplan_id), **fields}
         )
 
     async def delete(self, customer_id: UUID | str, outplan_id: UUID | str) -> Reply:
+        """``outplan.delete`` under a new ``message_id``: the reply's ``data`` is the outplan as
+        deleted (``tm_delete`` set), or the reply is 404."""
         return await self.send(names.DELETE, {"customer_id": str(customer_id), "id": str(outplan_id)})

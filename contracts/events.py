@@ -28,10 +28,16 @@ EventTime = Annotated[
 
 
 class OutplanEvent(BaseModel):
-    """The envelope shared by every outplan event.
+    """The CloudEvents 1.0 envelope every outplan event shares (structured mode, JSON).
+
+    ``source`` is the worker's configured source (``outplan-worker`` by default), ``subject`` the
+    outplan id, ``time`` the change's time (the outplan's ``tm_update``, RFC 3339 in UTC with six
+    fraction digits). Extension attributes: ``customerid``; ``outplanversion``, 1 at create and +1
+    per change; ``eventsequence``, numbering every event of every outplan in commit order without
+    gaps. ``data`` is the outplan after the change, as ``outplan.get`` returns it.
 
     Published bodies are not serialised by this model: the batch write builds them in PostgreSQL
-    (``outplan_event_body``, called by ``worker.persistence.changes.write_changes``), and
+    (``outplan_event_body``, called by ``worker.persistence.batch_write.write_changes``), and
     ``tests/integration/test_wire_events.py`` proves them byte for byte equal to ``model_dump_json``.
     """
 
@@ -52,14 +58,24 @@ class OutplanEvent(BaseModel):
 
 
 class OutplanCreated(OutplanEvent):
+    """An outplan was created: ``data`` is the outplan as created, ``outplanversion`` is 1."""
+
     type: Literal["outplan_created"] = "outplan_created"
 
 
 class OutplanUpdated(OutplanEvent):
+    """An outplan's basic or dial info was replaced: ``data`` is the outplan after the change.
+
+    Every accepted update is announced, even one that left every value as it was.
+    """
+
     type: Literal["outplan_updated"] = "outplan_updated"
 
 
 class OutplanDeleted(OutplanEvent):
+    """An outplan was deleted: ``data`` is its final state, ``tm_delete`` set. Campaigns stop
+    using it."""
+
     type: Literal["outplan_deleted"] = "outplan_deleted"
 
 

@@ -25,6 +25,8 @@ _INVALID_INPUT_REASONS = (
 
 
 def command_headers(command: str, *, mutation: bool) -> Schema:
+    """The properties a ``command`` may carry; with ``mutation``, ``message_id`` is required and
+    described as the idempotency key."""
     message_id = (
         "The idempotency key (required): the same key from the same customer gets the original "
         "reply again when the command means the same (compared after validation, with defaults "
@@ -58,6 +60,8 @@ def command_headers(command: str, *, mutation: bool) -> Schema:
 
 
 def reply_headers() -> Schema:
+    """What a reply carries besides its body: ``status_code`` (required; an application header
+    repeating the body's), ``correlation_id`` and ``content_type``."""
     return _object(
         {
             "correlation_id": _text("The request's correlation_id, or its message_id when that is empty."),
@@ -69,6 +73,8 @@ def reply_headers() -> Schema:
 
 
 def event_headers(event_type: str) -> Schema:
+    """What an event of ``event_type`` carries besides its body: ``message_id`` (the event id),
+    ``type``, ``content_type`` (all required), ``correlation_id`` and the replay headers."""
     return _object(
         {
             "message_id": _text(
@@ -92,6 +98,8 @@ def event_headers(event_type: str) -> Schema:
 
 
 def dead_letter_headers() -> Schema:
+    """The ``x-error-*``, ``x-exception-*`` and ``x-original-*`` headers of a dead-letter copy,
+    and the original properties it keeps; none required."""
     # No header is required: RabbitMQ itself dead-letters a message past the queue's
     # x-delivery-limit, and such copies carry its x-death header instead of the worker's.
     return _object(

@@ -12,14 +12,20 @@ AnyEvent = OutplanCreated | OutplanUpdated | OutplanDeleted
 
 
 class Applied(StrEnum):
+    """What ``Projection.apply`` did with an event."""
+
     APPLIED = "applied"
-    DUPLICATE = "duplicate"  # this event id was applied before
+    DUPLICATE = "duplicate"  # this event id was seen before (applied, or found stale)
     STALE = "stale"  # an older version than the copy already holds
     AFTER_GAP = "after_gap"  # applied, but versions in between were never seen
 
 
 @dataclass(frozen=True)
 class Gap:
+    """Versions ``missing_from`` to ``missing_to`` (inclusive) of ``outplan_id`` were never seen:
+    an event with a later version came first. Its ``data`` is the whole outplan, so the copy is
+    current; only the changes in between were missed."""
+
     outplan_id: UUID
     missing_from: int
     missing_to: int
@@ -27,7 +33,11 @@ class Gap:
 
 @dataclass
 class Projection:
-    """Live outplans by id; deleted ones leave ``outplans`` but keep their last version."""
+    """Live outplans by id; deleted ones leave ``outplans`` but keep their last version.
+
+    ``versions`` holds each outplan's last applied ``outplanversion``, ``seen_ids`` every event id
+    applied or refused (it only grows), ``gaps`` the versions skipped, in the order found.
+    """
 
     outplans: dict[UUID, Outplan] = field(default_factory=dict)
     versions: dict[UUID, int] = field(default_factory=dict)
@@ -35,6 +45,10 @@ class Projection:
     gaps: list[Gap] = field(default_factory=list)
 
     def apply(self, event: AnyEvent) -> Applied:
+        """Apply one event: ``DUPLICATE`` for an event id seen before and ``STALE`` for a version
+        not newer than the copy's change nothing; else the copy takes ``data`` (or drops the
+        outplan, for ``outplan_deleted``), ``AFTER_GAP`` when versions were skipped (recorded in
+        ``gaps``), ``APPLIED`` otherwise."""
         if event.id in self.seen_ids:
             return Applied.DUPLICATE
         self.seen_ids.add(event.id)

@@ -25,6 +25,10 @@ INTERNAL_ERROR: Final = "INTERNAL_ERROR"
 
 
 class ErrorDetail(BaseModel):
+    """One thing wrong with a request: ``field`` is the dotted path of a body field
+    (``source.target``; ``""`` for the body as a whole) or the name of an AMQP property or header;
+    ``message`` says what is wrong with it and what to send instead."""
+
     model_config = ConfigDict(frozen=True)
 
     field: str
@@ -32,6 +36,10 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorInfo(BaseModel):
+    """Why a request was refused: ``status`` (``INVALID_ARGUMENT``, ``NOT_FOUND``, ``ALREADY_EXISTS``
+    or ``INTERNAL``), ``reason`` (e.g. ``VALIDATION_FAILED``, ``OUTPLAN_NOT_FOUND``), a one-line
+    ``message``, and ``details``, one per failing field where fields can be named."""
+
     model_config = ConfigDict(frozen=True)
 
     status: str
@@ -55,7 +63,9 @@ class Reply(BaseModel):
 
     @property
     def ok(self) -> bool:
+        """Whether the command succeeded (``status_code`` below 400)."""
         return self.status_code < 400
 
     def to_json(self) -> bytes:
+        """The reply as sent: compact UTF-8 JSON, ``data`` or ``error`` left out when ``None``."""
         return self.model_dump_json(exclude_none=True).encode()

@@ -38,6 +38,8 @@ class DomainError(Exception):
     reason = replies.VALIDATION_FAILED
 
     def reply(self) -> Reply:
+        """The refusal: the class's status code, ``status`` and ``reason``, ``str(self)`` as the
+        message, no details."""
         return Reply(
             status_code=self.status_code,
             error=ErrorInfo(status=self.status, reason=self.reason, message=str(self)),
@@ -45,6 +47,9 @@ class DomainError(Exception):
 
 
 class OutplanNotFound(DomainError):
+    """404 ``OUTPLAN_NOT_FOUND``: the customer has no such outplan (another customer's counts as
+    none, and so does a deleted one, unless a get asks for it with ``include_deleted``)."""
+
     status_code = 404
     status = replies.NOT_FOUND
     reason = replies.OUTPLAN_NOT_FOUND
@@ -54,6 +59,9 @@ class OutplanNotFound(DomainError):
 
 
 class IdempotencyKeyReused(DomainError):
+    """409 ``IDEMPOTENCY_KEY_REUSED``: the customer's ``message_id`` was recorded for another
+    command, or for the same command meaning something else (another fingerprint)."""
+
     status_code = 409
     status = replies.ALREADY_EXISTS
     reason = replies.IDEMPOTENCY_KEY_REUSED

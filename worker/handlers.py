@@ -34,16 +34,25 @@ from .persistence.uow import UnitOfWork
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a change may depend on besides the command: the transaction's time."""
+    """What a change may depend on besides the command: the batch's time, ``now``.
+
+    ``now`` is PostgreSQL's ``now()`` when the batch was read, as ``YYYY-MM-DD HH:MM:SS.ffffff``
+    (UTC); every change of the batch carries it as ``tm_update`` (and ``tm_create``/``tm_delete``).
+    """
 
     now: str  # "YYYY-MM-DD HH:MM:SS.ffffff", UTC
 
     def new_id(self) -> uuid.UUID:
+        """A new outplan id: a random (version 4) UUID."""
         return uuid.uuid4()
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
+    """What a change handler decided: the outplan as it becomes (``stored``, version already
+    advanced), the type of the event that announces it, and the reply's status code (201 for a
+    create, else 200)."""
+
     event_type: str
     stored: Versioned
     status_code: int = 200
@@ -67,6 +76,8 @@ def _existing(cmd: UpdateBasicInfo | UpdateDialInfo | DeleteOutplan, current: Ve
 
 
 def create_outplan(cmd: CreateOutplan, current: Versioned | None, ctx: Context) -> Change:
+    """A new outplan at version 1: a new id, the command's fields, ``tm_create`` = ``tm_update`` =
+    ``ctx.now``, not deleted; 201 and ``outplan_created``. ``current`` is unused (always None)."""
     outplan = Outplan(
         id=ctx.new_id(),
         customer_id=cmd.customer_id,
@@ -81,24 +92,33 @@ def create_outplan(cmd: CreateOutplan, current: Versioned | None, ctx: Context) 
 
 
 def update_basic_info(cmd: UpdateBasicInfo, current: Versioned | None, ctx: Context) -> Change:
+    """``name`` and ``detail`` replaced, ``tm_update`` = ``ctx.now``, version + 1;
+    ``outplan_updated``. Raises ``OutplanNotFound`` when ``current`` is None."""
     found = _existing(cmd, current)
     outplan = found.outplan.model_copy(update={"name": cmd.name, "detail": cmd.detail, "tm_update": ctx.now})
     return Change(names.OUTPLAN_UPDATED, Versioned(outplan, found.version + 1))
 
 
 def update_dial_info(cmd: UpdateDialInfo, current: Versioned | None, ctx: Context) -> Change:
+    """``source``, ``dial_timeout``, ``try_interval`` and ``max_try_count_0..4`` all replaced,
+    ``tm_update`` = ``ctx.now``, version + 1; ``outplan_updated``. Raises ``OutplanNotFound`` when
+    ``current`` is None."""
     found = _existing(cmd, current)
     outplan = found.outplan.model_copy(update={**_dial(cmd), "tm_update": ctx.now})
     return Change(names.OUTPLAN_UPDATED, Versioned(outplan, found.version + 1))
 
 
 def delete_outplan(cmd: DeleteOutplan, current: Versioned | None, ctx: Context) -> Change:
+    """Soft delete: ``tm_update`` = ``tm_delete`` = ``ctx.now``, version + 1, the row kept;
+    ``outplan_deleted``. Raises ``OutplanNotFound`` when ``current`` is None."""
     found = _existing(cmd, current)
     outplan = found.outplan.model_copy(update={"tm_update": ctx.now, "tm_delete": ctx.now})
     return Change(names.OUTPLAN_DELETED, Versioned(outplan, found.version + 1))
 
 
 async def get_outplan(cmd: GetOutplan, uow: UnitOfWork) -> Reply:
+    """200 with the customer's outplan ``cmd.id``; raises ``OutplanNotFound`` when the customer has
+    none (a deleted one counts only with ``include_deleted``)."""
     stored = await uow.outplans.get(cmd.customer_id, cmd.id, include_deleted=cmd.include_deleted)
     if stored is None:
         raise OutplanNotFound(cmd.id)
@@ -106,6 +126,13 @@ async def get_outplan(cmd: GetOutplan, uow: UnitOfWork) -> Reply:
 
 
 async def list_outplans(cmd: ListOutplans, uow: UnitOfWork) -> Reply:
+    """200 with an ``OutplanPage``: at most ``page_size`` live outplans of the customer, newest first
+    (``tm_create``, then ``id``, descending), after the position ``page_token`` names.
+
+    One row more than the page is read to learn whether another page follows; if so,
+    ``next_page_token`` names the page's last outplan, else it is ``""``. ``page_token`` was
+    checked when the request was decoded; an invalid one here raises ``paging.InvalidPageToken``.
+    """
     after = paging.decode(cmd.page_token)
     rows = await uow.outplans.list_live(cmd.customer_id, after, cmd.page_size + 1)
     page = rows[: cmd.page_size]

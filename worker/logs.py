@@ -51,6 +51,7 @@ class ReconnectNoise(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False for the records described above, unless the root logger is at DEBUG; else True."""
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             return True
         message = record.msg if isinstance(record.msg, str) else ""
@@ -64,6 +65,12 @@ class ReconnectNoise(logging.Filter):
 
 
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
+    """Set up structlog and the root logger, once at start.
+
+    ``level``: DEBUG, INFO, WARNING, ERROR or CRITICAL, any case (another name raises);
+    ``json``: JSON lines or coloured text, by default JSON unless stderr is a terminal. aio-pika
+    and aiormq log at WARNING at the least, without their reconnect noise (``ReconnectNoise``).
+    """
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (

@@ -67,7 +67,12 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Invalid input: answered 400 and dead-lettered with these reasons, never requeued."""
+    """Invalid input: answered 400 and dead-lettered with these reasons, never requeued.
+
+    ``reason`` is one of ``contracts.replies``' reasons, ``message`` one line naming what is wrong,
+    ``details`` one entry per failing field or property, ``command`` the command name when known
+    (for logs and metrics).
+    """
 
     reason: str
     message: str
@@ -77,6 +82,7 @@ class Rejection:
     status_code: int = 400
 
     def reply(self) -> Reply:
+        """The 400 reply carrying ``reason``, ``message`` and ``details``."""
         return Reply(
             status_code=self.status_code,
             error=ErrorInfo(

@@ -38,6 +38,9 @@ CONFLICT_RETRIES = 10
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """How one request ended, as the consumer answers it: the status code, the reply's exact bytes,
+    and the outplan concerned when known (for logs; ``None`` e.g. for a list or a repeated create)."""
+
     status_code: int
     reply: bytes  # the JSON reply, byte for byte what was (or will be) sent
     outplan_id: UUID | None
@@ -71,6 +74,9 @@ class Service:
         self._queries = handlers.queries
 
     async def query(self, request: Request) -> Outcome:
+        """Answer a query (``outplan.get``, ``outplan.list``) on a read-only unit of work; a
+        ``DomainError`` is answered as its refusal. Raises ``KeyError`` for a command type the
+        registry has no query handler for."""
         cmd = request.command
         outplan_id: UUID | None = getattr(cmd, "id", None)
         async with self._uow_factory(read_only=True) as uow:
@@ -81,6 +87,7 @@ class Service:
         return Outcome(reply.status_code, reply.to_json(), outplan_id)
 
     async def execute(self, request: Request) -> Outcome:
+        """Run one request of either kind: a query by ``query``, a change as a batch of one."""
         if not request.command.mutates:
             return await self.query(request)
         return (await self.change([request]))[0]
@@ -89,7 +96,9 @@ class Service:
         """Apply a batch of changes, atomically; one outcome per request, in order.
 
         The batch is read, applied and written again from the start when a concurrent writer
-        changed one of its outplans (or recorded one of its message ids) in between.
+        changed one of its outplans (or recorded one of its message ids) in between: optimistically
+        the first time, with its outplans locked after that. Raises ``ConcurrentChange`` (a
+        transient error) after ``CONFLICT_RETRIES`` collisions in a row.
         """
         for attempt in range(CONFLICT_RETRIES):
             try:

@@ -45,6 +45,19 @@ class InvalidSettings(Exception):
 
 
 class Settings(BaseSettings):
+    """The worker's configuration: each field ``x`` from ``OUTPLAN_X`` (any case), else its default.
+
+    The URLs are ``SecretStr`` (never logged or shown by ``repr``): ``amqp_url`` an AMQP URI,
+    ``database_url`` a PostgreSQL connection URI. ``prefetch`` is the consumer's AMQP
+    ``basic.qos`` prefetch-count (a 16-bit field, hence at most 65535); ``db_pool_size`` the
+    pool's connections; ``relay_batch_size`` the events of one round of the relay's publishes (up
+    to four rounds await their confirms at once); ``relay_poll_seconds`` the longest the relay
+    waits for a commit's notification before reading the outbox anyway; ``drain_seconds`` the
+    time SIGTERM gives the work in flight and the outbox; ``idempotency_retention_hours`` how long
+    a ``message_id`` is remembered (at least 24 h). ``event_source`` is the CloudEvents ``source``
+    of every event. Build it with ``load()``.
+    """
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")

@@ -1,1 +1,1 @@
-"""Entry points: the ``outplan-worker`` command line."""
+"""Entry points: the ``outplan-worker`` and ``outplanctl`` command lines."""

@@ -1,4 +1,4 @@
-"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), replay, tail, demo."""
+"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), check, replay, tail, schema, demo."""
 
 import argparse
 import asyncio
@@ -46,7 +46,8 @@ async def _serve(settings: Settings, *, consume: bool, handlers: Registry) -> No
 
 
 def check_health(settings: Settings, *, live: bool) -> int:
-    """Ask the local worker's health endpoint: the same checks as /livez or /readyz."""
+    """Ask the local worker's health endpoint (/readyz, or /livez with ``live``) on 127.0.0.1 at
+    ``metrics_port``: 0 when it answers 200 (its JSON printed), else 1 (the reason on stderr)."""
     path = LIVEZ if live else READYZ
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}{path}", timeout=5) as response:

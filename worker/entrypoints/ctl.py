@@ -38,6 +38,8 @@ def _dial_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    """``outplanctl``'s arguments: ``--customer-id`` (default ``$OUTPLAN_CUSTOMER_ID``),
+    ``--timeout`` (s), ``--message-id``, and one sub-command per REST call of the tutorial."""
     top = argparse.ArgumentParser(
         prog="outplanctl",
         description=__doc__.splitlines()[0],
@@ -76,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """``(command name, JSON body)`` for the parsed ``args``. Dial options not given are left out of
+    a create (the worker's defaults apply); ``--json`` fields are merged last and win."""
     body: dict[str, Any] = {"customer_id": args.customer_id}
     if args.op == "list":
         return names.LIST, {**body, "page_size": args.page_size, "page_token": args.page_token}
@@ -101,6 +105,8 @@ def request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def report(reply: Reply) -> int:
+    """Print the reply's ``data`` as JSON on stdout and return 0, or its error and one line per
+    field on stderr and return the exit status: 3 for 400, 4 for 404, 5 for 409, 6 for any other."""
     if reply.ok:
         print(json.dumps(reply.data, indent=2, ensure_ascii=False))
         return 0
@@ -112,6 +118,8 @@ def report(reply: Reply) -> int:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Send the command and wait ``--timeout`` seconds for the reply; returns the exit status
+    (``report``'s, or 7 when the broker cannot be reached, refuses the command or nobody answers)."""
     command, body = request(args)
     try:
         connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=args.timeout)
@@ -133,6 +141,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``outplanctl`` with ``argv`` (``sys.argv[1:]`` when ``None``); returns the exit status, 2
+    for a missing customer, a ``--json`` that is not an object or invalid settings."""
     args = parser().parse_args(argv)
     if not args.customer_id:
         print("outplanctl: --customer-id (or OUTPLAN_CUSTOMER_ID) is required", file=sys.stderr)

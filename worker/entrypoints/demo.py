@@ -39,6 +39,12 @@ def _show(title: str, payload: Any) -> None:
 
 
 async def run_demo(settings: Settings, *, wait_seconds: float = 30.0) -> int:
+    """For a new random customer: create, get, list, update basic info, update dial info, delete,
+    each reply printed, then the four events they caused (awaited up to 10 s).
+
+    Waits up to ``wait_seconds`` (s) for a worker to answer first, else raises ``TimeoutError``.
+    Returns 0 when every reply succeeded and the four events arrived, else 1.
+    """
     customer_id = str(uuid.uuid4())
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:

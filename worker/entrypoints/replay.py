@@ -28,6 +28,8 @@ class BadArguments(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``replay``'s options (selection, target, mode) to its sub-parser; ``selection_from``
+    checks how they combine."""
     pick = parser.add_argument_group("selection (conditions combine)")
     pick.add_argument("--from-seq", type=int, help="first eventsequence (inclusive)")
     pick.add_argument("--to-seq", type=int, help="last eventsequence (inclusive)")
@@ -71,6 +73,12 @@ def _uuid(value: str, flag: str) -> uuid.UUID:
 
 
 def selection_from(args: argparse.Namespace) -> EventFilter:
+    """The ``EventFilter`` the parsed arguments select.
+
+    Raises ``BadArguments`` for ``--from-seq`` below 1 or after ``--to-seq``, a ``--since`` or
+    ``--until`` that is not RFC 3339 with an offset or not in order, an unknown ``--type``, a
+    ``--rate`` that is not positive, a malformed UUID, and options that exclude each other.
+    """
     if args.from_seq is not None and args.from_seq < 1:
         raise BadArguments("--from-seq must be at least 1")
     if args.from_seq is not None and args.to_seq is not None and args.from_seq > args.to_seq:
@@ -134,7 +142,8 @@ def _read_file(path: Path, selection: EventFilter) -> list[LoggedEvent]:
 
 
 class Reporter:
-    """A progress line on a terminal, a plain line every few seconds otherwise."""
+    """A progress line on a terminal, a plain line every few seconds otherwise, on ``stream``, out
+    of ``total`` selected events."""
 
     def __init__(self, stream: TextIO, total: int) -> None:
         self._stream, self._total = stream, total
@@ -142,6 +151,8 @@ class Reporter:
         self._last = 0.0
 
     def update(self, progress: Progress, final: bool = False) -> None:
+        """Show ``progress`` if the last line is old enough (0.2 s on a terminal, 5 s otherwise);
+        ``final`` shows it at once and ends the terminal's line (off a terminal the summary does)."""
         now = time.monotonic()
         if not final and now - self._last < (0.2 if self._tty else 5.0):
             return
@@ -172,6 +183,9 @@ async def _check_target(channel: aio_pika.abc.AbstractChannel, target: Target) -
 
 
 async def replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``outplan-worker replay``; returns the exit status: 0 when every selected event was
+    confirmed (or, to the events exchange, unrouted), 1 when one failed, 2 for bad arguments or an
+    unreachable database or broker (before anything is sent), 130 when stopped by a signal."""
     try:
         selection = selection_from(args)
         return await _replay(args, settings, selection)

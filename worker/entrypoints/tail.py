@@ -16,6 +16,7 @@ from ..settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``tail``'s options to its sub-parser: ``--type`` (repeatable), ``--customer-id``, ``--json``."""
     parser.add_argument(
         "--type",
         action="append",
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def render(body: bytes, *, as_json: bool) -> str:
+    """One line for an event body: the body itself with ``as_json``, else its time, sequence, type,
+    outplan, version, customer, name, source and timing (ms). Raises ``pydantic.ValidationError``
+    for a body that is not an outplan event."""
     if as_json:
         return body.decode()
     event = parse_event(body)
@@ -43,6 +47,8 @@ def render(body: bytes, *, as_json: bool) -> str:
 
 
 async def tail(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the events exchange's events until SIGINT or SIGTERM, through an exclusive queue bound
+    to each ``--type`` (all when none); returns 0, or 2 for a bad ``--customer-id`` or no broker."""
     customer = None
     if args.customer_id:
         try:

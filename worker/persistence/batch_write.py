@@ -21,6 +21,9 @@ from .outplans import COLUMNS, MUTABLE
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
+    """An event for the batch to write: its type, the outplan after the change (id, customer and
+    version go into the row), the command's ``message_id`` as ``correlation_id``, and ``data``."""
+
     event_type: str
     stored: Versioned
     correlation_id: str | None

@@ -60,6 +60,7 @@ def _args(selection: EventFilter, after: int) -> tuple[Any, ...]:
 
 
 async def count_events(conn: asyncpg.Connection, selection: EventFilter) -> int:
+    """How many events ``select_events`` yields for ``selection`` (one ``count(*)``)."""
     after = (selection.from_seq or 1) - 1
     return int(await conn.fetchval("SELECT count(*) FROM outplan_events" + _WHERE, *_args(selection, after)))
 
@@ -67,7 +68,8 @@ async def count_events(conn: asyncpg.Connection, selection: EventFilter) -> int:
 async def select_events(
     conn: asyncpg.Connection, selection: EventFilter, batch: int = 1000
 ) -> AsyncIterator[list[LoggedEvent]]:
-    """Yield the selected events in batches, keyset-paged on ``eventsequence``."""
+    """Yield the selected events in ``eventsequence`` order, in lists of at most ``batch``: one
+    statement per list, keyset-paged on ``eventsequence``."""
     after = (selection.from_seq or 1) - 1
     while True:
         rows = await conn.fetch(

@@ -48,7 +48,7 @@ FROM outplan_events WHERE eventsequence > $1 ORDER BY eventsequence LIMIT $2
 """
 
 
-# Not yet confirmed: numbered past the relay's checkpoint (``published_through``).
+# Not yet settled as far as the checkpoint knows: numbered past ``published_through``.
 BACKLOG = """
 SELECT count(*) AS n, extract(epoch FROM now() - min(occurred_at))::float8 AS age
 FROM outplan_events WHERE eventsequence > (SELECT published_through FROM outbox_state)
@@ -56,6 +56,9 @@ FROM outplan_events WHERE eventsequence > (SELECT published_through FROM outbox_
 
 
 class OutboxStore:
+    """The relay's statements on its own connection ``conn`` (not a pooled one: the advisory lock
+    and ``synchronous_commit`` are the session's)."""
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
@@ -78,13 +81,14 @@ class OutboxStore:
         """Let this connection's commits (the checkpoints) return without waiting for the disk
         (``synchronous_commit = off``, PostgreSQL's asynchronous commit).
 
-        A checkpoint lost in a database crash only makes the next relay publish some confirmed
+        A checkpoint lost in a database crash only makes the next relay publish some settled
         events again, with the same ids and bodies: at least once, as always.
         """
         await self._conn.execute("SET synchronous_commit TO off")
 
     async def checkpoint(self) -> int:
-        """The relay's checkpoint: every event up to this sequence was confirmed."""
+        """The relay's checkpoint: every event up to this sequence is settled (confirmed, returned
+        unrouted, or given up after refused re-publishes)."""
         return int(await self._conn.fetchval("SELECT published_through FROM outbox_state"))
 
     async def after(self, sequence: int, limit: int, *, checkpoint: int | None = None) -> list[LoggedEvent]:
@@ -98,7 +102,8 @@ class OutboxStore:
         return [LoggedEvent.from_record(r) for r in rows]
 
     async def save_checkpoint(self, up_to: int) -> None:
-        """Every event up to this sequence was confirmed: the next relay starts after it."""
+        """Every event up to this sequence is settled: the next relay starts after it. The
+        checkpoint never moves back."""
         await self._conn.execute(
             "UPDATE outbox_state SET published_through = greatest(published_through, $1)", up_to
         )

@@ -19,6 +19,8 @@ _COLUMNS = (
 
 
 def to_versioned(row: asyncpg.Record) -> Versioned:
+    """A row of ``outplans`` as a ``Versioned`` contract outplan: times in the tutorial's format,
+    a NULL ``tm_delete`` as ``9999-01-01 00:00:00.000000``."""
     # Rows were validated on their way in: building the model without validating it again
     # halves the cost of reading a batch.
     outplan = Outplan.model_construct(
@@ -52,6 +54,8 @@ MUTABLE = _COLUMNS.split(", ")[2:]  # all but id and customer_id
 
 
 class OutplanRepository:
+    """Statements on the ``outplans`` table, on the connection ``conn`` of a unit of work."""
+
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
@@ -63,6 +67,7 @@ class OutplanRepository:
             )
 
     async def get(self, customer_id: UUID, outplan_id: UUID, *, include_deleted: bool) -> Versioned | None:
+        """The outplan if it is ``customer_id``'s and live (or deleted, with ``include_deleted``)."""
         row = await self._conn.fetchrow(
             f"SELECT {_COLUMNS} FROM outplans WHERE id = $1 AND customer_id = $2"
             " AND ($3 OR tm_delete IS NULL)",

@@ -17,6 +17,9 @@ from .outplans import to_versioned
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """What ``read_snapshot`` found: outplans by id, idempotency records by (customer_id,
+    message_id), and PostgreSQL's ``now()`` (aware)."""
+
     states: dict[UUID, Versioned]  # any customer's, deleted ones too: the handlers decide
     stored: dict[Key, IdempotencyRecord]
     moment: datetime  # the time the batch's changes carry
@@ -37,6 +40,7 @@ SELECT 't', (NULL::outplans).*, NULL, NULL, NULL, NULL, NULL, NULL, now()
 
 
 async def read_snapshot(conn: Connection, ids: list[UUID], keys: list[Key]) -> Snapshot:
+    """The outplans of ``ids``, the records of ``keys`` and the clock, in one statement."""
     rows = await conn.fetch(_READ, ids, [k[0] for k in keys], [k[1] for k in keys])
     states: dict[UUID, Versioned] = {}
     stored: dict[Key, IdempotencyRecord] = {}

@@ -30,11 +30,19 @@ class UnitOfWork(Protocol):
 
     outplans: OutplanRepository
 
-    async def begin(self) -> None: ...
+    async def begin(self) -> None:
+        """Open a transaction: writes then wait for ``commit()``, and roll back if the unit ends
+        without it."""
+        ...
 
-    async def lock(self, ids: list[uuid.UUID]) -> None: ...
+    async def lock(self, ids: list[uuid.UUID]) -> None:
+        """Row-lock these outplans until the transaction ends (after ``begin()``)."""
+        ...
 
-    async def read(self, ids: list[uuid.UUID], keys: list[Key]) -> Snapshot: ...
+    async def read(self, ids: list[uuid.UUID], keys: list[Key]) -> Snapshot:
+        """The outplans of ``ids``, the idempotency records of ``keys``
+        ((customer_id, message_id)) and the database's clock."""
+        ...
 
     async def write(
         self,
@@ -45,13 +53,27 @@ class UnitOfWork(Protocol):
         replies: list[IdempotencyRecord],
         read_versions: dict[uuid.UUID, int],
         moment: datetime,
-    ) -> list[LoggedEvent]: ...
+    ) -> list[LoggedEvent]:
+        """Write a batch in one statement: new outplans, ``replaced`` ones (still at their
+        ``read_versions``), their events and idempotency records, all at ``moment``. Returns the
+        events as numbered for the relay. Raises ``ConcurrentChange``, writing nothing, when
+        another writer changed a replaced outplan or recorded one of the message ids first."""
+        ...
 
-    async def commit(self) -> None: ...
+    async def commit(self) -> None:
+        """Commit what ``begin()`` opened; without a transaction, writes have committed already."""
+        ...
 
 
 class PgUnitOfWork:
-    """``async with PgUnitOfWork(pool) as uow: ...``; an open ``begin()`` rolls back unless committed."""
+    """``async with PgUnitOfWork(pool) as uow: ...``; an open ``begin()`` rolls back unless committed.
+
+    Holds one connection of ``pool`` while open. ``read_only`` units may not ``begin`` or
+    ``write``; ``event_source`` is the CloudEvents ``source`` written into event bodies;
+    ``on_commit`` is called with the events each commit made durable (the relay takes them over).
+    A transient error (a broken link) ending the block terminates the connection rather than
+    return it to the pool in an unknown state.
+    """
 
     def __init__(
         self,
@@ -75,6 +97,7 @@ class PgUnitOfWork:
         return self
 
     async def begin(self) -> None:
+        """Open a transaction; writes then wait for ``commit()``."""
         assert self._conn is not None and not self._read_only
         self._tx = self._conn.transaction()
         await self._tx.start()
@@ -85,6 +108,7 @@ class PgUnitOfWork:
         await self.outplans.lock(ids)
 
     async def read(self, ids: list[uuid.UUID], keys: list[Key]) -> Snapshot:
+        """The batch's ``Snapshot`` (``read_snapshot``)."""
         assert self._conn is not None
         return await read_snapshot(self._conn, ids, keys)
 
@@ -98,6 +122,7 @@ class PgUnitOfWork:
         read_versions: dict[uuid.UUID, int],
         moment: datetime,
     ) -> list[LoggedEvent]:
+        """The batch's write (``write_changes``); ``on_commit`` hears of its events once they commit."""
         assert self._conn is not None and not self._read_only
         written = await write_changes(
             self._conn,
