@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import structlog
 from aio_pika.abc import AbstractQueue, AbstractRobustChannel
 from aiormq import spec
-from aiormq.abc import AbstractChannel as Underlay
 from aiormq.abc import DeliveredMessage
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
@@ -35,6 +34,7 @@ from ..service import Outcome, Service
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
 from .acks import AckTracker
+from .amqp import RawChannel, raw_channel
 from .incoming import Incoming
 from .outgoing import Outgoing, PublishRefused
 from .settlement import Disposition, Happened, Settle, decide, delivery_number
@@ -59,7 +59,7 @@ class CommandConsumer:
         self._outgoing = outgoing  # replies and dead-letter copies, on a connection of their own
         self._acks = AckTracker()
         self._queue: AbstractQueue | None = None
-        self._underlay: Underlay | None = None  # the channel the consumer is subscribed on
+        self._underlay: RawChannel | None = None  # the channel the consumer is subscribed on
         self._tag: str | None = None
         self._stopped = False
         self._resubscribing: asyncio.Task[None] | None = None
@@ -83,7 +83,7 @@ class CommandConsumer:
 
     async def _subscribe(self) -> None:
         assert self._queue is not None
-        underlay = await self._queue.channel.get_underlay_channel()
+        underlay = await raw_channel(self._queue.channel)
         underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
         ok = await underlay.basic_consume(self._queue.name, self._on_delivered, consumer_tag=self._tag)
         if self._stopped:  # stop() came while this was on its way: take nothing more

@@ -21,6 +21,7 @@ from aiormq import spec
 from aiormq.exceptions import DeliveryError
 from pamqp import encode
 
+from .amqp import raw_channel
 from .incoming import Incoming
 
 PERSISTENT = 2
@@ -114,7 +115,7 @@ class Outgoing:
     async def _publish(
         self, body: bytes, exchange: str, routing_key: str, properties: spec.Basic.Properties
     ) -> None:
-        channel = await self._channel.get_underlay_channel()
+        channel = await raw_channel(self._channel)
         try:
             await channel.basic_publish(
                 body, exchange=exchange, routing_key=routing_key, properties=properties

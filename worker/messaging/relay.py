@@ -32,6 +32,7 @@ from ..persistence.outbox import LoggedEvent, OutboxStore
 from ..retries import Stopped, failure, retry_in, retrying
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
+from .amqp import raw_channel
 from .republish import Outcome, publish_event
 from .window import PublishWindow, RetryPolicy, Tally
 
@@ -200,7 +201,7 @@ class Relay:
         """
         limit = self._settings.relay_batch_size
         budget = limit * ROUNDS_IN_FLIGHT
-        channel = await self._channel.get_underlay_channel()
+        channel = await raw_channel(self._channel)
         exchange = self._settings.event_exchange
 
         def publish(event: LoggedEvent) -> Coroutine[Any, Any, Outcome]:
@@ -235,7 +236,7 @@ class Relay:
                         mark = None  # marked by the same statement
                     if fetched:
                         cursor = fetched[-1].eventsequence
-                        channel = await self._channel.get_underlay_channel()
+                        channel = await raw_channel(self._channel)
                         window.add(fetched)
                 await self._mark(store, mark)
                 if len(fetched) == limit:

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
-from aiormq.abc import AbstractChannel as Underlay
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import DeliveryError, PublishError
 
 from contracts import names
 
 from ..persistence.outbox import LoggedEvent
+from .amqp import RawChannel, raw_channel
 
 PERSISTENT = 2
 
@@ -42,7 +42,7 @@ class Outcome(enum.Enum):
 
 
 async def publish_event(
-    channel: Underlay,
+    channel: RawChannel,
     exchange: str,
     routing_key: str,
     event: LoggedEvent,
@@ -140,7 +140,7 @@ class Republisher:
 
     async def _publish(self, event: LoggedEvent) -> Outcome:
         exchange_name, routing_key = self._target.route(event)
-        channel = await self._channel.get_underlay_channel()
+        channel = await raw_channel(self._channel)
         return await publish_event(
             channel,
             exchange_name,
