@@ -32,8 +32,8 @@ from ..persistence.outbox import LoggedEvent, OutboxStore
 from ..retries import Stopped, failure, retry_in, retrying
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
-from .amqp import raw_channel
-from .republish import Outcome, publish_event
+from .amqp import Confirm, raw_channel
+from .republish import publish_event
 from .window import PublishWindow, RetryPolicy, Tally
 
 log = structlog.get_logger(__name__)
@@ -204,7 +204,7 @@ class Relay:
         channel = await raw_channel(self._channel)
         exchange = self._settings.event_exchange
 
-        def publish(event: LoggedEvent) -> Coroutine[Any, Any, Outcome]:
+        def publish(event: LoggedEvent) -> Coroutine[Any, Any, Confirm]:
             return publish_event(channel, exchange, event.event_type, event)  # on the latest channel read
 
         window = PublishWindow(
