@@ -8,20 +8,17 @@ Changes go through the batcher: a batch is applied and written at once (``Servic
 its replies are published together and its deliveries acked with one multiple ack. Queries and
 rejections run on their own, so a read never waits behind a batch of writes.
 
-Deliveries are taken on the channel beneath aio-pika's (``Incoming``). The robust channel still
-reconnects and declares the queue again; the consumer subscribes again when it has.
+Deliveries are taken on the channel beneath aio-pika's (``amqp.Subscription``, read as
+``Incoming``); the subscription is renewed after a reconnect or a cancel by the broker.
 """
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 import structlog
-from aio_pika.abc import AbstractQueue, AbstractRobustChannel
-from aiormq import spec
-from aiormq.abc import DeliveredMessage
+from aio_pika.abc import AbstractQueue
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from contracts import ErrorInfo, Reply, replies
@@ -34,7 +31,7 @@ from ..service import Outcome, Service
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
 from .acks import AckTracker
-from .amqp import RawChannel, raw_channel
+from .amqp import RawDelivery, Subscription
 from .incoming import Incoming
 from .outgoing import Outgoing, PublishRefused
 from .settlement import Disposition, Happened, Settle, decide, delivery_number
@@ -58,11 +55,7 @@ class CommandConsumer:
         )
         self._outgoing = outgoing  # replies and dead-letter copies, on a connection of their own
         self._acks = AckTracker()
-        self._queue: AbstractQueue | None = None
-        self._underlay: RawChannel | None = None  # the channel the consumer is subscribed on
-        self._tag: str | None = None
-        self._stopped = False
-        self._resubscribing: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -72,97 +65,21 @@ class CommandConsumer:
     @property
     def attached(self) -> bool:
         """Consuming now: subscribed on a channel that is open."""
-        return self._tag is not None and self._underlay is not None and not self._underlay.is_closed
+        return self._subscription is not None and self._subscription.attached
 
     async def start(self, queue: AbstractQueue) -> None:
+        """Start the batcher and subscribe to ``queue``; it is subscribed again after a reconnect.
+
+        :raises TRANSIENT_ERRORS: the first subscribing failed (the channel is not open).
+        """
         self._batcher.start()
-        self._queue = queue
-        if isinstance(queue.channel, AbstractRobustChannel):
-            queue.channel.reopen_callbacks.add(self._reopened)
-        await self._subscribe()
-
-    async def _subscribe(self) -> None:
-        assert self._queue is not None
-        underlay = await raw_channel(self._queue.channel)
-        underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
-        ok = await underlay.basic_consume(self._queue.name, self._on_delivered, consumer_tag=self._tag)
-        if self._stopped:  # stop() came while this was on its way: take nothing more
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await underlay.basic_cancel(ok.consumer_tag or "", timeout=5)
-            return
-        self._tag, self._underlay = ok.consumer_tag, underlay
-
-    def _reopened(self, *_: object) -> None:
-        """The robust channel is back after a reconnect (it restores qos and the queue first).
-
-        Only a task is started here: the channel's restore holds a lock while its callbacks
-        run, and a network call made under it could be cut off by the next disconnect.
-        """
-        self._underlay = None
-        self._keep_subscribed("consuming again after the channel was restored")
-
-    def _on_cancel(self, frame: spec.Basic.Cancel) -> None:
-        """The broker cancelled the subscription (the queue was deleted, say): subscribe again.
-
-        Called from the channel's reader, which must go on reading: the subscribing runs in a
-        task. If the queue is gone, that closes the channel; the robust channel declares the
-        queue again, and the task subscribes once it has.
-        """
-        if frame.consumer_tag == self._tag and not self._stopped:
-            log.warning(
-                "the broker cancelled the consumer; subscribing again", consumer_tag=frame.consumer_tag
-            )
-            self._underlay = None  # not attached until subscribed again
-            self._keep_subscribed("consuming again after the broker cancelled the consumer")
-
-    def _keep_subscribed(self, done: str) -> None:
-        if self._resubscribing is None or self._resubscribing.done():
-            self._resubscribing = asyncio.create_task(self._subscribe_until_attached(done))
-
-    async def _subscribe_until_attached(self, done: str) -> None:
-        """Subscribe on the channel once it is ready; retry any error until attached or stopped.
-
-        Waits 0.1 s doubling to 5 s, jittered, between attempts; ``stop()`` cancels the task.
-        """
-        assert self._queue is not None
-        queue = self._queue
-
-        def log_retry(retry_state: RetryCallState) -> None:
-            exc = failure(retry_state)
-            log.warning(
-                "subscribing failed; retrying",
-                error=type(exc).__name__,
-                detail=str(exc),
-                retry_in=retry_in(retry_state),
-            )
-
-        async for attempt in retrying(
-            first=0.1,
-            most=5.0,
-            # Transient or not, the consumer must not stay detached.
-            retry=retry_if_exception_type(Exception),
-            before_sleep=log_retry,
-        ):
-            if self._stopped or self.attached:
-                return
-            with attempt:
-                channel = queue.channel
-                if isinstance(channel, AbstractRobustChannel):
-                    await channel.ready()  # restored: qos set and the queue declared
-                await self._subscribe()
-        if self.attached:
-            log.info(done, queue=queue.name)
+        self._subscription = Subscription(queue, self._on_delivered)
+        await self._subscription.start()
 
     async def stop(self) -> None:
         """Stop taking new messages; those in flight carry on."""
-        self._stopped = True
-        if self._resubscribing is not None:
-            self._resubscribing.cancel()
-        if self._underlay is not None and self._tag is not None:
-            tag, self._tag = self._tag, None
-            # A failure means the channel is gone: nothing more will be delivered on it.
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await self._underlay.basic_cancel(tag, timeout=5)
+        if self._subscription is not None:
+            await self._subscription.cancel()
 
     async def drain(self, timeout: float) -> bool:
         """Wait for messages in flight; False if some were still running at the timeout."""
@@ -175,7 +92,7 @@ class CommandConsumer:
         finally:
             await self._batcher.stop()
 
-    async def _on_delivered(self, delivered: DeliveredMessage) -> None:
+    async def _on_delivered(self, delivered: RawDelivery) -> None:
         self.on_message(Incoming(delivered))
 
     def on_message(self, message: Incoming) -> None:
