@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from worker import app, retries
 from worker.app import Misconfigured, StoppedWhileStarting, _keep_trying, purge_idempotency_records
+from worker.messaging import consumer
 from worker.messaging.consumer import _until_the_database_answers
 from worker.messaging.relay import Relay
 from worker.persistence import inbox
@@ -426,3 +427,29 @@ async def test_a_held_command_is_retried_through_transient_errors_and_a_bug_is_r
     with pytest.raises(ZeroDivisionError) as raised:
         await _run(_until_the_database_answers(Waits()), Script(bug))
     assert raised.value is bug
+
+
+async def test_a_held_command_is_tried_once_before_any_retry_loop_is_built_and_then_waits_as_one_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_loop(before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
+        raise AssertionError("a retrying object was built for an attempt that did not fail")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(consumer, "_until_the_database_answers", no_loop)
+        assert await consumer._held(Script(), Waits()) == 1
+        bug = ZeroDivisionError()
+        with pytest.raises(ZeroDivisionError) as raised:
+            await consumer._held(Script(bug), Waits())
+        assert raised.value is bug
+
+    transient = [asyncpg.PostgresConnectionError("gone"), ConnectionResetError(), TimeoutError()]
+    script, waits = Script(*transient), Waits()
+    assert await consumer._held(script, waits) == 4  # the first failure is not tried twice
+    assert waits.errors == transient  # the first attempt's error is the loop's first: logged, waited on
+    assert all(_within(s, _nominal(0.05, 2.0, n)) for n, s in enumerate(waits.seconds, 1)), waits.seconds
+
+    later_bug = ZeroDivisionError()
+    with pytest.raises(ZeroDivisionError) as raised:
+        await consumer._held(Script(ConnectionResetError(), later_bug), Waits())
+    assert raised.value is later_bug
