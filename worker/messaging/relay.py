@@ -33,7 +33,7 @@ from ..retries import Stopped, failure, retry_in, retrying
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
 from .amqp import Confirm, raw_channel
-from .republish import publish_event
+from .event_publishing import publish_event
 from .window import PublishWindow, RetryPolicy, Tally
 
 log = structlog.get_logger(__name__)

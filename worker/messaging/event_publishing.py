@@ -1,4 +1,11 @@
-"""Publishing logged events: the message every event becomes, and the engine behind ``replay``."""
+"""Publishing logged events: the message every event becomes, and the engine behind ``replay``.
+
+Every event goes out as its stored CloudEvents body with the contract's properties
+(:func:`event_properties`), ``mandatory``, on a confirm-mode channel (:func:`publish_event`):
+the relay publishes the outbox that way (its hot path), and :class:`Republisher` sends a range of
+the event log again for ``outplan-worker replay``. What the broker made of each publish is an
+``amqp.Confirm``.
+"""
 
 import asyncio
 import time
@@ -71,6 +78,7 @@ class Target:
         return self.queue is not None or self.routing_key is not None
 
     def route(self, event: LoggedEvent) -> tuple[str, str]:
+        """The exchange and routing key ``event`` is published with."""
         if self.queue is not None:
             return "", self.queue  # the default exchange delivers to exactly that queue
         return self.exchange, self.routing_key or event.event_type
@@ -78,6 +86,8 @@ class Target:
 
 @dataclass
 class Progress:
+    """How far a replay got: events selected, and what the broker made of those sent."""
+
     selected: int = 0
     confirmed: int = 0
     unrouted: int = 0  # taken by the broker, matched no binding (not a failure; see ``Target``)
@@ -88,6 +98,7 @@ class Progress:
 
     @property
     def settled(self) -> int:
+        """Events the broker took: confirmed, or returned unrouted."""
         return self.confirmed + self.unrouted
 
     @property
@@ -101,7 +112,8 @@ class Republisher:
     """Sends events in order with up to ``window`` confirms in flight; stops at the first failure.
 
     A failure is a nack, an unrouted event when the target says so (``Target.unrouted_fails``),
-    or a broken link; ``Progress.error`` says which.
+    or a broken link; ``Progress.error`` says which. ``channel`` is in confirm mode; ``rate``
+    caps the events sent per second (none: as fast as the window allows).
     """
 
     def __init__(
@@ -145,6 +157,13 @@ class Republisher:
         return None
 
     async def run(self, batches: AsyncIterable[list[LoggedEvent]], progress: Progress) -> None:
+        """Publish the events of ``batches`` in order, counting into ``progress``; stop at the first failure.
+
+        Returns after the last answer, after a failure (``progress.error`` says which), or once
+        ``stop_requested`` is set (the events already sent are answered first). A link that
+        breaks while publishing is a failure like the others, not raised; what ``batches``
+        raises is.
+        """
         in_flight: list[tuple[LoggedEvent, asyncio.Task[Confirm]]] = []
         next_send = time.monotonic()
 
