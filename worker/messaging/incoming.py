@@ -50,10 +50,12 @@ class Incoming:
 
     @property
     def routing_key(self) -> str | None:
+        """The routing key it was published with (``basic.deliver``)."""
         return self._delivered.routing_key
 
     @property
     def exchange(self) -> str | None:
+        """The exchange it was published to; ``""`` is the default exchange."""
         return self._delivered.exchange
 
     @property
@@ -86,6 +88,7 @@ class Incoming:
 
     @property
     def headers(self) -> dict[str, Any]:
+        """The application headers that could be decoded (``unreadable`` names the others)."""
         return self._properties.headers or {}
 
     async def reject(self, *, requeue: bool) -> None:

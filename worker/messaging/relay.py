@@ -88,6 +88,7 @@ class Relay:
         return self.tally.confirmed + self.tally.unrouted
 
     def stop(self) -> None:
+        """Ask ``run`` to end: the events on the wire settle, nothing more is sent, a wait ends at once."""
         self._stopping.set()
         self._wake.set()
 

@@ -181,6 +181,7 @@ class PublishWindow:
             task.cancel()
 
     async def closed(self) -> None:
+        """``close()``, then wait until every cancelled publish has ended."""
         self.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
