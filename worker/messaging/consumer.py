@@ -1,15 +1,12 @@
 """The command consumer: take each delivery, decode it, run it, and have it settled.
 
-A delivery is decoded (``requests.decode``) and sent one of three ways: a rejection (invalid
-input) is settled at once; a change joins the batcher, which applies a batch at once
-(``Service.change``) so that its replies go out together and its deliveries are acked with one
-multiple ack; a query runs on its own, so a read never waits behind a batch of writes. How each
-ends (reply, dead-letter copy, ack or requeue) is decided by ``settlement.decide`` and carried
-out by the ``Settler``; while the database is unavailable (``Happened.UNAVAILABLE``) a command is
-held here and tried again, neither answered nor dead-lettered.
-
-Deliveries are taken on the channel beneath aio-pika's (``amqp.Subscription``, read as
-``Incoming``); the subscription is renewed after a reconnect or a cancel by the broker.
+Deliveries come from an ``amqp.Subscription``, read as ``Incoming``, and go one of three ways: a
+rejection (invalid input) is settled at once; a change joins the batcher, which applies a batch
+at once (``Service.change``), its replies sent together and its deliveries acked with one
+multiple ack; a query runs on its own, so a read never waits behind a batch of writes. The
+``Settler`` ends each as ``settlement.decide`` says; while the database is unavailable
+(``Happened.UNAVAILABLE``) a command is held here and tried again, neither answered nor
+dead-lettered.
 """
 
 import asyncio
@@ -23,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from ..batching import Batcher
 from ..requests import Rejection, decode
-from ..retries import failure, retry_in, retrying
+from ..retries import failure, retry_in, retrying, try_first
 from ..service import Outcome, Service
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
@@ -61,10 +58,7 @@ class CommandConsumer:
         return self._subscription is not None and self._subscription.attached
 
     async def start(self, queue: AbstractQueue) -> None:
-        """Start the batcher and subscribe to ``queue``; it is subscribed again after a reconnect.
-
-        :raises TRANSIENT_ERRORS: the first subscribing failed (the channel is not open).
-        """
+        """Start the batcher and subscribe to ``queue``; a closed channel raises (``TRANSIENT_ERRORS``)."""
         self._batcher.start()
         self._subscription = Subscription(queue, self._on_delivered)
         await self._subscription.start()
@@ -113,8 +107,7 @@ class CommandConsumer:
         elif decoded.command.mutates:
             self._batcher.add(Decoded(message, decoded, started), key=getattr(decoded.command, "id", None))
         else:
-            command = Decoded(message, decoded, started)
-            self._spawn(self._settling([message], self._query(command)))
+            self._spawn(self._settling([message], self._query(Decoded(message, decoded, started))))
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
         task = asyncio.create_task(work)
@@ -195,24 +188,11 @@ class CommandConsumer:
             return [result for command in batch for result in await self._apply([command])]
 
 
-async def _held(attempt: Callable[[], Awaitable[T]], before_sleep: Callable[[RetryCallState], None]) -> T:
-    """``attempt()`` until the database answers (:func:`_until_the_database_answers`).
-
-    The first attempt is made directly: the retrying object (~55 µs to build) is built only after
-    it failed with a transient error, and takes that error as its own first attempt's, so the
-    waits and log lines are those of one loop. Any other error is raised unchanged.
-    """
-    try:
-        return await attempt()
-    except TRANSIENT_ERRORS as exc:
-        first: BaseException | None = exc
-    async for retry in _until_the_database_answers(before_sleep):
-        with retry:
-            if first is not None:
-                error, first = first, None
-                raise error
-            result = await attempt()
-    return result
+def _held(
+    attempt: Callable[[], Awaitable[T]], before_sleep: Callable[[RetryCallState], None]
+) -> Awaitable[T]:
+    """``attempt()``, tried again through transient errors (``Happened.UNAVAILABLE``) after a first try."""
+    return try_first(attempt, TRANSIENT_ERRORS, then=lambda: _until_the_database_answers(before_sleep))
 
 
 def _until_the_database_answers(before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
