@@ -30,13 +30,13 @@ import asyncpg
 import uvloop
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq import spec
-from aiormq.abc import AbstractChannel as Underlay
 from aiormq.abc import DeliveredMessage
 from pydantic import SecretStr
 
 from bench.common import AMQP_URL, delete_queue, drop_database, durable_queue, fresh_database, median, save
 from bench.workload import mixed, preload, seed
 from worker.messaging import topology
+from worker.messaging.amqp import RawChannel, raw_channel
 from worker.settings import Settings
 
 T = TypeVar("T")
@@ -399,20 +399,20 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
 
 async def _instrument(
     connection: aio_pika.abc.AbstractConnection, events_queue: str, clock: EventClock
-) -> Underlay:
+) -> RawChannel:
     """Subscribe ``clock`` to the events queue; return a confirming channel to send commands on.
 
     Both beneath aio-pika, as the relay works: the instrument shares the two cores with what it
     measures, and every cycle it spends is taken from that.
     """
-    events = await (await connection.channel()).get_underlay_channel()
+    events = await raw_channel(await connection.channel())
     await events.basic_qos(prefetch_count=2000)
     await events.basic_consume(events_queue, clock.on_event, no_ack=True)
-    return await (await connection.channel(publisher_confirms=True)).get_underlay_channel()
+    return await raw_channel(await connection.channel(publisher_confirms=True))
 
 
 async def _offer(
-    send: Underlay,
+    send: RawChannel,
     clock: EventClock,
     commands: list[tuple[str, bytes]],
     rate: int,
@@ -493,7 +493,7 @@ async def _rpc(
 ) -> list[float]:
     """Open-loop requests with ``reply_to`` (direct reply-to); latency from scheduled send to reply."""
     channel = await connection.channel(publisher_confirms=False)
-    underlay = await channel.get_underlay_channel()
+    underlay = await raw_channel(channel)
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
 

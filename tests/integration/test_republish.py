@@ -7,7 +7,7 @@ import aio_pika
 import pytest
 
 from tests.conftest import AMQP_URL
-from worker.messaging.republish import Progress, Republisher, Target
+from worker.messaging.event_publishing import Progress, Republisher, Target
 from worker.persistence.outbox import LoggedEvent
 
 pytestmark = pytest.mark.integration

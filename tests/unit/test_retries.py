@@ -21,7 +21,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from worker import app, retries
 from worker.app import Misconfigured, StoppedWhileStarting, keep_trying, purge_idempotency_records
-from worker.messaging.consumer import _until_the_database_answers
+from worker.messaging import consumer
+from worker.messaging.consumer import until_the_database_answers
 from worker.messaging.relay import Relay
 from worker.persistence import inbox
 from worker.retries import Stopped, backoff, retrying
@@ -418,11 +419,55 @@ async def test_a_held_command_is_retried_through_transient_errors_and_a_bug_is_r
         ConnectionResetError(),
     ]
     waits = Waits()
-    assert await _run(_until_the_database_answers(waits), Script(*transient)) == 4
+    assert await _run(until_the_database_answers(waits), Script(*transient)) == 4
     assert waits.errors == transient
     assert all(_within(s, _nominal(0.05, 2.0, n)) for n, s in enumerate(waits.seconds, 1)), waits.seconds
 
     bug = ZeroDivisionError()
     with pytest.raises(ZeroDivisionError) as raised:
-        await _run(_until_the_database_answers(Waits()), Script(bug))
+        await _run(until_the_database_answers(Waits()), Script(bug))
     assert raised.value is bug
+
+
+async def test_a_first_try_builds_no_loop_and_a_loop_after_it_waits_and_logs_as_the_loop_alone() -> None:
+    def no_loop() -> AsyncRetrying:
+        raise AssertionError(
+            "a retrying loop was built for a first attempt that did not fail with a retried error"
+        )
+
+    assert await retries.try_first(Script(), (OSError,), no_loop) == 1
+    bug = ZeroDivisionError()
+    with pytest.raises(ZeroDivisionError) as raised:
+        await retries.try_first(Script(bug), (OSError,), no_loop)
+    assert raised.value is bug
+
+    errors = [ConnectionRefusedError(), TimeoutError(), ConnectionResetError()]
+    script, waits = Script(*errors), Waits()
+
+    def loop() -> AsyncRetrying:
+        return retrying(first=0.01, most=0.04, retry=retry_if_exception_type(OSError), before_sleep=waits)
+
+    assert await retries.try_first(script, (OSError,), loop) == 4  # the first failure is not tried twice
+    assert waits.errors == errors  # the first attempt's error is the loop's first: logged and waited on
+    assert all(_within(s, _nominal(0.01, 0.04, n)) for n, s in enumerate(waits.seconds, 1)), waits.seconds
+
+    later_bug = ZeroDivisionError()
+    with pytest.raises(ZeroDivisionError) as raised:
+        await retries.try_first(Script(ConnectionResetError(), later_bug), (OSError,), loop)
+    assert raised.value is later_bug
+
+
+async def test_a_held_command_is_tried_first_without_a_loop_then_held_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transient = [asyncpg.PostgresConnectionError("gone"), asyncpg.exceptions.SerializationError("conflict")]
+    waits = Waits()
+    assert await consumer.held(Script(*transient), waits) == 3
+    assert waits.errors == transient
+    assert all(_within(s, _nominal(0.05, 2.0, n)) for n, s in enumerate(waits.seconds, 1)), waits.seconds
+
+    def no_loop(before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
+        raise AssertionError("a retrying loop was built for a query that succeeded at once")
+
+    monkeypatch.setattr(consumer, "until_the_database_answers", no_loop)
+    assert await consumer.held(Script(), Waits()) == 1

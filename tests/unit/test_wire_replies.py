@@ -34,7 +34,7 @@ from contracts.fields import (
 from contracts.timefmt import NOT_DELETED
 from tests.support.wire import DETAIL_CHARS, NAME_CHARS, bounded, moments, outplans, texts
 from worker.domain import PagePosition, Versioned
-from worker.messaging.consumer import _INTERNAL_REPLY
+from worker.messaging.settling import INTERNAL_REPLY
 from worker.persistence.batch_write import NewEvent
 from worker.persistence.inbox import IdempotencyRecord
 from worker.persistence.outbox import LoggedEvent
@@ -257,7 +257,7 @@ async def test_every_command_is_answered_as_the_reply_model_serialises_it(
 
 
 def test_the_reply_to_a_command_that_keeps_failing_is_the_reply_model_serialised() -> None:
-    reply = canonical(_INTERNAL_REPLY, 500)
+    reply = canonical(INTERNAL_REPLY, 500)
     assert reply.error is not None and reply.error.reason == replies.INTERNAL_ERROR
 
 

@@ -17,7 +17,7 @@ import asyncpg
 
 from contracts import names
 
-from ..messaging.republish import Progress, Republisher, Target
+from ..messaging.event_publishing import Progress, Republisher, Target
 from ..persistence.history import EventFilter, count_events, select_events
 from ..persistence.outbox import LoggedEvent
 from ..settings import Settings

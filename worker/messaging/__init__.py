@@ -1,1 +1,1 @@
-"""RabbitMQ adapters: topology, the command consumer, the outbox relay, the RPC client."""
+"""RabbitMQ adapters: the layer beneath aio-pika, topology, the command consumer, the outbox relay."""

@@ -14,29 +14,33 @@ acked any more: the broker has already put them back on the queue.
 
 import asyncio
 
-from aiormq.abc import AbstractChannel
-
 from ..transient import TRANSIENT_ERRORS
-from .incoming import Incoming
+from .amqp import Delivery, RawChannel
 
 
 class AckTracker:
+    """Which deliveries of the consuming channel are settled, and the one multiple ack that covers them.
+
+    Takes any :class:`~.amqp.Delivery` (the channel it came on and its tag); acks go out on that
+    channel. Not thread-safe; one per consumer, on its event loop.
+    """
+
     def __init__(self) -> None:
-        self._channel: AbstractChannel | None = None
+        self._channel: RawChannel | None = None
         self._floor = 0  # every delivery tag <= floor is settled
         self._ack_to = 0  # the highest settled tag <= floor that is to be acked
         self._acked = 0  # the highest tag an ack was sent for
         self._settled: dict[int, bool] = {}  # settled above the floor: tag -> to be acked
         self._lock = asyncio.Lock()
 
-    def received(self, message: Incoming) -> None:
+    def received(self, message: Delivery) -> None:
         """Note a delivery as it arrives; deliveries arrive in tag order."""
         if message.channel is not self._channel:
             self._channel = message.channel
             self._floor = self._ack_to = self._acked = (message.delivery_tag or 1) - 1
             self._settled.clear()
 
-    def settled(self, message: Incoming, *, ack: bool = True) -> None:
+    def settled(self, message: Delivery, *, ack: bool = True) -> None:
         """The message is done: to be acked, or (``ack=False``) already rejected on its own."""
         tag = message.delivery_tag
         if message.channel is not self._channel or tag is None or tag <= self._floor:
@@ -47,7 +51,7 @@ class AckTracker:
             if self._settled.pop(self._floor):
                 self._ack_to = self._floor
 
-    def pending(self, message: Incoming) -> bool:
+    def pending(self, message: Delivery) -> bool:
         """Delivered on the current channel and not settled yet."""
         tag = message.delivery_tag
         return (

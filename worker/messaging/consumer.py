@@ -1,68 +1,51 @@
-"""The command consumer: decode, execute, then settle each delivery as the policy decides.
+"""The command consumer: take each delivery, decode it, run it, and have it settled.
 
-How a delivery ends is decided by one pure function, ``settlement.decide``, from what happened
-to it, this delivery's number as the broker counts it, and ``OUTPLAN_RETRY_LIMIT``; this module
-reports what happened and carries the decision out (reply, dead-letter copy, ack or requeue).
-
-Changes go through the batcher: a batch is applied and written at once (``Service.change``),
-its replies are published together and its deliveries acked with one multiple ack. Queries and
-rejections run on their own, so a read never waits behind a batch of writes.
-
-Deliveries are taken on the channel beneath aio-pika's (``Incoming``). The robust channel still
-reconnects and declares the queue again; the consumer subscribes again when it has.
+Deliveries come from an ``amqp.Subscription``, read as ``Incoming``, and go one of three ways: a
+rejection (invalid input) is settled at once; a change joins the batcher, which applies a batch
+at once (``Service.change``), its replies sent together and its deliveries acked with one
+multiple ack; a query runs on its own, so a read never waits behind a batch of writes. The
+``Settler`` ends each as ``settlement.decide`` says; while the database is unavailable
+(``Happened.UNAVAILABLE``) a command is held here and tried again, neither answered nor
+dead-lettered.
 """
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TypeVar
 
 import structlog
-from aio_pika.abc import AbstractQueue, AbstractRobustChannel
-from aiormq import spec
-from aiormq.abc import AbstractChannel as Underlay
-from aiormq.abc import DeliveredMessage
+from aio_pika.abc import AbstractQueue
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from contracts import ErrorInfo, Reply, replies
-
 from ..batching import Batcher
-from ..observability import metrics
-from ..requests import Rejection, Request, decode
-from ..retries import failure, retry_in, retrying
+from ..requests import Rejection, decode
+from ..retries import failure, retry_in, retrying, try_first
 from ..service import Outcome, Service
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
-from .acks import AckTracker
+from .amqp import RawDelivery, Subscription
 from .incoming import Incoming
-from .outgoing import Outgoing, PublishRefused
-from .settlement import Disposition, Happened, Settle, decide, delivery_number
+from .outgoing import Outgoing
+from .settling import Decoded, Settler
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger("outplan_worker.consumer")
-
-
-@dataclass(slots=True)
-class Delivery:
-    message: Incoming
-    request: Request
-    started: float
+T = TypeVar("T")
 
 
 class CommandConsumer:
+    """Consumes the command queue; ``outgoing`` publishes its replies and dead-letter copies.
+
+    ``handled`` counts the deliveries finished so far (settled, or given back to the queue).
+    """
+
     def __init__(self, settings: Settings, service: Service, outgoing: Outgoing) -> None:
-        self._settings = settings
         self._service = service
-        self._batcher: Batcher[Delivery] = Batcher(
+        self._settler = Settler(outgoing, settings.retry_limit)
+        self._batcher: Batcher[Decoded] = Batcher(
             self._change, size=settings.batch_size, writers=settings.batch_writers
         )
-        self._outgoing = outgoing  # replies and dead-letter copies, on a connection of their own
-        self._acks = AckTracker()
-        self._queue: AbstractQueue | None = None
-        self._underlay: Underlay | None = None  # the channel the consumer is subscribed on
-        self._tag: str | None = None
-        self._stopped = False
-        self._resubscribing: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -72,100 +55,21 @@ class CommandConsumer:
     @property
     def attached(self) -> bool:
         """Consuming now: subscribed on a channel that is open."""
-        return self._tag is not None and self._underlay is not None and not self._underlay.is_closed
+        return self._subscription is not None and self._subscription.attached
 
     async def start(self, queue: AbstractQueue) -> None:
+        """Start the batcher and subscribe to ``queue``; a closed channel raises (``TRANSIENT_ERRORS``)."""
         self._batcher.start()
-        self._queue = queue
-        if isinstance(queue.channel, AbstractRobustChannel):
-            queue.channel.reopen_callbacks.add(self._reopened)
-        await self._subscribe()
-
-    async def _subscribe(self) -> None:
-        assert self._queue is not None
-        underlay = await self._queue.channel.get_underlay_channel()
-        underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
-        ok = await underlay.basic_consume(self._queue.name, self._on_delivered, consumer_tag=self._tag)
-        if self._stopped:  # stop() came while this was on its way: take nothing more
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await underlay.basic_cancel(ok.consumer_tag or "", timeout=5)
-            return
-        self._tag, self._underlay = ok.consumer_tag, underlay
-
-    def _reopened(self, *_: object) -> None:
-        """The robust channel is back after a reconnect (it restores qos and the queue first).
-
-        Only a task is started here: the channel's restore holds a lock while its callbacks
-        run, and a network call made under it could be cut off by the next disconnect.
-        """
-        self._underlay = None
-        self._keep_subscribed("consuming again after the channel was restored")
-
-    def _on_cancel(self, frame: spec.Basic.Cancel) -> None:
-        """The broker cancelled the subscription (the queue was deleted, say): subscribe again.
-
-        Called from the channel's reader, which must go on reading: the subscribing runs in a
-        task. If the queue is gone, that closes the channel; the robust channel declares the
-        queue again, and the task subscribes once it has.
-        """
-        if frame.consumer_tag == self._tag and not self._stopped:
-            log.warning(
-                "the broker cancelled the consumer; subscribing again", consumer_tag=frame.consumer_tag
-            )
-            self._underlay = None  # not attached until subscribed again
-            self._keep_subscribed("consuming again after the broker cancelled the consumer")
-
-    def _keep_subscribed(self, done: str) -> None:
-        if self._resubscribing is None or self._resubscribing.done():
-            self._resubscribing = asyncio.create_task(self._subscribe_until_attached(done))
-
-    async def _subscribe_until_attached(self, done: str) -> None:
-        """Subscribe on the channel once it is ready; retry any error until attached or stopped.
-
-        Waits 0.1 s doubling to 5 s, jittered, between attempts; ``stop()`` cancels the task.
-        """
-        assert self._queue is not None
-        queue = self._queue
-
-        def log_retry(retry_state: RetryCallState) -> None:
-            exc = failure(retry_state)
-            log.warning(
-                "subscribing failed; retrying",
-                error=type(exc).__name__,
-                detail=str(exc),
-                retry_in=retry_in(retry_state),
-            )
-
-        async for attempt in retrying(
-            first=0.1,
-            most=5.0,
-            # Transient or not, the consumer must not stay detached.
-            retry=retry_if_exception_type(Exception),
-            before_sleep=log_retry,
-        ):
-            if self._stopped or self.attached:
-                return
-            with attempt:
-                channel = queue.channel
-                if isinstance(channel, AbstractRobustChannel):
-                    await channel.ready()  # restored: qos set and the queue declared
-                await self._subscribe()
-        if self.attached:
-            log.info(done, queue=queue.name)
+        self._subscription = Subscription(queue, self._on_delivered)
+        await self._subscription.start()
 
     async def stop(self) -> None:
         """Stop taking new messages; those in flight carry on."""
-        self._stopped = True
-        if self._resubscribing is not None:
-            self._resubscribing.cancel()
-        if self._underlay is not None and self._tag is not None:
-            tag, self._tag = self._tag, None
-            # A failure means the channel is gone: nothing more will be delivered on it.
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await self._underlay.basic_cancel(tag, timeout=5)
+        if self._subscription is not None:
+            await self._subscription.cancel()
 
     async def drain(self, timeout: float) -> bool:
-        """Wait for messages in flight; False if some were still running at the timeout."""
+        """Wait for messages in flight up to ``timeout`` (s); False if some were still running then."""
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
@@ -175,13 +79,13 @@ class CommandConsumer:
         finally:
             await self._batcher.stop()
 
-    async def _on_delivered(self, delivered: DeliveredMessage) -> None:
+    async def _on_delivered(self, delivered: RawDelivery) -> None:
         self.on_message(Incoming(delivered))
 
     def on_message(self, message: Incoming) -> None:
         """Take a delivery: decode it and hand it on. Quick, so deliveries keep flowing."""
         started = time.perf_counter()
-        self._acks.received(message)
+        self._settler.received(message)
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -199,16 +103,32 @@ class CommandConsumer:
             self._spawn(self._give_back_one(message, exc))
             return
         if isinstance(decoded, Rejection):
-            self._spawn(self._reject(message, decoded, started))
+            self._spawn(self._settling([message], self._settler.reject(message, decoded, started)))
         elif decoded.command.mutates:
-            self._batcher.add(Delivery(message, decoded, started), key=getattr(decoded.command, "id", None))
+            self._batcher.add(Decoded(message, decoded, started), key=getattr(decoded.command, "id", None))
         else:
-            self._spawn(self._query(Delivery(message, decoded, started)))
+            self._spawn(self._settling([message], self._query(Decoded(message, decoded, started))))
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)  # a strong reference until it finishes
         task.add_done_callback(self._tasks.discard)
+
+    async def _settling(self, messages: list[Incoming], work: Awaitable[None]) -> None:
+        """Await ``work``, which settles ``messages``; should settling fail (a bug), give them back."""
+        try:
+            await work
+        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, messages returned
+            for message in messages:
+                await self._settler.give_back(message, exc)
+        finally:
+            self._finished(len(messages))
+
+    async def _give_back_one(self, message: Incoming, exc: BaseException) -> None:
+        try:
+            await self._settler.give_back(message, exc)
+        finally:
+            self._finished()
 
     def _finished(self, count: int = 1) -> None:
         self._in_flight -= count
@@ -216,77 +136,38 @@ class CommandConsumer:
         if self._in_flight == 0:
             self._idle.set()
 
-    # ---- the three paths ---------------------------------------------------------------------
-
-    async def _reject(self, message: Incoming, rejection: Rejection, started: float) -> None:
-        """Invalid input: answered 400 and dead-lettered with the reason, on its first delivery."""
-        try:
-            number = delivery_number(message.headers, message.redelivered)
-            await self._carry_out(
-                message,
-                decide(Happened.INVALID, number, self._settings.retry_limit),
-                number,
-                reply=(rejection.status_code, rejection.reply().to_json()),
-                dead_letter=_DeadLetter(rejection.status, rejection.reason, rejection.message),
-            )
-            await self._acks.flush()
-            metrics.COMMANDS.labels(rejection.command or "unknown", rejection.reason).inc()
-            metrics.DEAD_LETTERED.labels(rejection.reason).inc()
-            log.warning(
-                "command rejected",
-                message_id=message.message_id,
-                correlation_id=message.correlation_id,
-                command=rejection.command,
-                outcome=rejection.reason,
-                error=rejection.message,
-                duration_ms=_ms(started),
-            )
-        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, message returned
-            await self._give_back(message, exc)
-        finally:
-            self._finished()
-
-    async def _query(self, delivery: Delivery) -> None:
+    async def _query(self, command: Decoded) -> None:
         def log_retry(retry_state: RetryCallState) -> None:
-            _logger(delivery).warning(
+            command.logger().warning(
                 "database unavailable; holding the message",
                 error=type(failure(retry_state)).__name__,
                 retry_in=retry_in(retry_state),
             )
 
+        result: Outcome | Exception
         try:
-            result: Outcome | Exception
-            try:
-                async for attempt in _until_the_database_answers(log_retry):
-                    with attempt:
-                        result = await self._service.query(delivery.request)
-            except Exception as exc:  # noqa: BLE001 - a bug: bounded redelivery, then dead-lettered
-                result = exc
-            await self._conclude(delivery, result)
-            await self._acks.flush()
-        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, message returned
-            await self._give_back(delivery.message, exc)
-        finally:
-            self._finished()
+            result = await held(lambda: self._service.query(command.request), log_retry)
+        except Exception as exc:  # noqa: BLE001 - a bug: bounded redelivery, then dead-lettered
+            result = exc
+        await self._settler.conclude(command, result)
+        await self._settler.flush()
 
-    async def _change(self, batch: list[Delivery]) -> None:
+    async def _change(self, batch: list[Decoded]) -> None:
         """A batch of changes: applied at once, replies published together, one multiple ack."""
-        try:
-            results = await self._apply(batch)
-            concluded = await asyncio.gather(
-                *(self._conclude(d, r) for d, r in zip(batch, results, strict=True)), return_exceptions=True
-            )
-            for delivery, error in zip(batch, concluded, strict=True):
-                if isinstance(error, BaseException):
-                    await self._give_back(delivery.message, error)
-            await self._acks.flush()
-        except Exception as exc:  # noqa: BLE001 - settling failed (a bug): logged, messages returned
-            for delivery in batch:
-                await self._give_back(delivery.message, exc)
-        finally:
-            self._finished(len(batch))
+        await self._settling([command.message for command in batch], self._conclude_batch(batch))
 
-    async def _apply(self, batch: list[Delivery]) -> list[Outcome | Exception]:
+    async def _conclude_batch(self, batch: list[Decoded]) -> None:
+        results = await self._apply(batch)
+        concluded = await asyncio.gather(
+            *(self._settler.conclude(c, r) for c, r in zip(batch, results, strict=True)),
+            return_exceptions=True,
+        )
+        for command, error in zip(batch, concluded, strict=True):
+            if isinstance(error, BaseException):
+                await self._settler.give_back(command.message, error)
+        await self._settler.flush()
+
+    async def _apply(self, batch: list[Decoded]) -> list[Outcome | Exception]:
         """Run the batch until the database takes it; a bug fails only the command that has it."""
 
         def log_retry(retry_state: RetryCallState) -> None:
@@ -299,210 +180,22 @@ class CommandConsumer:
 
         try:
             # The whole batch is held and tried again; never given up on.
-            async for attempt in _until_the_database_answers(log_retry):
-                with attempt:
-                    results: list[Outcome | Exception] = list(
-                        await self._service.change([d.request for d in batch])
-                    )
+            return list(await held(lambda: self._service.change([c.request for c in batch]), log_retry))
         except Exception as exc:  # noqa: BLE001 - a bug in one command: isolated, then dead-lettered
             if len(batch) == 1:
                 return [exc]
             # One command is broken: apply the others one by one so only it fails.
-            return [result for delivery in batch for result in await self._apply([delivery])]
-        return results
-
-    # ---- settling: the policy decides (settlement.decide), this carries it out -----------------
-
-    async def _conclude(self, delivery: Delivery, result: Outcome | Exception) -> None:
-        """Settle a command that ran: its outcome, or the exception its handler raised."""
-        message = delivery.message
-        number = delivery_number(message.headers, message.redelivered)
-        if isinstance(result, Outcome):
-            await self._carry_out(
-                message,
-                decide(Happened.HANDLED, number, self._settings.retry_limit),
-                number,
-                reply=(result.status_code, result.reply),
-            )
-            self._handled(delivery, result)
-            return
-        disposition = decide(Happened.FAILED, number, self._settings.retry_limit)
-        bound = _logger(delivery)
-        if disposition.settle is Settle.REQUEUE:
-            bound.error(
-                "handler failed; redelivering",
-                delivery=number,
-                exc_info=result,
-                duration_ms=_ms(delivery.started),
-            )
-            await self._carry_out(message, disposition, number)
-            return
-        await self._carry_out(
-            message,
-            disposition,
-            number,
-            reply=(500, _INTERNAL_REPLY),
-            dead_letter=_DeadLetter(
-                replies.INTERNAL,
-                replies.INTERNAL_ERROR,
-                f"{type(result).__name__}: {result}",
-                {
-                    "x-exception-class": type(result).__name__,
-                    "x-exception-message": str(result)[:1000],
-                    "x-deliveries": number,
-                },
-            ),
-        )
-        metrics.COMMANDS.labels(delivery.request.command.command, "500").inc()
-        metrics.DEAD_LETTERED.labels(replies.INTERNAL_ERROR).inc()
-        bound.error(
-            "command dead-lettered after repeated failures",
-            outcome=replies.INTERNAL_ERROR,
-            delivery=number,
-            exc_info=result,
-            duration_ms=_ms(delivery.started),
-        )
-
-    async def _carry_out(
-        self,
-        message: Incoming,
-        disposition: Disposition,
-        number: int,
-        *,
-        reply: tuple[int, bytes] | None = None,
-        dead_letter: "_DeadLetter | None" = None,
-    ) -> None:
-        """Reply, dead-letter and settle as ``disposition`` says; a failed publish is decided on again."""
-        failed: list[Happened] = []
-        if disposition.reply and reply is not None:
-            failed += await self._publishing("reply", message, self._outgoing.reply(message, *reply))
-        if disposition.dead_letter and dead_letter is not None:
-            failed += await self._publishing(
-                "dead letter",
-                message,
-                self._outgoing.dead_letter(
-                    message,
-                    status=dead_letter.status,
-                    reason=dead_letter.reason,
-                    text=dead_letter.text,
-                    extra=dead_letter.extra,
-                ),
-            )
-        if failed:  # an interrupted publish is worth another delivery; a refused one is not
-            worst = (
-                Happened.PUBLISH_INTERRUPTED
-                if Happened.PUBLISH_INTERRUPTED in failed
-                else Happened.PUBLISH_REFUSED
-            )
-            disposition = decide(worst, number, self._settings.retry_limit)
-        if disposition.settle is Settle.REQUEUE:
-            await self._requeue(message)
-        else:
-            self._acks.settled(message)
-
-    async def _publishing(
-        self, what: str, message: Incoming, publish: Coroutine[None, None, None]
-    ) -> list[Happened]:
-        """Await one reply or dead-letter publish; what went wrong, logged once and counted, if anything."""
-        error: BaseException
-        try:
-            await publish
-            return []
-        except PublishRefused as exc:
-            happened, reason, error = Happened.PUBLISH_REFUSED, exc.reason, exc
-        except TRANSIENT_ERRORS as exc:
-            happened, reason, error = Happened.PUBLISH_INTERRUPTED, "interrupted", exc
-        (metrics.REPLIES_FAILED if what == "reply" else metrics.DEAD_LETTERS_FAILED).labels(reason).inc()
-        log.warning(
-            f"{what} not published",
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to if what == "reply" else None,
-            reason=reason,
-            error=type(error).__name__,
-            detail=str(error),
-        )
-        return [happened]
-
-    async def _requeue(self, message: Incoming) -> None:
-        """Return the message to the queue; the broker counts the redelivery."""
-        if not self._acks.pending(message):
-            return  # settled already, or from a channel that is gone: the broker redelivers it
-        try:
-            await message.reject(requeue=True)
-        except TRANSIENT_ERRORS:
-            return  # the channel is gone: the broker redelivers it all the same
-        self._acks.settled(message, ack=False)  # only once the reject is on its way
-
-    def _handled(self, delivery: Delivery, outcome: Outcome) -> None:
-        message, cmd = delivery.message, delivery.request.command
-        label = "replayed" if outcome.replayed else str(outcome.status_code)
-        metrics.COMMANDS.labels(cmd.command, label).inc()
-        metrics.HANDLING.labels(cmd.command).observe(time.perf_counter() - delivery.started)
-        log.info(  # one call, no bound logger: this runs for every command
-            "command handled",
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            command=cmd.command,
-            customer_id=str(cmd.customer_id),
-            outplan_id=str(outcome.outplan_id) if outcome.outplan_id else None,
-            outcome="replayed" if outcome.replayed else outcome.status_code,
-            duration_ms=_ms(delivery.started),
-        )
-
-    async def _give_back_one(self, message: Incoming, exc: BaseException) -> None:
-        try:
-            await self._give_back(message, exc)
-        finally:
-            self._finished()
-
-    async def _give_back(self, message: Incoming, exc: BaseException) -> None:
-        """Settling itself failed (a bug here): return the message; its redelivery repeats the same reply."""
-        if not self._acks.pending(message):
-            return
-        log.error(
-            "could not settle the message; returning it to the queue",
-            message_id=message.message_id,
-            exc_info=exc,
-        )
-        await self._requeue(message)
+            return [result for command in batch for result in await self._apply([command])]
 
 
-@dataclass(frozen=True, slots=True)
-class _DeadLetter:
-    status: str
-    reason: str
-    text: str
-    extra: dict[str, object] | None = None
+def held(attempt: Callable[[], Awaitable[T]], before_sleep: Callable[[RetryCallState], None]) -> Awaitable[T]:
+    """``attempt()``, tried again through transient errors (``Happened.UNAVAILABLE``) after a first try."""
+    return try_first(attempt, TRANSIENT_ERRORS, then=lambda: until_the_database_answers(before_sleep))
 
 
-_INTERNAL_REPLY = Reply(
-    status_code=500,
-    error=ErrorInfo(
-        status=replies.INTERNAL,
-        reason=replies.INTERNAL_ERROR,
-        message="the command failed inside the worker and was set aside for inspection",
-    ),
-).to_json()
-
-
-def _until_the_database_answers(before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
+def until_the_database_answers(before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
     """Happened.UNAVAILABLE: transient errors are retried here, without end, waiting 0.05 s doubling
     to 2 s, jittered; any other error of an attempt is raised (a bug: settled by the policy)."""
     return retrying(
         first=0.05, most=2.0, retry=retry_if_exception_type(TRANSIENT_ERRORS), before_sleep=before_sleep
     )
-
-
-def _logger(delivery: Delivery) -> structlog.typing.FilteringBoundLogger:
-    message, cmd = delivery.message, delivery.request.command
-    return log.bind(
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        command=cmd.command,
-        customer_id=str(cmd.customer_id),
-    )
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)

@@ -12,21 +12,23 @@ Properties that could not be decoded (``lenient_frames``) read as ``None`` and a
 from datetime import datetime
 from typing import Any
 
-from aiormq.abc import AbstractChannel, DeliveredMessage
-
+from .amqp import RawChannel, RawDelivery
 from .lenient_frames import LenientContentHeader
 
 
 class Incoming:
-    """Reads as aio-pika's message did, an empty string property included: it means none."""
+    """Reads as aio-pika's message did, an empty string property included: it means none.
+
+    A :class:`~.amqp.Delivery`: acks and rejects go back on ``channel`` with ``delivery_tag``.
+    """
 
     __slots__ = ("_delivered", "_properties", "body", "channel", "delivery_tag")
 
-    def __init__(self, delivered: DeliveredMessage) -> None:
+    def __init__(self, delivered: RawDelivery) -> None:
         self._delivered = delivered
         self._properties = delivered.header.properties
         self.body: bytes = delivered.body
-        self.channel: AbstractChannel = delivered.channel  # acks go back on the channel it came on
+        self.channel: RawChannel = delivered.channel  # acks go back on the channel it came on
         self.delivery_tag: int | None = delivered.delivery_tag
 
     @property
@@ -48,10 +50,12 @@ class Incoming:
 
     @property
     def routing_key(self) -> str | None:
+        """The routing key it was published with (``basic.deliver``)."""
         return self._delivered.routing_key
 
     @property
     def exchange(self) -> str | None:
+        """The exchange it was published to; ``""`` is the default exchange."""
         return self._delivered.exchange
 
     @property
@@ -84,7 +88,12 @@ class Incoming:
 
     @property
     def headers(self) -> dict[str, Any]:
+        """The application headers that could be decoded (``unreadable`` names the others)."""
         return self._properties.headers or {}
 
     async def reject(self, *, requeue: bool) -> None:
+        """``basic.reject`` this delivery on its channel (AMQP 0-9-1); ``requeue`` puts it back on the queue.
+
+        :raises TRANSIENT_ERRORS: the channel is gone (the broker requeues its deliveries itself).
+        """
         await self.channel.basic_reject(self.delivery_tag or 0, requeue=requeue)

@@ -1,10 +1,10 @@
 """Replies and dead-letter copies: what the consumer publishes about a command delivery.
 
-Both go out on a confirm-mode channel of a connection of their own (not the consumer's, not
-the relay's), beneath aio-pika like the consumer and the relay. A publish the broker refuses
-(``basic.nack``) or that cannot be encoded raises :class:`PublishRefused`; a broken link raises
-one of ``TRANSIENT_ERRORS``. The consumer's settlement policy decides what follows
-(``settlement.decide``).
+This module holds what they carry; they go out through :func:`.amqp.publish`, on a
+confirm-mode channel of a connection of their own (not the consumer's, not the relay's). A
+publish the broker refuses (``basic.nack``) or that cannot be encoded raises
+:class:`PublishRefused`; a broken link raises one of ``TRANSIENT_ERRORS``. The settlement policy
+decides what follows (``settlement.decide``).
 
 A dead-letter copy keeps the original body up to :data:`DEAD_LETTER_BODY_MAX` bytes (its full
 size in ``x-original-body-size``), the original properties that could be read, the original
@@ -18,12 +18,11 @@ from collections.abc import Mapping
 
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
-from aiormq.exceptions import DeliveryError
 from pamqp import encode
 
+from .amqp import PERSISTENT, Confirm, publish, raw_channel
 from .incoming import Incoming
 
-PERSISTENT = 2
 DEAD_LETTER_BODY_MAX = 64 * 1024  # bytes of the original body kept in a dead-letter copy
 DEAD_LETTER_HEADERS_MAX = (
     64 * 1024
@@ -43,7 +42,11 @@ class PublishRefused(Exception):
 
 
 class Outgoing:
-    """Publishes replies to ``reply_to`` and dead-letter copies to the dead-letter exchange."""
+    """Publishes replies to ``reply_to`` and dead-letter copies to ``dead_letter_exchange``.
+
+    ``channel`` is in confirm mode; each publish reads the channel beneath it anew, so a robust
+    channel restored after a reconnect is used as soon as it is back.
+    """
 
     def __init__(self, channel: AbstractChannel, dead_letter_exchange: str) -> None:
         self._channel = channel  # confirm mode
@@ -114,17 +117,15 @@ class Outgoing:
     async def _publish(
         self, body: bytes, exchange: str, routing_key: str, properties: spec.Basic.Properties
     ) -> None:
-        channel = await self._channel.get_underlay_channel()
+        channel = await raw_channel(self._channel)
         try:
-            await channel.basic_publish(
-                body, exchange=exchange, routing_key=routing_key, properties=properties
+            confirm = await publish(
+                channel, body, exchange=exchange, routing_key=routing_key, properties=properties
             )
-        except DeliveryError as exc:
-            raise PublishRefused(
-                "nacked", f"the broker refused the publish to {exchange or routing_key!r}"
-            ) from exc
         except (TypeError, ValueError, OverflowError) as exc:  # pamqp could not encode a property
             raise PublishRefused("unencodable", f"{type(exc).__name__}: {exc}") from exc
+        if confirm is not Confirm.CONFIRMED:  # not mandatory: never returned, so refused
+            raise PublishRefused("nacked", f"the broker refused the publish to {exchange or routing_key!r}")
 
 
 def original_values(raw: Mapping[str, bytes]) -> dict[str, object]:

@@ -31,7 +31,8 @@ from ..persistence.outbox import NOTIFY_CHANNEL, LoggedEvent, OutboxStore
 from ..retries import Stopped, failure, retry_in, retrying
 from ..settings import Settings
 from ..transient import TRANSIENT_ERRORS
-from .republish import Outcome, publish_event
+from .amqp import Confirm, raw_channel
+from .event_publishing import publish_event
 from .window import PublishWindow, RetryPolicy, Tally
 
 log = structlog.get_logger(__name__)
@@ -86,6 +87,7 @@ class Relay:
         return self.tally.confirmed + self.tally.unrouted
 
     def stop(self) -> None:
+        """Ask ``run`` to end: the events on the wire settle, nothing more is sent, a wait ends at once."""
         self._stopping.set()
         self._wake.set()
 
@@ -199,10 +201,10 @@ class Relay:
         """
         limit = self._settings.relay_batch_size
         budget = limit * ROUNDS_IN_FLIGHT
-        channel = await self._channel.get_underlay_channel()
+        channel = await raw_channel(self._channel)
         exchange = self._settings.event_exchange
 
-        def publish(event: LoggedEvent) -> Coroutine[Any, Any, Outcome]:
+        def publish(event: LoggedEvent) -> Coroutine[Any, Any, Confirm]:
             return publish_event(channel, exchange, event.event_type, event)  # on the latest channel read
 
         window = PublishWindow(
@@ -234,7 +236,7 @@ class Relay:
                         mark = None  # marked by the same statement
                     if fetched:
                         cursor = fetched[-1].eventsequence
-                        channel = await self._channel.get_underlay_channel()
+                        channel = await raw_channel(self._channel)
                         window.add(fetched)
                 await self._mark(store, mark)
                 if len(fetched) == limit:

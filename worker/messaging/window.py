@@ -29,7 +29,7 @@ import structlog
 
 from ..observability import metrics
 from ..persistence.outbox import LoggedEvent
-from .republish import Outcome
+from .amqp import Confirm
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +103,7 @@ class _Entry:
         self.settled = False
 
 
-Publish = Callable[[LoggedEvent], Coroutine[Any, Any, Outcome]]
+Publish = Callable[[LoggedEvent], Coroutine[Any, Any, Confirm]]
 
 
 class PublishWindow:
@@ -131,7 +131,7 @@ class PublishWindow:
         self._low_water, self._high_water = low_water, high_water
         self._held: collections.deque[_Entry] = collections.deque()
         self._lanes: dict[str, collections.deque[_Entry]] = {}  # outplan id -> its unsettled events
-        self._tasks: set[asyncio.Task[Outcome]] = set()
+        self._tasks: set[asyncio.Task[Confirm]] = set()
         self._timers: dict[_Entry, asyncio.TimerHandle] = {}  # refused events waiting to go again
         self._ongoing: _Ongoing | None = None  # set while refusals are ongoing
         self._burst_started = self._last_refusal = float("-inf")  # loop time, of refusals not yet ongoing
@@ -181,6 +181,7 @@ class PublishWindow:
             task.cancel()
 
     async def closed(self) -> None:
+        """``close()``, then wait until every cancelled publish has ended."""
         self.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -193,7 +194,7 @@ class PublishWindow:
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._answered(entry, done))
 
-    def _answered(self, entry: _Entry, task: "asyncio.Task[Outcome]") -> None:
+    def _answered(self, entry: _Entry, task: "asyncio.Task[Confirm]") -> None:
         self._tasks.discard(task)
         self.in_flight -= 1
         if task.cancelled():
@@ -205,7 +206,7 @@ class PublishWindow:
             self._notify()
             return
         outcome = task.result()
-        if outcome is Outcome.REFUSED:
+        if outcome is Confirm.REFUSED:
             self._refused(entry)
         else:
             self._settle(entry, outcome)
@@ -293,13 +294,13 @@ class PublishWindow:
         del self._timers[entry]
         self._send(entry)
 
-    def _settle(self, entry: _Entry, outcome: Outcome | None) -> None:
+    def _settle(self, entry: _Entry, outcome: Confirm | None) -> None:
         entry.settled = True
         event = entry.event
-        if outcome is Outcome.CONFIRMED:
+        if outcome is Confirm.CONFIRMED:
             self._tally.confirmed += 1
             metrics.EVENTS_PUBLISHED.labels(event.event_type).inc()
-        elif outcome is Outcome.UNROUTED:
+        elif outcome is Confirm.UNROUTED:
             self._tally.unrouted += 1
             metrics.EVENTS_UNROUTED.labels(event.event_type).inc()
             log.debug("event matched no binding", eventsequence=event.eventsequence, type=event.event_type)

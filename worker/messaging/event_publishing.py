@@ -1,22 +1,24 @@
-"""Publishing logged events: the message every event becomes, and the engine behind ``replay``."""
+"""Publishing logged events: the message every event becomes, and the engine behind ``replay``.
+
+Every event goes out as its stored CloudEvents body with the contract's properties
+(:func:`event_properties`), ``mandatory``, on a confirm-mode channel (:func:`publish_event`):
+the relay publishes the outbox that way (its hot path), and :class:`Republisher` sends a range of
+the event log again for ``outplan-worker replay``. What the broker made of each publish is an
+``amqp.Confirm``.
+"""
 
 import asyncio
-import enum
 import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
-from aiormq.abc import AbstractChannel as Underlay
-from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import DeliveryError, PublishError
 
 from contracts import names
 
 from ..persistence.outbox import LoggedEvent
-
-PERSISTENT = 2
+from .amqp import PERSISTENT, Confirm, RawChannel, publish, raw_channel
 
 
 def event_properties(
@@ -33,42 +35,29 @@ def event_properties(
     )
 
 
-class Outcome(enum.Enum):
-    """What the broker made of one published event."""
-
-    CONFIRMED = "confirmed"  # routed to at least one queue, and every such queue took it
-    UNROUTED = "unrouted"  # no binding matched: returned (``basic.return``), then confirmed
-    REFUSED = "refused"  # ``basic.nack``: a queue refused it (e.g. full with ``reject-publish``)
-
-
 async def publish_event(
-    channel: Underlay,
+    channel: RawChannel,
     exchange: str,
     routing_key: str,
     event: LoggedEvent,
     headers: dict[str, bool | str] | None = None,
-) -> Outcome:
+) -> Confirm:
     """Publish the stored body, ``mandatory``, on a confirm channel; returns once the broker answered.
 
     A broken link raises (``ChannelInvalidStateError``, ``ConnectionError``, ...). Returns are
     matched to publishes by ``message_id`` (the event id); they come back as ``UNROUTED`` whether
-    the channel was opened with ``on_return_raises`` or not.
+    the channel was opened with ``on_return_raises`` or not (:func:`.amqp.publish`).
     Straight on the channel beneath aio-pika's: it is the relay's hot path, and building an
     aio-pika message per event cost more than the publish itself.
     """
-    try:
-        answer = await channel.basic_publish(
-            event.body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=event_properties(event, headers),
-            mandatory=True,
-        )
-    except PublishError:
-        return Outcome.UNROUTED
-    except DeliveryError:
-        return Outcome.REFUSED
-    return Outcome.UNROUTED if isinstance(answer, DeliveredMessage) else Outcome.CONFIRMED
+    return await publish(
+        channel,
+        event.body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=event_properties(event, headers),
+        mandatory=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -89,6 +78,7 @@ class Target:
         return self.queue is not None or self.routing_key is not None
 
     def route(self, event: LoggedEvent) -> tuple[str, str]:
+        """The exchange and routing key ``event`` is published with."""
         if self.queue is not None:
             return "", self.queue  # the default exchange delivers to exactly that queue
         return self.exchange, self.routing_key or event.event_type
@@ -96,6 +86,8 @@ class Target:
 
 @dataclass
 class Progress:
+    """How far a replay got: events selected, and what the broker made of those sent."""
+
     selected: int = 0
     confirmed: int = 0
     unrouted: int = 0  # taken by the broker, matched no binding (not a failure; see ``Target``)
@@ -106,6 +98,7 @@ class Progress:
 
     @property
     def settled(self) -> int:
+        """Events the broker took: confirmed, or returned unrouted."""
         return self.confirmed + self.unrouted
 
     @property
@@ -119,7 +112,8 @@ class Republisher:
     """Sends events in order with up to ``window`` confirms in flight; stops at the first failure.
 
     A failure is a nack, an unrouted event when the target says so (``Target.unrouted_fails``),
-    or a broken link; ``Progress.error`` says which.
+    or a broken link; ``Progress.error`` says which. ``channel`` is in confirm mode; ``rate``
+    caps the events sent per second (none: as fast as the window allows).
     """
 
     def __init__(
@@ -138,9 +132,9 @@ class Republisher:
         self._interval = 1.0 / rate if rate else 0.0
         self.stop_requested = asyncio.Event()
 
-    async def _publish(self, event: LoggedEvent) -> Outcome:
+    async def _publish(self, event: LoggedEvent) -> Confirm:
         exchange_name, routing_key = self._target.route(event)
-        channel = await self._channel.get_underlay_channel()
+        channel = await raw_channel(self._channel)
         return await publish_event(
             channel,
             exchange_name,
@@ -149,10 +143,10 @@ class Republisher:
             headers={"x-replayed": True, "x-replay-run-id": self._run_id},
         )
 
-    def _failure(self, event: LoggedEvent, outcome: Outcome) -> str | None:
-        if outcome is Outcome.REFUSED:
+    def _failure(self, event: LoggedEvent, outcome: Confirm) -> str | None:
+        if outcome is Confirm.REFUSED:
             return f"Refused: eventsequence {event.eventsequence} was nacked by the broker (basic.nack)"
-        if outcome is Outcome.UNROUTED and self._target.unrouted_fails:
+        if outcome is Confirm.UNROUTED and self._target.unrouted_fails:
             exchange, routing_key = self._target.route(event)
             where = (
                 f"queue {routing_key!r}"
@@ -163,7 +157,14 @@ class Republisher:
         return None
 
     async def run(self, batches: AsyncIterable[list[LoggedEvent]], progress: Progress) -> None:
-        in_flight: list[tuple[LoggedEvent, asyncio.Task[Outcome]]] = []
+        """Publish the events of ``batches`` in order, counting into ``progress``; stop at the first failure.
+
+        Returns after the last answer, after a failure (``progress.error`` says which), or once
+        ``stop_requested`` is set (the events already sent are answered first). A link that
+        breaks while publishing is a failure like the others, not raised; what ``batches``
+        raises is.
+        """
+        in_flight: list[tuple[LoggedEvent, asyncio.Task[Confirm]]] = []
         next_send = time.monotonic()
 
         async def give_up(error: str) -> bool:
@@ -186,7 +187,7 @@ class Republisher:
                 error = self._failure(event, outcome)
                 if error is not None:
                     return await give_up(error)
-                if outcome is Outcome.UNROUTED:
+                if outcome is Confirm.UNROUTED:
                     progress.unrouted += 1
                 else:
                     progress.confirmed += 1
