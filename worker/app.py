@@ -229,7 +229,7 @@ async def lifespan(
         if consume:
             service = Service(
                 lambda **kw: PgUnitOfWork(
-                    pool, event_source=settings.event_source, on_commit=relay.offer, **kw
+                    pool, event_source=settings.event_source, on_commit=relay.hand_over, **kw
                 ),
                 handlers=handlers,
             )

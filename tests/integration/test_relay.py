@@ -137,7 +137,7 @@ async def creates(service: Service, customer_id: uuid.UUID, n: int) -> None:
 
 def handing_to(rig: Rig, relay: Relay | None) -> Service:
     """The service path a worker process runs, handing its commits to ``relay`` (or to none)."""
-    on_commit = relay.offer if relay is not None else None
+    on_commit = relay.hand_over if relay is not None else None
     return Service(lambda **kw: PgUnitOfWork(rig.pool, on_commit=on_commit, **kw))
 
 

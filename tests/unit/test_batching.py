@@ -1,4 +1,4 @@
-"""Batching lanes: one outplan's commands stay in one lane, in arrival order."""
+"""Batch writers: one outplan's commands always go to the same writer, in arrival order."""
 
 import asyncio
 

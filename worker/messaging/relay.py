@@ -9,7 +9,7 @@ then given up and left to ``replay``). The checkpoint (``outbox_state.published_
 the end of the settled prefix; after a crash or a change of leader the next relay publishes
 again from there, with the same ids and bodies. A broken link restarts the relay likewise.
 
-Events committed by this process are handed over by its writer (``offer``) and published
+Events committed by this process are handed over by its writer (``hand_over``) and published
 without being read back, when they continue exactly where publishing stands. Anything else
 (another process's commits, a gap, a lost hand-over) is read from the log: commits notify
 with the highest number they wrote, so the relay knows when the log holds more than it has.
@@ -37,8 +37,8 @@ from .window import PublishWindow, RetryPolicy, Tally
 
 log = structlog.get_logger(__name__)
 
-ROUNDS_IN_FLIGHT = 4
-OFFERED_AT_MOST = 10_000
+BATCHES_IN_FLIGHT = 4
+HANDED_OVER_AT_MOST = 10_000
 HELD_AT_MOST = 10_000  # events read past the checkpoint and kept in memory: on the wire, waiting, settled
 
 
@@ -59,17 +59,17 @@ class Relay:
         self._lock_pid: int | None = None  # the server process that held the lock for this relay
         # Events this process committed, handed over by the writer: published without reading
         # them back. The highest number known to be committed tells when reading is needed.
-        self._offered: collections.deque[LoggedEvent] = collections.deque()
+        self._handed_over: collections.deque[LoggedEvent] = collections.deque()
         self._committed_through = 0
-        self._look = True  # read the log on the next turn, whatever is known
+        self._read_log = True  # read the log on the next turn, whatever is known
 
-    def offer(self, events: list[LoggedEvent]) -> None:
+    def hand_over(self, events: list[LoggedEvent]) -> None:
         """Events just committed by this process, in number order."""
         if not self.is_leader or not events:
             return
-        if len(self._offered) > OFFERED_AT_MOST:
-            self._offered.clear()  # far behind: reading the log catches up just as well
-        self._offered.extend(events)
+        if len(self._handed_over) > HANDED_OVER_AT_MOST:
+            self._handed_over.clear()  # far behind: reading the log catches up just as well
+        self._handed_over.extend(events)
         self._committed_through = max(self._committed_through, events[-1].eventsequence)
         self._wake.set()
 
@@ -78,7 +78,7 @@ class Relay:
         try:
             self._committed_through = max(self._committed_through, int(payload))
         except ValueError:
-            self._look = True
+            self._read_log = True
         self._wake.set()
 
     @property
@@ -174,8 +174,8 @@ class Relay:
             while not await store.try_lock():
                 if await self._sleep():
                     return
-            self._offered.clear()
-            self._committed_through, self._look = 0, True
+            self._handed_over.clear()
+            self._committed_through, self._read_log = 0, True
             self._lock_pid = conn.get_server_pid()
             self.is_leader = True
             metrics.RELAY_LEADER.set(1)
@@ -183,7 +183,7 @@ class Relay:
             await self._pump(store, until_empty=False)
         finally:
             self.is_leader = False
-            self._offered.clear()
+            self._handed_over.clear()
             metrics.RELAY_LEADER.set(0)
             conn.terminate()  # closes at once; a graceful close could wait on a broken link
 
@@ -200,7 +200,7 @@ class Relay:
         Raises what broke the link (a publish's error, or the database's).
         """
         limit = self._settings.relay_batch_size
-        budget = limit * ROUNDS_IN_FLIGHT
+        budget = limit * BATCHES_IN_FLIGHT
         channel = await raw_channel(self._channel)
         exchange = self._settings.event_exchange
 
@@ -220,48 +220,50 @@ class Relay:
             while True:
                 self._wake.clear()
                 if window.failure is not None:
-                    await self._mark(store, window.retire())
+                    await self._save_checkpoint(store, window.take_settled())
                     raise window.failure
-                mark = window.retire()
+                checkpoint = window.take_settled()
                 stopping = self._stopping.is_set() and not until_empty
                 fetched: list[LoggedEvent] = []
                 room = min(limit, HELD_AT_MOST - len(window))
                 if stopping:
                     window.stop_sending()
                 elif window.in_flight + limit <= budget and room > 0:
-                    fetched = self._take_offered(cursor, room)
-                    if not fetched and (until_empty or self._look or self._committed_through > cursor):
-                        self._look = False
-                        fetched = await store.after(cursor, room, checkpoint=mark)
-                        mark = None  # marked by the same statement
+                    fetched = self._take_handed_over(cursor, room)
+                    if not fetched and (until_empty or self._read_log or self._committed_through > cursor):
+                        self._read_log = False
+                        fetched = await store.after(cursor, room, checkpoint=checkpoint)
+                        checkpoint = None  # saved by the same statement
                     if fetched:
                         cursor = fetched[-1].eventsequence
                         channel = await raw_channel(self._channel)
                         window.add(fetched)
-                await self._mark(store, mark)
+                await self._save_checkpoint(store, checkpoint)
                 if len(fetched) == limit:
                     continue  # more are waiting: keep the pipeline full
                 if (stopping and window.in_flight == 0) or (until_empty and not fetched and not len(window)):
                     return
                 if not await self._wait():
-                    self._look = True  # nothing for a poll interval: read, in case a notification was lost
+                    self._read_log = (
+                        True  # nothing for a poll interval: read, in case a notification was lost
+                    )
         finally:
             # Published, not known to be settled: the next leader publishes them again.
             await window.closed()
 
     @staticmethod
-    async def _mark(store: OutboxStore, mark: int | None) -> None:
-        if mark is not None:
-            await store.save_checkpoint(mark)
+    async def _save_checkpoint(store: OutboxStore, checkpoint: int | None) -> None:
+        if checkpoint is not None:
+            await store.save_checkpoint(checkpoint)
 
-    def _take_offered(self, cursor: int, limit: int) -> list[LoggedEvent]:
+    def _take_handed_over(self, cursor: int, limit: int) -> list[LoggedEvent]:
         """Offered events that continue right after ``cursor``; none if one is missing between."""
-        offered = self._offered
-        while offered and offered[0].eventsequence <= cursor:
-            offered.popleft()  # read from the log already
+        handed_over = self._handed_over
+        while handed_over and handed_over[0].eventsequence <= cursor:
+            handed_over.popleft()  # read from the log already
         taken: list[LoggedEvent] = []
-        while offered and len(taken) < limit and offered[0].eventsequence == cursor + len(taken) + 1:
-            taken.append(offered.popleft())
+        while handed_over and len(taken) < limit and handed_over[0].eventsequence == cursor + len(taken) + 1:
+            taken.append(handed_over.popleft())
         return taken
 
     async def _wait(self) -> bool:

@@ -1,10 +1,10 @@
 """The relay's events between the checkpoint and the log's end: on the wire, backing off or waiting.
 
-Each outplan has a lane: at most one of its events is unsettled on the wire (or backing off
+Each outplan has its own queue: at most one of its events is unsettled on the wire (or backing off
 after a ``basic.nack``); its later events wait behind it, so per-outplan order holds while other
 outplans' events keep flowing. An event is settled when the broker confirmed it, returned it
 unrouted, or refused it ``1 + retries`` times (given up). The checkpoint is the end of the
-settled prefix: ``retire()`` takes that prefix off the window.
+settled prefix: ``take_settled()`` takes that prefix off the window.
 
 Refusals that go on (a subscriber queue that stays full, a queue that stays down) are told from
 a passing one by time: once events have been refused for ``RetryPolicy.ongoing_after`` seconds
@@ -130,7 +130,7 @@ class PublishWindow:
         self._retry = retry
         self._low_water, self._high_water = low_water, high_water
         self._held: collections.deque[_Entry] = collections.deque()
-        self._lanes: dict[str, collections.deque[_Entry]] = {}  # outplan id -> its unsettled events
+        self._by_outplan: dict[str, collections.deque[_Entry]] = {}  # outplan id -> its unsettled events
         self._tasks: set[asyncio.Task[Confirm]] = set()
         self._timers: dict[_Entry, asyncio.TimerHandle] = {}  # refused events waiting to go again
         self._ongoing: _Ongoing | None = None  # set while refusals are ongoing
@@ -148,14 +148,14 @@ class PublishWindow:
         for event in events:
             entry = _Entry(event)
             self._held.append(entry)
-            lane = self._lanes.get(event.outplan_id)
-            if lane is not None:
-                lane.append(entry)  # waits behind the unsettled one
+            queue = self._by_outplan.get(event.outplan_id)
+            if queue is not None:
+                queue.append(entry)  # waits behind the unsettled one
             else:
-                self._lanes[event.outplan_id] = collections.deque((entry,))
+                self._by_outplan[event.outplan_id] = collections.deque((entry,))
                 self._send(entry)
 
-    def retire(self) -> int | None:
+    def take_settled(self) -> int | None:
         """Take the settled prefix off; the new checkpoint (highest ``eventsequence``), or None."""
         last = None
         while self._held and self._held[0].settled:
@@ -304,11 +304,11 @@ class PublishWindow:
             self._tally.unrouted += 1
             metrics.EVENTS_UNROUTED.labels(event.event_type).inc()
             log.debug("event matched no binding", eventsequence=event.eventsequence, type=event.event_type)
-        lane = self._lanes[event.outplan_id]
-        lane.popleft()
-        if lane:
-            self._send(lane[0])
+        queue = self._by_outplan[event.outplan_id]
+        queue.popleft()
+        if queue:
+            self._send(queue[0])
         else:
-            del self._lanes[event.outplan_id]
+            del self._by_outplan[event.outplan_id]
         if self._held[0] is entry and len(self._held) >= self._high_water:
             self._notify()  # the pump waits for room
