@@ -63,10 +63,14 @@ class Delivery(Protocol):
     """
 
     @property
-    def delivery_tag(self) -> int | None: ...
+    def delivery_tag(self) -> int | None:
+        """The channel-scoped number the broker gave the delivery; acks name it."""
+        ...
 
     @property
-    def channel(self) -> RawChannel: ...
+    def channel(self) -> RawChannel:
+        """The channel it came on: the only one its ack or reject is valid on."""
+        ...
 
 
 # ---- publishing ------------------------------------------------------------------------------

@@ -60,30 +60,37 @@ class Incoming:
 
     @property
     def content_type(self) -> str | None:
+        """The ``content-type`` property as sent (the contract wants ``application/json``), or None."""
         return self._properties.content_type
 
     @property
     def content_encoding(self) -> str | None:
+        """The ``content-encoding`` property as sent (only none or ``identity`` is accepted), or None."""
         return self._properties.content_encoding
 
     @property
     def type(self) -> str | None:
+        """The ``type`` property (a command name, when the producer sets it); None when absent or empty."""
         return self._properties.message_type or None
 
     @property
     def message_id(self) -> str | None:
+        """The ``message-id`` property: the producer's idempotency key; None when absent or empty."""
         return self._properties.message_id or None
 
     @property
     def correlation_id(self) -> str | None:
+        """The ``correlation-id`` property, copied into the reply; None when absent or empty."""
         return self._properties.correlation_id or None
 
     @property
     def reply_to(self) -> str | None:
+        """The ``reply-to`` property: the queue the reply goes to; None when absent or empty."""
         return self._properties.reply_to or None
 
     @property
     def timestamp(self) -> datetime | None:
+        """The ``timestamp`` property (seconds since the epoch, read as an aware datetime), or None."""
         return self._properties.timestamp
 
     @property

@@ -12,6 +12,9 @@ from ..settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Topology:
+    """What ``declare`` declared: the command exchange (direct) and queue (quorum), the dead-letter
+    exchange (fanout) and queue (quorum), and the event exchange (topic)."""
+
     commands: AbstractExchange
     command_queue: AbstractQueue
     dead_letters: AbstractExchange
@@ -20,6 +23,13 @@ class Topology:
 
 
 async def declare(channel: AbstractChannel, settings: Settings) -> Topology:
+    """Declare the exchanges and queues the settings name, bind the command queue to every command
+    name (``contracts.COMMANDS``), and return them.
+
+    Arguments of an existing queue must not change: RabbitMQ refuses a re-declaration whose
+    arguments differ (channel error 406 ``PRECONDITION_FAILED``), which aio-pika raises as
+    ``aiormq.exceptions.ChannelPreconditionFailed``; use a policy for what should change.
+    """
     dead_letters = await channel.declare_exchange(
         settings.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
