@@ -66,6 +66,10 @@ def expect(reply: Reply) -> Any:
 class OutplanClient:
     """Send commands and await their replies; mutations get a fresh ``message_id`` unless given.
 
+    Every command method takes ``message_id``, the idempotency key of a mutation: set your own and
+    reuse it when you retry (after a ``TimeoutError``, say), and the worker answers a repeat with the
+    original reply instead of applying it twice.
+
     ``connection`` is an open aio-pika connection; commands are published to ``exchange`` with the
     command name as routing key; ``timeout`` is how long a reply is awaited by default, in seconds.
     Replies come back by RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``), matched to their
@@ -171,47 +175,86 @@ class OutplanClient:
         finally:
             self._pending.pop(correlation_id, None)
 
-    async def create(self, customer_id: UUID | str, **fields: Any) -> Reply:
+    async def create(self, customer_id: UUID | str, *, message_id: str | None = None, **fields: Any) -> Reply:
         """``outplan.create`` with the body's other ``fields`` (``source`` as a dict such as
         ``{"type": "tel", "target": "+15559876543"}``, ``dial_timeout`` and ``try_interval`` in
-        milliseconds, ...) under a new ``message_id``; the reply's ``data`` is the outplan (201)."""
-        return await self.send(names.CREATE, {"customer_id": str(customer_id), **fields})
+        milliseconds, ...); the reply's ``data`` is the outplan (201).
+
+        ``message_id`` is the idempotency key (a new UUID when ``None``): pass your own and reuse it
+        when you retry, and a repeat gets the original reply instead of creating a second outplan."""
+        return await self.send(
+            names.CREATE, {"customer_id": str(customer_id), **fields}, message_id=message_id
+        )
 
     async def get(
-        self, customer_id: UUID | str, outplan_id: UUID | str, *, include_deleted: bool = False
+        self,
+        customer_id: UUID | str,
+        outplan_id: UUID | str,
+        *,
+        include_deleted: bool = False,
+        message_id: str | None = None,
     ) -> Reply:
-        """``outplan.get``: the reply's ``data`` is the outplan (200), or the reply is 404."""
+        """``outplan.get``: the reply's ``data`` is the outplan (200), or the reply is 404.
+        ``message_id`` is optional for a query (none is sent when ``None``); it only names the
+        request in the worker's logs."""
         return await self.send(
             names.GET,
             {"customer_id": str(customer_id), "id": str(outplan_id), "include_deleted": include_deleted},
+            message_id=message_id,
         )
 
-    async def list(self, customer_id: UUID | str, *, page_size: int = 100, page_token: str = "") -> Reply:
+    async def list(
+        self,
+        customer_id: UUID | str,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        message_id: str | None = None,
+    ) -> Reply:
         """``outplan.list``: one page (``page_size`` 1 to 100) of the customer's live outplans, newest
         first; ``data`` is ``{"result": [...], "next_page_token": ...}``, whose token asks for the
-        next page (``""`` after the last)."""
+        next page (``""`` after the last). ``message_id`` as for ``get``."""
         return await self.send(
-            names.LIST, {"customer_id": str(customer_id), "page_size": page_size, "page_token": page_token}
+            names.LIST,
+            {"customer_id": str(customer_id), "page_size": page_size, "page_token": page_token},
+            message_id=message_id,
         )
 
     async def update_basic_info(
-        self, customer_id: UUID | str, outplan_id: UUID | str, *, name: str, detail: str
+        self,
+        customer_id: UUID | str,
+        outplan_id: UUID | str,
+        *,
+        name: str,
+        detail: str,
+        message_id: str | None = None,
     ) -> Reply:
-        """``outplan.update_basic_info`` under a new ``message_id``: the reply's ``data`` is the
-        outplan with ``name`` and ``detail`` replaced, or the reply is 404."""
+        """``outplan.update_basic_info``: the reply's ``data`` is the outplan with ``name`` and
+        ``detail`` replaced, or the reply is 404. ``message_id`` is the idempotency key, as for
+        ``create``."""
         return await self.send(
             names.UPDATE_BASIC_INFO,
             {"customer_id": str(customer_id), "id": str(outplan_id), "name": name, "detail": detail},
+            message_id=message_id,
         )
 
-    async def update_dial_info(self, customer_id: UUID | str, outplan_id: UUID | str, **fields: Any) -> Reply:
-        """``outplan.update_dial_info`` under a new ``message_id``; ``fields`` replace them all:
-        ``source``, ``dial_timeout`` and ``try_interval`` (ms), ``max_try_count_0`` to ``_4``."""
+    async def update_dial_info(
+        self, customer_id: UUID | str, outplan_id: UUID | str, *, message_id: str | None = None, **fields: Any
+    ) -> Reply:
+        """``outplan.update_dial_info``; ``fields`` replace them all: ``source``, ``dial_timeout``
+        and ``try_interval`` (ms), ``max_try_count_0`` to ``_4``. ``message_id`` is the idempotency
+        key, as for ``create``."""
         return await self.send(
-            names.UPDATE_DIAL_INFO, {"customer_id": str(customer_id), "id": str(outplan_id), **fields}
+            names.UPDATE_DIAL_INFO,
+            {"customer_id": str(customer_id), "id": str(outplan_id), **fields},
+            message_id=message_id,
         )
 
-    async def delete(self, customer_id: UUID | str, outplan_id: UUID | str) -> Reply:
-        """``outplan.delete`` under a new ``message_id``: the reply's ``data`` is the outplan as
-        deleted (``tm_delete`` set), or the reply is 404."""
-        return await self.send(names.DELETE, {"customer_id": str(customer_id), "id": str(outplan_id)})
+    async def delete(
+        self, customer_id: UUID | str, outplan_id: UUID | str, *, message_id: str | None = None
+    ) -> Reply:
+        """``outplan.delete``: the reply's ``data`` is the outplan as deleted (``tm_delete`` set), or
+        the reply is 404. ``message_id`` is the idempotency key, as for ``create``."""
+        return await self.send(
+            names.DELETE, {"customer_id": str(customer_id), "id": str(outplan_id)}, message_id=message_id
+        )

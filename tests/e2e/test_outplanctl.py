@@ -117,6 +117,26 @@ async def test_the_python_client_raises_typed_errors(
     assert [d.field for d in invalid.value.details] == ["source.target", "max_try_count_0"]
 
 
+async def test_a_retry_through_the_typed_methods_reuses_its_message_id(client: OutplanClient) -> None:
+    # A producer that timed out sends the same command again under the same key: it gets the
+    # original reply, and the outplan is created (and deleted) once.
+    customer = str(uuid.uuid4())
+    key = str(uuid.uuid4())
+    source = {"type": "tel", "target": "+15559876543"}
+    first = await client.create(customer, message_id=key, name="once", source=source)
+    again = await client.create(customer, message_id=key, name="once", source=source)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.data == first.data
+    listed = expect(await client.list(customer))
+    assert [o["id"] for o in listed["result"]] == [first.data["id"]]
+    delete_key = str(uuid.uuid4())
+    deleted = await client.delete(customer, first.data["id"], message_id=delete_key)
+    assert deleted.status_code == 200
+    assert await client.delete(customer, first.data["id"], message_id=delete_key) == deleted
+    # A fresh key is a new command: the outplan is gone.
+    assert (await client.delete(customer, first.data["id"])).status_code == 404
+
+
 async def test_the_client_times_out_and_drops_a_late_reply(
     client: OutplanClient, connection: AbstractRobustConnection
 ) -> None:
