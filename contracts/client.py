@@ -19,7 +19,10 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         name=exc.name,
     ) from exc
 
+from pydantic import ValidationError
+
 from . import names
+from .errors import summarise, validation_details
 from .replies import Reply
 
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -53,6 +56,22 @@ class InternalError(OutplanError):
     """500: the worker failed on this command and set it aside."""
 
 
+class UnreadableReply(ValueError):
+    """A reply came back for the command but is not a ``Reply`` (not JSON, or not its shape).
+
+    The message names the command and what is wrong (``the reply to outplan.get is not a Reply:
+    status_code is required``); ``command`` is the command's name, ``body`` the reply as received,
+    ``details`` one ``ErrorDetail`` per failing field, and the ``ValidationError`` the ``__cause__``.
+    """
+
+    def __init__(self, command: str, body: bytes, error: ValidationError) -> None:
+        self.details = validation_details(error)
+        super().__init__(f"the reply to {command} is not a Reply: {summarise(self.details)}")
+        self.command = command
+        self.body = body
+        self.__cause__ = error
+
+
 _ERRORS = {400: InvalidArgument, 404: NotFound, 409: Conflict}
 
 
@@ -82,7 +101,7 @@ class OutplanClient:
         self._connection = connection
         self._exchange_name = exchange
         self._timeout = timeout
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._pending: dict[str, tuple[str, asyncio.Future[Reply]]] = {}  # correlation_id: command, reply
         self._channel: AbstractChannel | None = None
 
     @classmethod
@@ -120,9 +139,16 @@ class OutplanClient:
         await self.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.pop(message.correlation_id or "", None)
-        if future is not None and not future.done():
-            future.set_result(Reply.model_validate_json(message.body))
+        command, future = self._pending.pop(message.correlation_id or "", ("", None))
+        if future is None or future.done():
+            return  # a late reply to a request that timed out, or not ours
+        try:
+            reply = Reply.model_validate_json(message.body)
+        except ValidationError as exc:
+            # Raised here, it would only be logged by aio-pika and the caller would see a timeout.
+            future.set_exception(UnreadableReply(command, message.body, exc))
+        else:
+            future.set_result(reply)
 
     async def send(
         self,
@@ -138,12 +164,14 @@ class OutplanClient:
         ``body`` is a dict, sent as JSON (values JSON cannot hold, such as UUIDs, as ``str``), or
         bytes sent as they are. ``message_id`` is the idempotency key: a new UUID for a mutation
         when ``None``; pass your own and reuse it when you retry. ``content_type`` is the AMQP
-        property (``None``: left out); ``timeout`` in seconds, the client's when ``None`` or 0.
-        The command goes out persistent, ``mandatory`` and confirmed, with the command name as
-        routing key and AMQP ``type``.
+        property (``None``: left out); ``timeout`` in seconds, the client's when ``None`` (0 waits
+        for no reply: ``TimeoutError`` once the command is published). The command goes out
+        persistent, ``mandatory`` and confirmed, with the command name as routing key and AMQP
+        ``type``.
 
         Returns the reply as sent; refusals are replies too (``expect`` raises them). Raises
-        ``TimeoutError`` when no reply comes in time (also when a reply is not a ``Reply``),
+        ``TimeoutError`` when no reply comes in time, ``UnreadableReply`` (a ``ValueError``) when
+        the reply is not a ``Reply``, naming what is wrong with it,
         aio-pika's ``PublishError`` when the broker returns the command unroutable (no worker has
         declared the queue and its bindings), ``DeliveryError`` when it refuses it, and
         ``ChannelClosed`` (``ChannelNotFoundEntity``) when the exchange does not exist, which
@@ -155,7 +183,7 @@ class OutplanClient:
         correlation_id = str(uuid.uuid4())
         payload = body if isinstance(body, bytes) else json.dumps(body, default=str).encode()
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
+        self._pending[correlation_id] = (command, future)
         try:
             exchange = await self._channel.get_exchange(self._exchange_name, ensure=False)
             await exchange.publish(
@@ -171,7 +199,7 @@ class OutplanClient:
                 routing_key=command,
                 mandatory=True,
             )
-            return await asyncio.wait_for(future, timeout or self._timeout)
+            return await asyncio.wait_for(future, self._timeout if timeout is None else timeout)
         finally:
             self._pending.pop(correlation_id, None)
 
