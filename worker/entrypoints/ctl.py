@@ -7,6 +7,7 @@ Exit status: 0 success, 2 bad usage, 3 invalid (400), 4 not found (404), 5 confl
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -21,6 +22,14 @@ from ..settings import InvalidSettings, Settings, load
 EXIT_WORKER_ERROR = 6
 EXIT_BY_STATUS = {400: 3, 404: 4, 409: 5, 500: EXIT_WORKER_ERROR}
 EXIT_NO_ANSWER = 7
+# What connecting, opening the client's channel or publishing raise when the broker cannot be reached
+# or drops the connection (AMQPConnectionError is an OSError; a closed channel's state error is not).
+_BROKER_ERRORS = (
+    OSError,
+    TimeoutError,
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+)
 
 
 def _dial_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -126,16 +135,24 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     command, body = request(args)
     try:
         connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=args.timeout)
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+    except _BROKER_ERRORS as exc:
         print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
         return EXIT_NO_ANSWER
     async with connection:
         client = OutplanClient(connection, exchange=settings.command_exchange, timeout=args.timeout)
-        await client.start()
+        try:
+            # Its channel and reply consumer: the broker may still drop or refuse the connection here.
+            await client.start()
+        except _BROKER_ERRORS as exc:
+            print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
+            return EXIT_NO_ANSWER
         try:
             reply = await client.send(command, body, message_id=args.message_id)
         except TimeoutError:
             print(f"outplanctl: no reply within {args.timeout} s (is a worker running?)", file=sys.stderr)
+            return EXIT_NO_ANSWER
+        except (ConnectionError, aio_pika.exceptions.ChannelInvalidStateError) as exc:
+            print(f"outplanctl: lost the broker connection: {type(exc).__name__}", file=sys.stderr)
             return EXIT_NO_ANSWER
         except aio_pika.exceptions.AMQPError as exc:
             print(f"outplanctl: the broker refused the request: {exc}", file=sys.stderr)
@@ -166,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"outplanctl: invalid setting {line}", file=sys.stderr)
         return 2
+    # Unconfigured, the AMQP libraries' log records (tracebacks of a dropped connection, say) would
+    # reach stderr through logging's last resort; outplanctl reports those failures in one line.
+    for name in ("aiormq", "aio_pika"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
     return asyncio.run(run(args, settings))
 
 
