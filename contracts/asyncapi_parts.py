@@ -98,7 +98,9 @@ def event(event_type: str, title: str, exchange: str) -> Parts:
         exchange,
         "topic",
         f"{event_type} events; the routing key is the type. Bind a queue before relying on them: "
-        "unroutable events are held back and retried, not dropped.",
+        "an event no binding matches is counted and dropped, never retried; it stays in the event "
+        "log, and outplan-worker replay --queue delivers it to a queue bound later. An event a queue "
+        "refuses (basic.nack) is published again up to 5 times, then given up and left to replay.",
     )
     message = _message(
         event_type,

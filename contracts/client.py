@@ -19,7 +19,10 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         name=exc.name,
     ) from exc
 
+from pydantic import ValidationError
+
 from . import names
+from .errors import summarise, validation_details
 from .replies import Reply
 
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -53,6 +56,22 @@ class InternalError(OutplanError):
     """500: the worker failed on this command and set it aside."""
 
 
+class UnreadableReply(ValueError):
+    """A reply came back for the command but is not a ``Reply`` (not JSON, or not its shape).
+
+    The message names the command and what is wrong (``the reply to outplan.get is not a Reply:
+    status_code is required``); ``command`` is the command's name, ``body`` the reply as received,
+    ``details`` one ``ErrorDetail`` per failing field, and the ``ValidationError`` the ``__cause__``.
+    """
+
+    def __init__(self, command: str, body: bytes, error: ValidationError) -> None:
+        self.details = validation_details(error)
+        super().__init__(f"the reply to {command} is not a Reply: {summarise(self.details)}")
+        self.command = command
+        self.body = body
+        self.__cause__ = error
+
+
 _ERRORS = {400: InvalidArgument, 404: NotFound, 409: Conflict}
 
 
@@ -66,6 +85,10 @@ def expect(reply: Reply) -> Any:
 class OutplanClient:
     """Send commands and await their replies; mutations get a fresh ``message_id`` unless given.
 
+    Every command method takes ``message_id``, the idempotency key of a mutation: set your own and
+    reuse it when you retry (after a ``TimeoutError``, say), and the worker answers a repeat with the
+    original reply instead of applying it twice.
+
     ``connection`` is an open aio-pika connection; commands are published to ``exchange`` with the
     command name as routing key; ``timeout`` is how long a reply is awaited by default, in seconds.
     Replies come back by RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``), matched to their
@@ -78,7 +101,7 @@ class OutplanClient:
         self._connection = connection
         self._exchange_name = exchange
         self._timeout = timeout
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._pending: dict[str, tuple[str, asyncio.Future[Reply]]] = {}  # correlation_id: command, reply
         self._channel: AbstractChannel | None = None
 
     @classmethod
@@ -116,9 +139,16 @@ class OutplanClient:
         await self.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.pop(message.correlation_id or "", None)
-        if future is not None and not future.done():
-            future.set_result(Reply.model_validate_json(message.body))
+        command, future = self._pending.pop(message.correlation_id or "", ("", None))
+        if future is None or future.done():
+            return  # a late reply to a request that timed out, or not ours
+        try:
+            reply = Reply.model_validate_json(message.body)
+        except ValidationError as exc:
+            # Raised here, it would only be logged by aio-pika and the caller would see a timeout.
+            future.set_exception(UnreadableReply(command, message.body, exc))
+        else:
+            future.set_result(reply)
 
     async def send(
         self,
@@ -134,12 +164,14 @@ class OutplanClient:
         ``body`` is a dict, sent as JSON (values JSON cannot hold, such as UUIDs, as ``str``), or
         bytes sent as they are. ``message_id`` is the idempotency key: a new UUID for a mutation
         when ``None``; pass your own and reuse it when you retry. ``content_type`` is the AMQP
-        property (``None``: left out); ``timeout`` in seconds, the client's when ``None`` or 0.
-        The command goes out persistent, ``mandatory`` and confirmed, with the command name as
-        routing key and AMQP ``type``.
+        property (``None``: left out); ``timeout`` in seconds, the client's when ``None`` (0 waits
+        for no reply: ``TimeoutError`` once the command is published). The command goes out
+        persistent, ``mandatory`` and confirmed, with the command name as routing key and AMQP
+        ``type``.
 
         Returns the reply as sent; refusals are replies too (``expect`` raises them). Raises
-        ``TimeoutError`` when no reply comes in time (also when a reply is not a ``Reply``),
+        ``TimeoutError`` when no reply comes in time, ``UnreadableReply`` (a ``ValueError``) when
+        the reply is not a ``Reply``, naming what is wrong with it,
         aio-pika's ``PublishError`` when the broker returns the command unroutable (no worker has
         declared the queue and its bindings), ``DeliveryError`` when it refuses it, and
         ``ChannelClosed`` (``ChannelNotFoundEntity``) when the exchange does not exist, which
@@ -151,7 +183,7 @@ class OutplanClient:
         correlation_id = str(uuid.uuid4())
         payload = body if isinstance(body, bytes) else json.dumps(body, default=str).encode()
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
+        self._pending[correlation_id] = (command, future)
         try:
             exchange = await self._channel.get_exchange(self._exchange_name, ensure=False)
             await exchange.publish(
@@ -167,51 +199,90 @@ class OutplanClient:
                 routing_key=command,
                 mandatory=True,
             )
-            return await asyncio.wait_for(future, timeout or self._timeout)
+            return await asyncio.wait_for(future, self._timeout if timeout is None else timeout)
         finally:
             self._pending.pop(correlation_id, None)
 
-    async def create(self, customer_id: UUID | str, **fields: Any) -> Reply:
+    async def create(self, customer_id: UUID | str, *, message_id: str | None = None, **fields: Any) -> Reply:
         """``outplan.create`` with the body's other ``fields`` (``source`` as a dict such as
         ``{"type": "tel", "target": "+15559876543"}``, ``dial_timeout`` and ``try_interval`` in
-        milliseconds, ...) under a new ``message_id``; the reply's ``data`` is the outplan (201)."""
-        return await self.send(names.CREATE, {"customer_id": str(customer_id), **fields})
+        milliseconds, ...); the reply's ``data`` is the outplan (201).
+
+        ``message_id`` is the idempotency key (a new UUID when ``None``): pass your own and reuse it
+        when you retry, and a repeat gets the original reply instead of creating a second outplan."""
+        return await self.send(
+            names.CREATE, {"customer_id": str(customer_id), **fields}, message_id=message_id
+        )
 
     async def get(
-        self, customer_id: UUID | str, outplan_id: UUID | str, *, include_deleted: bool = False
+        self,
+        customer_id: UUID | str,
+        outplan_id: UUID | str,
+        *,
+        include_deleted: bool = False,
+        message_id: str | None = None,
     ) -> Reply:
-        """``outplan.get``: the reply's ``data`` is the outplan (200), or the reply is 404."""
+        """``outplan.get``: the reply's ``data`` is the outplan (200), or the reply is 404.
+        ``message_id`` is optional for a query (none is sent when ``None``); it only names the
+        request in the worker's logs."""
         return await self.send(
             names.GET,
             {"customer_id": str(customer_id), "id": str(outplan_id), "include_deleted": include_deleted},
+            message_id=message_id,
         )
 
-    async def list(self, customer_id: UUID | str, *, page_size: int = 100, page_token: str = "") -> Reply:
+    async def list(
+        self,
+        customer_id: UUID | str,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        message_id: str | None = None,
+    ) -> Reply:
         """``outplan.list``: one page (``page_size`` 1 to 100) of the customer's live outplans, newest
         first; ``data`` is ``{"result": [...], "next_page_token": ...}``, whose token asks for the
-        next page (``""`` after the last)."""
+        next page (``""`` after the last). ``message_id`` as for ``get``."""
         return await self.send(
-            names.LIST, {"customer_id": str(customer_id), "page_size": page_size, "page_token": page_token}
+            names.LIST,
+            {"customer_id": str(customer_id), "page_size": page_size, "page_token": page_token},
+            message_id=message_id,
         )
 
     async def update_basic_info(
-        self, customer_id: UUID | str, outplan_id: UUID | str, *, name: str, detail: str
+        self,
+        customer_id: UUID | str,
+        outplan_id: UUID | str,
+        *,
+        name: str,
+        detail: str,
+        message_id: str | None = None,
     ) -> Reply:
-        """``outplan.update_basic_info`` under a new ``message_id``: the reply's ``data`` is the
-        outplan with ``name`` and ``detail`` replaced, or the reply is 404."""
+        """``outplan.update_basic_info``: the reply's ``data`` is the outplan with ``name`` and
+        ``detail`` replaced, or the reply is 404. ``message_id`` is the idempotency key, as for
+        ``create``."""
         return await self.send(
             names.UPDATE_BASIC_INFO,
             {"customer_id": str(customer_id), "id": str(outplan_id), "name": name, "detail": detail},
+            message_id=message_id,
         )
 
-    async def update_dial_info(self, customer_id: UUID | str, outplan_id: UUID | str, **fields: Any) -> Reply:
-        """``outplan.update_dial_info`` under a new ``message_id``; ``fields`` replace them all:
-        ``source``, ``dial_timeout`` and ``try_interval`` (ms), ``max_try_count_0`` to ``_4``."""
+    async def update_dial_info(
+        self, customer_id: UUID | str, outplan_id: UUID | str, *, message_id: str | None = None, **fields: Any
+    ) -> Reply:
+        """``outplan.update_dial_info``; ``fields`` replace them all: ``source``, ``dial_timeout``
+        and ``try_interval`` (ms), ``max_try_count_0`` to ``_4``. ``message_id`` is the idempotency
+        key, as for ``create``."""
         return await self.send(
-            names.UPDATE_DIAL_INFO, {"customer_id": str(customer_id), "id": str(outplan_id), **fields}
+            names.UPDATE_DIAL_INFO,
+            {"customer_id": str(customer_id), "id": str(outplan_id), **fields},
+            message_id=message_id,
         )
 
-    async def delete(self, customer_id: UUID | str, outplan_id: UUID | str) -> Reply:
-        """``outplan.delete`` under a new ``message_id``: the reply's ``data`` is the outplan as
-        deleted (``tm_delete`` set), or the reply is 404."""
-        return await self.send(names.DELETE, {"customer_id": str(customer_id), "id": str(outplan_id)})
+    async def delete(
+        self, customer_id: UUID | str, outplan_id: UUID | str, *, message_id: str | None = None
+    ) -> Reply:
+        """``outplan.delete``: the reply's ``data`` is the outplan as deleted (``tm_delete`` set), or
+        the reply is 404. ``message_id`` is the idempotency key, as for ``create``."""
+        return await self.send(
+            names.DELETE, {"customer_id": str(customer_id), "id": str(outplan_id)}, message_id=message_id
+        )

@@ -15,6 +15,7 @@ from contracts.client import (
     NotFound,
     OutplanClient,
     OutplanError,
+    UnreadableReply,
     expect,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "NotFound",
     "OutplanClient",
     "OutplanError",
+    "UnreadableReply",
     "connect_when_ready",
     "expect",
 ]

@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,7 @@ async def test_customer_b_cannot_reach_customer_a(client: OutplanClient, events:
     a, b = uuid.uuid4(), uuid.uuid4()
     created = await client.create(a, name="a's", source=SOURCE)
     outplan_id = created.data["id"]
-    dial = {
+    dial: dict[str, Any] = {
         "source": SOURCE,
         "dial_timeout": 30000,
         "try_interval": 60000,

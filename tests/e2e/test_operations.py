@@ -64,6 +64,21 @@ def test_check_fails_when_no_worker_answers(worker: WorkerProcess) -> None:
     )
 
 
+def test_check_with_the_http_port_off_says_it_needs_it(worker: WorkerProcess) -> None:
+    # OUTPLAN_METRICS_PORT=0 turns the health endpoints off: no check can pass, and a probe that
+    # reported "not ready" forever would restart a healthy worker. It is a configuration error.
+    env = {**worker.env, "OUTPLAN_METRICS_PORT": "0"}
+    for args in ([], ["--live"]):
+        done = subprocess.run(
+            [*worker_command(), "check", *args], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 78, done.stderr
+        assert done.stderr.splitlines() == [
+            "check: needs the worker's HTTP port, which OUTPLAN_METRICS_PORT=0 turns off: "
+            "give the worker and check the same OUTPLAN_METRICS_PORT (default 9464)"
+        ]
+
+
 def test_metrics_count_commands_events_and_dead_letters(worker: WorkerProcess) -> None:
     asyncio.run(traffic(worker, str(uuid.uuid4())))
     deadline = time.monotonic() + 10

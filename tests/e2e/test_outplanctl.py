@@ -1,18 +1,23 @@
 """``outplanctl``: the tutorial's calls from the command line, and the typed Python client."""
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from tests.conftest import AMQP_URL
+from tests.support.amqp_cutter import BASIC_CONSUME, BASIC_PUBLISH, CHANNEL_OPEN, AmqpCutter
 from tests.support.workers import WorkerProcess
 from worker.client import InvalidArgument, NotFound, OutplanClient, expect
 
@@ -103,6 +108,46 @@ def test_no_customer_or_no_worker(worker: WorkerProcess) -> None:
     assert result.returncode == 7 and "cannot reach the broker" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("broker", "said"),
+    [
+        ("closed port", "cannot reach the broker: AMQPConnectionError"),
+        ("dropped at channel.open", "cannot reach the broker: AMQPConnectionError"),
+        ("dropped at basic.consume", "cannot reach the broker: AMQPConnectionError"),
+        ("dropped at basic.publish", "lost the broker connection: AMQPConnectionError"),
+        ("no command exchange", "the broker refused the request: NOT_FOUND - no exchange 'test-no-such-"),
+    ],
+)
+async def test_a_broker_that_fails_it_is_one_line_and_exit_7(broker: str, said: str) -> None:
+    # The client's channel and reply consumer are opened after the connection: the broker can drop
+    # the connection then too (a broker restarting, say). Each way gets the documented status and
+    # one line, without the AMQP libraries' tracebacks.
+    env = {**os.environ, "OUTPLAN_CUSTOMER_ID": str(uuid.uuid4()), "OUTPLAN_AMQP_URL": AMQP_URL}
+    cutter = None
+    async with contextlib.AsyncExitStack() as stack:
+        if broker == "closed port":
+            env["OUTPLAN_AMQP_URL"] = "amqp://guest:guest@127.0.0.1:1/"
+        elif broker == "no command exchange":
+            env["OUTPLAN_COMMAND_EXCHANGE"] = f"test-no-such-{uuid.uuid4().hex[:8]}"
+        else:
+            cut_at = {
+                "channel.open": CHANNEL_OPEN,
+                "basic.consume": BASIC_CONSUME,
+                "basic.publish": BASIC_PUBLISH,
+            }[broker.removeprefix("dropped at ")]
+            cutter = await stack.enter_async_context(AmqpCutter(cut_at))
+            env["OUTPLAN_AMQP_URL"] = cutter.url
+        process = await asyncio.create_subprocess_exec(
+            CTL, "--timeout", "10", "list", env=env, stdout=PIPE, stderr=PIPE
+        )
+        async with asyncio.timeout(30):
+            _, stderr = await process.communicate()
+    lines = stderr.decode().splitlines()
+    assert process.returncode == 7, lines
+    assert len(lines) == 1 and lines[0].startswith(f"outplanctl: {said}"), lines
+    assert cutter is None or cutter.cuts == 1  # it was dropped where the test says
+
+
 async def test_the_python_client_raises_typed_errors(
     client: OutplanClient, connection: AbstractRobustConnection
 ) -> None:
@@ -115,6 +160,26 @@ async def test_the_python_client_raises_typed_errors(
     with pytest.raises(InvalidArgument) as invalid:
         expect(await client.create(customer, source={"type": "tel", "target": "1"}, max_try_count_0=101))
     assert [d.field for d in invalid.value.details] == ["source.target", "max_try_count_0"]
+
+
+async def test_a_retry_through_the_typed_methods_reuses_its_message_id(client: OutplanClient) -> None:
+    # A producer that timed out sends the same command again under the same key: it gets the
+    # original reply, and the outplan is created (and deleted) once.
+    customer = str(uuid.uuid4())
+    key = str(uuid.uuid4())
+    source = {"type": "tel", "target": "+15559876543"}
+    first = await client.create(customer, message_id=key, name="once", source=source)
+    again = await client.create(customer, message_id=key, name="once", source=source)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.data == first.data
+    listed = expect(await client.list(customer))
+    assert [o["id"] for o in listed["result"]] == [first.data["id"]]
+    delete_key = str(uuid.uuid4())
+    deleted = await client.delete(customer, first.data["id"], message_id=delete_key)
+    assert deleted.status_code == 200
+    assert await client.delete(customer, first.data["id"], message_id=delete_key) == deleted
+    # A fresh key is a new command: the outplan is gone.
+    assert (await client.delete(customer, first.data["id"])).status_code == 404
 
 
 async def test_the_client_times_out_and_drops_a_late_reply(

@@ -399,3 +399,46 @@ def test_tail_prints_live_events_filtered_by_type_and_customer(history: History)
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=10)
     assert process.returncode == 0 and out == ""  # neither the other customer nor the delete
+
+
+def test_tail_skips_a_foreign_body_with_one_line_and_goes_on(history: History) -> None:
+    # Anything can be published to the events exchange; tail names what is not an event and goes on.
+    process = subprocess.Popen(
+        [*worker_command(), "tail"],
+        env=history.worker.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    foreign = [
+        ("foreign-not-json", b"\xffnot json"),
+        ("foreign-not-an-event", b'{"hello": "world"}'),
+        ("foreign-array", b"[]"),
+    ]
+    try:
+        assert process.stderr is not None and "listening" in process.stderr.readline()
+
+        async def foreign_then_a_change() -> str:
+            async with await aio_pika.connect(AMQP_URL) as connection:
+                channel = await connection.channel()
+                exchange = await channel.get_exchange(history.worker.names.event_exchange)
+                for message_id, body in foreign:
+                    await exchange.publish(aio_pika.Message(body, message_id=message_id), "outplan_created")
+                client = OutplanClient(connection, exchange=history.worker.names.command_exchange)
+                await client.start()
+                created = await client.create(str(uuid.uuid4()), name="after", source=SOURCE)
+                return str(created.data["id"])
+
+        outplan_id = asyncio.run(foreign_then_a_change())
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "outplan_created" in line and outplan_id in line and "name='after'" in line
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    lines = err.splitlines()
+    assert [line.split(": not an outplan event: ")[0] for line in lines] == [
+        f"tail: skipped message {message_id} (outplan_created)" for message_id, _ in foreign
+    ], err
+    assert "Invalid JSON" in lines[0] and "type" in lines[1] and "must be a JSON object" in lines[2]

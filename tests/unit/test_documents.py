@@ -123,6 +123,16 @@ def test_document_describes_every_command_and_event_on_the_configured_names() ->
         assert payload == f"#/components/schemas/{event_model.__name__}"
 
 
+def test_event_channels_say_what_the_relay_does_with_an_event_nobody_binds() -> None:
+    # As the README says and the relay does: an unrouted event is counted and settled, never
+    # retried; only an event a queue refuses is published again, then left to replay.
+    for event_type in EVENTS:
+        description = asyncapi()["channels"][event_type]["description"]
+        assert "no binding matches is counted and dropped, never retried" in description, description
+        assert "refuses (basic.nack) is published again up to 5 times" in description, description
+        assert "held back" not in description
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_schema_refuses_what_the_model_refuses(command: str) -> None:
     body = VALID[command]

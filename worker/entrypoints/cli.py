@@ -47,7 +47,17 @@ async def _serve(settings: Settings, *, consume: bool, handlers: Registry) -> No
 
 def check_health(settings: Settings, *, live: bool) -> int:
     """Ask the local worker's health endpoint (/readyz, or /livez with ``live``) on 127.0.0.1 at
-    ``metrics_port``: 0 when it answers 200 (its JSON printed), else 1 (the reason on stderr)."""
+    ``metrics_port``: 0 when it answers 200 (its JSON printed), else 1 (the reason on stderr).
+
+    78 (``EX_CONFIG``) with one line when ``metrics_port`` is 0: the worker then serves no HTTP
+    port, so no check could ever pass; a probe must not report that as "not ready"."""
+    if settings.metrics_port == 0:
+        print(
+            "check: needs the worker's HTTP port, which OUTPLAN_METRICS_PORT=0 turns off: "
+            "give the worker and check the same OUTPLAN_METRICS_PORT (default 9464)",
+            file=sys.stderr,
+        )
+        return EX_CONFIG
     path = LIVEZ if live else READYZ
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}{path}", timeout=5) as response:
@@ -74,7 +84,11 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
     sub.add_parser("migrate", help="create the database if needed and apply pending migrations")
     sub.add_parser("run", help="consume commands and publish events (migrate first)")
     sub.add_parser("relay", help="publish events from the outbox only")
-    check = sub.add_parser("check", help="exit 0 when the local worker is ready (or live), 1 otherwise")
+    check = sub.add_parser(
+        "check",
+        help="exit 0 when the local worker is ready (or live), 1 otherwise, "
+        "78 when OUTPLAN_METRICS_PORT=0 leaves nothing to ask",
+    )
     check.add_argument("--live", action="store_true", help="liveness only: the worker's loop answers")
     schema = sub.add_parser(
         "schema", help="write the JSON Schemas and the AsyncAPI document of the interface"

@@ -1,12 +1,13 @@
 """``outplanctl``: the tutorial's REST calls as commands, over RabbitMQ RPC.
 
 Exit status: 0 success, 2 bad usage, 3 invalid (400), 4 not found (404), 5 conflict (409),
-6 worker error (500), 7 no answer (timeout or no broker).
+6 worker error (500, or a reply that is not a reply), 7 no answer (timeout or no broker).
 """
 
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -15,11 +16,20 @@ import aio_pika
 
 from contracts import Reply, names
 
-from ..client import OutplanClient
+from ..client import OutplanClient, UnreadableReply
 from ..settings import InvalidSettings, Settings, load
 
-EXIT_BY_STATUS = {400: 3, 404: 4, 409: 5, 500: 6}
+EXIT_WORKER_ERROR = 6
+EXIT_BY_STATUS = {400: 3, 404: 4, 409: 5, 500: EXIT_WORKER_ERROR}
 EXIT_NO_ANSWER = 7
+# What connecting, opening the client's channel or publishing raise when the broker cannot be reached
+# or drops the connection (AMQPConnectionError is an OSError; a closed channel's state error is not).
+_BROKER_ERRORS = (
+    OSError,
+    TimeoutError,
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+)
 
 
 def _dial_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -43,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="outplanctl",
         description=__doc__.splitlines()[0],
-        epilog="Exit status: 0 ok, 2 usage, 3 invalid, 4 not found, 5 conflict, 6 worker error, 7 no answer.",
+        epilog="Exit status: 0 ok, 2 usage, 3 invalid, 4 not found, 5 conflict, "
+        "6 worker error (or a reply that is not a reply), 7 no answer.",
     )
     top.add_argument(
         "--customer-id",
@@ -114,29 +125,41 @@ def report(reply: Reply) -> int:
     print(f"error {reply.status_code} {reply.error.reason}: {reply.error.message}", file=sys.stderr)
     for detail in reply.error.details:
         print(f"  {detail.field}: {detail.message}", file=sys.stderr)
-    return EXIT_BY_STATUS.get(reply.status_code, 6)
+    return EXIT_BY_STATUS.get(reply.status_code, EXIT_WORKER_ERROR)
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Send the command and wait ``--timeout`` seconds for the reply; returns the exit status
-    (``report``'s, or 7 when the broker cannot be reached, refuses the command or nobody answers)."""
+    (``report``'s, 6 when the reply is not a reply, or 7 when the broker cannot be reached, refuses
+    the command or nobody answers)."""
     command, body = request(args)
     try:
         connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=args.timeout)
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+    except _BROKER_ERRORS as exc:
         print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
         return EXIT_NO_ANSWER
     async with connection:
         client = OutplanClient(connection, exchange=settings.command_exchange, timeout=args.timeout)
-        await client.start()
+        try:
+            # Its channel and reply consumer: the broker may still drop or refuse the connection here.
+            await client.start()
+        except _BROKER_ERRORS as exc:
+            print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
+            return EXIT_NO_ANSWER
         try:
             reply = await client.send(command, body, message_id=args.message_id)
         except TimeoutError:
             print(f"outplanctl: no reply within {args.timeout} s (is a worker running?)", file=sys.stderr)
             return EXIT_NO_ANSWER
+        except (ConnectionError, aio_pika.exceptions.ChannelInvalidStateError) as exc:
+            print(f"outplanctl: lost the broker connection: {type(exc).__name__}", file=sys.stderr)
+            return EXIT_NO_ANSWER
         except aio_pika.exceptions.AMQPError as exc:
             print(f"outplanctl: the broker refused the request: {exc}", file=sys.stderr)
             return EXIT_NO_ANSWER
+        except UnreadableReply as exc:
+            print(f"outplanctl: {exc}", file=sys.stderr)
+            return EXIT_WORKER_ERROR
     return report(reply)
 
 
@@ -160,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"outplanctl: invalid setting {line}", file=sys.stderr)
         return 2
+    # Unconfigured, the AMQP libraries' log records (tracebacks of a dropped connection, say) would
+    # reach stderr through logging's last resort; outplanctl reports those failures in one line.
+    for name in ("aiormq", "aio_pika"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
     return asyncio.run(run(args, settings))
 
 

@@ -17,7 +17,7 @@ from contracts import Reply, parse_event
 from ..client import connect_when_ready
 from ..settings import Settings
 
-TUTORIAL_CREATE = {
+TUTORIAL_CREATE: dict[str, Any] = {
     "name": "test outplan",
     "detail": "outplan for test use.",
     "source": {"type": "tel", "target": "+15559876543"},
@@ -25,7 +25,7 @@ TUTORIAL_CREATE = {
     "try_interval": 600000,
     **{f"max_try_count_{i}": 5 for i in range(5)},
 }
-TUTORIAL_DIAL_INFO = {
+TUTORIAL_DIAL_INFO: dict[str, Any] = {
     "source": {"type": "tel", "target": "+15559876543"},
     "dial_timeout": 30000,
     "try_interval": 60000,

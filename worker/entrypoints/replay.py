@@ -46,9 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--dry-run", action="store_true", help="print what would be sent as JSON Lines; send nothing"
     )
-    mode.add_argument("--export", metavar="FILE", help="write the selected events to FILE as JSON Lines")
     mode.add_argument(
-        "--import", dest="import_file", metavar="FILE", help="publish events from a JSON Lines FILE"
+        "--export", metavar="FILE", help="write the selected events' bodies to FILE as JSON Lines"
+    )
+    mode.add_argument(
+        "--import",
+        dest="import_file",
+        metavar="FILE",
+        help="publish events from a JSON Lines FILE written by --export (bodies only: no correlation_id)",
     )
     mode.add_argument("--rate", type=float, help="at most N events per second")
 
@@ -118,6 +123,13 @@ async def _from_database(
 
 
 def _read_file(path: Path, selection: EventFilter) -> list[LoggedEvent]:
+    """The events of an ``--export`` file (JSON Lines, each line an event body exactly as it was
+    published) that ``selection`` matches, in file order; each line is published as it is.
+
+    Imported events carry no ``correlation_id``: it is an AMQP property of the published event (the
+    command's ``message_id``), never part of the body, and the export writes bodies only (adding it
+    to the line would change the bytes published). Raises ``BadArguments`` naming the first line
+    that is not an exported event."""
     events = []
     for number, line in enumerate(path.read_bytes().splitlines(), start=1):
         if not line.strip():
@@ -131,7 +143,7 @@ def _read_file(path: Path, selection: EventFilter) -> list[LoggedEvent]:
                     int(event["eventsequence"]),
                     str(event["id"]),
                     str(event["type"]),
-                    event.get("correlationid"),
+                    None,  # not in the body: see the docstring
                     line,
                     str(event["subject"]),
                 )

@@ -2,15 +2,16 @@
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import uuid
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
 
-from contracts import names, parse_event
+from contracts import OutplanEvent, names, parse_event
+from contracts.errors import validation_details
 
 from ..settings import Settings
 
@@ -29,13 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print each event body as one JSON line")
 
 
-def render(body: bytes, *, as_json: bool) -> str:
-    """One line for an event body: the body itself with ``as_json``, else its time, sequence, type,
-    outplan, version, customer, name, source and timing (ms). Raises ``pydantic.ValidationError``
-    for a body that is not an outplan event."""
-    if as_json:
-        return body.decode()
-    event = parse_event(body)
+def describe(event: OutplanEvent) -> str:
+    """One line for an event (without ``--json``): its time, sequence, type, outplan, version,
+    customer, name, source and timing (ms)."""
     data = event.data
     return (
         f"{event.time:%Y-%m-%d %H:%M:%S.%f} #{event.eventsequence} {event.type:<15} "
@@ -43,6 +40,18 @@ def render(body: bytes, *, as_json: bool) -> str:
         f"name={data.name!r} source={data.source.type}:{data.source.target} "
         f"dial_timeout={data.dial_timeout} try_interval={data.try_interval}"
         + (f" deleted={data.tm_delete}" if event.type == names.OUTPLAN_DELETED else "")
+    )
+
+
+def skipped(message: AbstractIncomingMessage, error: ValidationError) -> str:
+    """The one warning line for a message on the exchange that is not an outplan event: its
+    ``message_id``, routing key and the first thing wrong with its body."""
+    details = validation_details(error)
+    reason = details[0].message if details else str(error)
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return (
+        f"tail: skipped message {message.message_id or '(no message_id)'} "
+        f"({message.routing_key}): not an outplan event: {reason}{more}"
     )
 
 
@@ -75,8 +84,14 @@ async def tail(args: argparse.Namespace, settings: Settings) -> int:
             await queue.bind(exchange, routing_key=key)
 
         async def show(message: AbstractIncomingMessage) -> None:
-            if customer is None or json.loads(message.body).get("customerid") == customer:
-                print(render(message.body, as_json=args.json), flush=True)
+            try:
+                event = parse_event(message.body)
+            except ValidationError as exc:
+                # Anyone may publish to the exchange: a foreign body is reported and tailing goes on.
+                print(skipped(message, exc), file=sys.stderr, flush=True)
+                return
+            if customer is None or str(event.customerid) == customer:
+                print(message.body.decode() if args.json else describe(event), flush=True)
 
         await queue.consume(show, no_ack=True)
         print(f"tail: listening on {settings.event_exchange} (Ctrl-C to stop)", file=sys.stderr)
