@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from worker.observability.http import LIVEZ, METRICS, READYZ
+from worker.observability import LIVEZ, METRICS, READYZ
 from worker.settings import Settings
 
 pytestmark = pytest.mark.unit

@@ -10,7 +10,8 @@ with each, alternating, and reading VmRSS in /proc when "worker started" appears
 and Starlette); start-up to "worker started" 0.71–0.73 → 0.95 s (+0.22–0.25 s, mostly imports);
 SIGTERM to exit 0.07 → 0.27 s (uvicorn sees ``should_exit`` on its 0.1 s tick, then pauses 0.1 s
 in its shutdown). While it serves, that tick costs an idle worker about 1 ms of CPU a second
-(0.03 → 0.07 s of CPU in 30 s idle, medians of three).
+(0.03 → 0.07 s of CPU in 30 s idle, medians of three). The other commands (``check``, ``migrate``,
+``replay``, ``tail``) do not import this module.
 
 What it answers (every response carries ``Connection: close``, so each connection ends after its
 answer, as it did with the hand-written server):
@@ -47,11 +48,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import LIVEZ, METRICS, READYZ
 from .metrics import REGISTRY
 
-LIVEZ = "/livez"
-READYZ = "/readyz"
-METRICS = "/metrics"
 ALLOWED = "GET, HEAD"
 STOP_SECONDS = 2.0  # close() waits this long for uvicorn to stop before cancelling it
 
