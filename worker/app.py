@@ -22,7 +22,6 @@ from .messaging.consumer import CommandConsumer
 from .messaging.outgoing import Outgoing
 from .messaging.relay import Relay
 from .observability import metrics
-from .observability.http import HealthServer
 from .persistence import inbox, outbox
 from .persistence.migrate import schema_problem
 from .persistence.uow import PgUnitOfWork
@@ -285,6 +284,8 @@ async def serve(
     beat_task = asyncio.create_task(health.beat(stop), name="heartbeat")
     server = None
     if settings.metrics_port:
+        from .observability.http import HealthServer  # here: the other commands need no HTTP server
+
         server = HealthServer(settings.metrics_host, settings.metrics_port, health.ready, health.live)
         await server.start()
     try:

@@ -22,7 +22,7 @@ from tests.support.deploy import (
     yaml_documents,
     yaml_files,
 )
-from worker.observability.http import LIVEZ, METRICS, READYZ
+from worker.observability import LIVEZ, METRICS, READYZ
 
 pytestmark = pytest.mark.unit
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import signal
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -9,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from worker.app import Health, Worker
-from worker.observability.http import HealthServer
+from worker.observability.http import STOP_SECONDS, HealthServer
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +52,7 @@ async def test_a_check_that_raises_answers_503_with_json_naming_the_error_logged
                 assert headers["content-type"] == "application/json"
                 assert json.loads(body) == {"checks_ok": False, "checks_error": "RuntimeError"}
         assert len([e for e in logs if e["log_level"] == "error"]) == 1, logs
-        assert (await _request(server, b"GET /livez HTTP/1.1\r\n\r\n"))[0] == 200
+        assert (await _request(server, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 200
     finally:
         await server.close()
 
@@ -60,8 +61,8 @@ async def test_head_gets_the_headers_of_get_and_no_body() -> None:
     server = await _server()
     try:
         for path in (b"/livez", b"/readyz", b"/metrics"):
-            got = await _request(server, b"GET " + path + b" HTTP/1.1\r\n\r\n")
-            head = await _request(server, b"HEAD " + path + b" HTTP/1.1\r\n\r\n")
+            got = await _request(server, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await _request(server, b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
             assert head[0] == got[0] == 200
             assert head[2] == b"" and got[2] != b""
             assert head[1]["content-type"] == got[1]["content-type"]
@@ -75,7 +76,7 @@ async def test_head_gets_the_headers_of_get_and_no_body() -> None:
 async def test_other_methods_get_405_with_allow(method: bytes) -> None:
     server = await _server()
     try:
-        request = method + b" /readyz HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+        request = method + b" /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
         status, headers, _ = await _request(server, request)
         assert status == 405 and headers["allow"] == "GET, HEAD"
     finally:
@@ -85,12 +86,44 @@ async def test_other_methods_get_405_with_allow(method: bytes) -> None:
 async def test_unknown_paths_get_404_and_garbage_gets_400() -> None:
     server = await _server()
     try:
-        assert (await _request(server, b"GET /nothing HTTP/1.1\r\n\r\n"))[0] == 404
-        assert (await _request(server, b"POST /nothing HTTP/1.1\r\n\r\n"))[0] == 404
-        assert (await _request(server, b"GET /livez?verbose=1 HTTP/1.1\r\n\r\n"))[0] == 200
+        assert (await _request(server, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 404
+        assert (await _request(server, b"POST /nothing HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 404
+        assert (await _request(server, b"GET /livez?verbose=1 HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 200
         assert (await _request(server, b"hello\r\n\r\n"))[0] == 400
+        assert (await _request(server, b"GET /livez HTTP/1.1\r\n\r\n"))[0] == 400  # HTTP/1.1 needs Host
     finally:
         await server.close()
+
+
+async def test_serving_leaves_the_signal_handlers_alone() -> None:
+    """uvicorn would point SIGTERM and SIGINT at its own handler while it serves; the worker's stay."""
+    handled = (signal.SIGTERM, signal.SIGINT)
+    before = {signum: signal.getsignal(signum) for signum in handled}
+    server = await _server()
+    try:
+        assert (await _request(server, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 200
+        assert {signum: signal.getsignal(signum) for signum in handled} == before
+    finally:
+        await server.close()
+    assert {signum: signal.getsignal(signum) for signum in handled} == before
+
+
+async def test_close_does_not_wait_long_for_a_probe_whose_check_hangs() -> None:
+    async def stuck() -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {}
+
+    server = await _server(ready=stuck)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the check is running
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await server.close()
+    assert loop.time() - started < STOP_SECONDS + 0.5
+    await asyncio.wait_for(reader.read(), 1)  # and the probe's connection is closed
+    writer.close()
 
 
 class _Pool:

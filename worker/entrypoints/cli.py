@@ -14,7 +14,7 @@ import structlog
 from .. import logs
 from ..app import EX_CONFIG, Misconfigured, misconfiguration, serve
 from ..handlers import REGISTRY, Registry
-from ..observability.http import LIVEZ, READYZ
+from ..observability import LIVEZ, READYZ
 from ..persistence.migrate import migrate
 from ..settings import InvalidSettings, Settings, load
 from . import replay as replay_args
