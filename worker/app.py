@@ -22,6 +22,7 @@ from .messaging.consumer import CommandConsumer
 from .messaging.outgoing import Outgoing
 from .messaging.relay import Relay
 from .observability import metrics
+from .observability.health import Health
 from .persistence import inbox, outbox
 from .persistence.migrate import schema_problem
 from .persistence.uow import PgUnitOfWork
@@ -189,6 +190,9 @@ def _restored(role: str) -> None:
 
 @dataclass
 class Worker:
+    """What ``lifespan`` opened, for as long as it runs: the pool, the three broker connections and
+    their channels, the consumer (None when this process only relays) and the relay."""
+
     settings: Settings
     pool: asyncpg.Pool
     connections: list[AbstractRobustConnection]  # consuming, replies and dead letters, the relay
@@ -280,7 +284,7 @@ async def serve(
     Commands are run through the handlers of ``handlers`` (see ``lifespan``).
     """
     # Health answers from the start: alive while waiting for PostgreSQL or RabbitMQ, not ready.
-    health = Health()
+    health = Health(settings.ready_max_outbox_age_seconds)
     beat_task = asyncio.create_task(health.beat(stop), name="heartbeat")
     server = None
     if settings.metrics_port:
@@ -290,103 +294,17 @@ async def serve(
         await server.start()
     try:
         async with lifespan(settings, stop, consume=consume, handlers=handlers) as worker:
-            health.worker = worker
+            health.attach(worker.pool, worker.consumer)
             await _run(worker, settings, stop, health, consume=consume)
     except StoppedWhileStarting as exc:
         log.info("stopped before the worker could start", waiting_for=str(exc))
     finally:
-        health.worker = None
+        health.detach()
         if not stop.is_set():  # leaving without a stop: a configuration that cannot work
             beat_task.cancel()
         await asyncio.gather(beat_task, return_exceptions=True)
         if server is not None:
             await server.close()
-
-
-class Health:
-    """The checks behind /livez and /readyz (and ``outplan-worker check``).
-
-    A check never raises: an error it did not expect makes it fail (``<check>_ok: false`` and
-    ``<check>_error: <exception class>``), logged once until the check passes again.
-    """
-
-    MONITOR_SECONDS = 5.0  # how often the monitor refreshes the gauges when nobody probes
-
-    def __init__(self) -> None:
-        self.worker: Worker | None = None  # set once connected
-        self.last_beat = asyncio.get_running_loop().time()
-        self._failing: set[str] = set()  # checks failing on an unexpected error: logged, once
-
-    async def beat(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.last_beat = asyncio.get_running_loop().time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-
-    async def live(self) -> dict[str, object]:
-        age = asyncio.get_running_loop().time() - self.last_beat
-        return {"loop_ok": age < 5.0, "heartbeat_age_seconds": round(age, 3)}
-
-    async def ready(self) -> dict[str, object]:
-        worker = self.worker
-        if worker is None:
-            return {"started_ok": False}
-        result: dict[str, object] = {}
-        try:
-            attached = worker.consumer is None or worker.consumer.attached
-            metrics.CONSUMER_ATTACHED.set(1 if attached and worker.consumer is not None else 0)
-            result["consumer_ok"] = attached
-            self._passed("consumer")
-        except Exception as exc:  # noqa: BLE001  (any error fails the check; it must not escape)
-            result.update(consumer_ok=False, consumer_error=type(exc).__name__)
-            self._unexpected("consumer", exc)
-        try:
-            async with asyncio.timeout(2.0):
-                row = await worker.pool.fetchrow(outbox.BACKLOG)
-            assert row is not None  # an aggregate without GROUP BY: always one row
-            backlog, age = int(row["n"]), float(row["age"] or 0.0)
-            metrics.OUTBOX_BACKLOG.set(backlog)
-            metrics.OUTBOX_OLDEST_AGE.set(age)
-            result.update(
-                database_ok=True,
-                outbox_backlog=backlog,
-                outbox_oldest_age_seconds=round(age, 3),
-                outbox_ok=age <= worker.settings.ready_max_outbox_age_seconds,
-            )
-            self._passed("database")
-        except TRANSIENT_ERRORS as exc:  # PostgreSQL away or slow (TimeoutError is one): expected, not logged
-            result.update(database_ok=False, database_error=type(exc).__name__)
-        except Exception as exc:  # noqa: BLE001  (any error fails the check; it must not escape)
-            result.update(database_ok=False, database_error=type(exc).__name__)
-            self._unexpected("database", exc)
-        return result
-
-    def _unexpected(self, check: str, exc: Exception) -> None:
-        if check not in self._failing:
-            self._failing.add(check)
-            log.error(
-                "readiness check failed unexpectedly; failing it until it passes",
-                check=check,
-                error=type(exc).__name__,
-                detail=str(exc)[:200],
-                exc_info=exc,
-            )
-
-    def _passed(self, check: str) -> None:
-        if check in self._failing:
-            self._failing.discard(check)
-            log.info("readiness check passes again", check=check)
-
-    async def monitor(self, stop: asyncio.Event) -> None:
-        """Keep the gauges current even when nobody probes; outlives any error of a check."""
-        while not stop.is_set():
-            try:
-                await self.ready()
-                self._passed("monitor")
-            except Exception as exc:  # noqa: BLE001  (ready() fails its checks instead of raising: a backstop)
-                self._unexpected("monitor", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.MONITOR_SECONDS)
 
 
 async def _run(
@@ -425,7 +343,7 @@ async def _run(
     if worker.relay.left_to_leader:  # what the outbox holds now, read rather than assumed
         try:
             async with asyncio.timeout(2.0):
-                published = await worker.pool.fetchval(outbox.BACKLOG) == 0  # the first column, n
+                published = (await outbox.read_backlog(worker.pool)).events == 0
         except TRANSIENT_ERRORS:  # TimeoutError is one
             published = None  # unknown: the leader publishes it
     log.info(

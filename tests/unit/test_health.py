@@ -3,13 +3,13 @@
 import asyncio
 import json
 import signal
-from types import SimpleNamespace
 from typing import Any, cast
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from worker.app import Health, Worker
+from worker.observability.health import Health
 from worker.observability.http import STOP_SECONDS, HealthServer
 
 pytestmark = pytest.mark.unit
@@ -136,15 +136,10 @@ class _Pool:
         return {"n": 0, "age": None}
 
 
-def _worker(pool: _Pool) -> Worker:
-    settings = SimpleNamespace(ready_max_outbox_age_seconds=30.0)
-    return cast(Worker, SimpleNamespace(pool=pool, consumer=None, settings=settings))
-
-
 async def test_an_unexpected_database_error_fails_the_check_by_name_logged_once_until_it_passes() -> None:
-    health = Health()
+    health = Health(max_outbox_age_seconds=30.0)
     pool = _Pool(RuntimeError("relation does not exist"))
-    health.worker = _worker(pool)
+    health.attach(cast(asyncpg.Pool, pool), None)
     with capture_logs() as logs:
         for _ in range(3):
             ready = await health.ready()
@@ -158,7 +153,7 @@ async def test_an_unexpected_database_error_fails_the_check_by_name_logged_once_
 
 
 async def test_the_monitor_logs_and_survives_a_check_that_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    health = Health()
+    health = Health(max_outbox_age_seconds=30.0)
     monkeypatch.setattr(health, "MONITOR_SECONDS", 0.01, raising=False)
     calls = 0
 

@@ -161,7 +161,7 @@ class Relay:
                     return True
                 await asyncio.sleep(0.02)  # our own relay's connection is still letting go of it
             await self._pump(store, until_empty=True)
-            return (await store.backlog())[0] == 0
+            return (await store.backlog()).events == 0
         finally:
             conn.terminate()
 

@@ -97,10 +97,13 @@ class HealthServer:
 
     @property
     def port(self) -> int:
+        """The TCP port it listens on (the one the OS chose when asked for port 0); after ``start``."""
         assert self._socket is not None
         return int(self._socket.getsockname()[1])
 
     def app(self) -> Starlette:
+        """The ASGI application: ``/livez``, ``/readyz`` and ``/metrics`` for GET and HEAD, 405 with
+        ``Allow`` for other methods, 404 elsewhere (see the module docstring for the bodies)."""
         get = ["GET", "HEAD"]
         return Starlette(
             routes=[
@@ -136,6 +139,8 @@ class HealthServer:
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="health-server")
 
     async def close(self) -> None:
+        """Stop serving: a probe still running gets up to 1 s, then the task is cancelled (within
+        ``STOP_SECONDS`` in all). Does nothing when it never started."""
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True  # seen within uvicorn's 0.1 s tick

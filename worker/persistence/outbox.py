@@ -1,4 +1,4 @@
-"""SQL the relay runs on its own connection: reading the outbox in order and marking progress.
+"""The outbox, as the relay and health read it: events in order, the checkpoint, the backlog.
 
 Events arrive here numbered: the statement that writes them takes the numbers from a counter
 it holds until it commits (``batch_write``, migration 0004). So numbers follow commit order with
@@ -9,6 +9,8 @@ which can only be written after its previous one committed, is numbered after it
 from dataclasses import dataclass
 
 import asyncpg
+
+from .connections import Connection
 
 RELAY_LOCK_KEY = 7_402_911_002
 NOTIFY_CHANNEL = "outplan_events"
@@ -53,6 +55,22 @@ BACKLOG = """
 SELECT count(*) AS n, extract(epoch FROM now() - min(occurred_at))::float8 AS age
 FROM outplan_events WHERE eventsequence > (SELECT published_through FROM outbox_state)
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Events committed but not yet settled by the relay: how many, and the oldest one's age (s)."""
+
+    events: int
+    oldest_age_seconds: float  # 0.0 when there are none
+
+
+async def read_backlog(db: Connection | asyncpg.Pool) -> Backlog:
+    """The backlog past the relay's checkpoint, read in one statement on ``db`` (a connection or
+    a pool). Raises what the driver raises (``TRANSIENT_ERRORS`` when PostgreSQL is away)."""
+    row = await db.fetchrow(BACKLOG)
+    assert row is not None  # an aggregate without GROUP BY: always one row
+    return Backlog(int(row["n"]), float(row["age"] or 0.0))
 
 
 class OutboxStore:
@@ -108,8 +126,6 @@ class OutboxStore:
             "UPDATE outbox_state SET published_through = greatest(published_through, $1)", up_to
         )
 
-    async def backlog(self) -> tuple[int, float | None]:
+    async def backlog(self) -> Backlog:
         """How many events wait to be published, and the age in seconds of the oldest."""
-        row = await self._conn.fetchrow(BACKLOG)
-        assert row is not None  # an aggregate without GROUP BY: always one row
-        return int(row["n"]), row["age"]
+        return await read_backlog(self._conn)
