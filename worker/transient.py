@@ -1,4 +1,9 @@
-"""Which failures are infrastructure trouble: wait and retry, never dead-letter for them."""
+"""Which failures are worth waiting for: retry them, never dead-letter a command for them.
+
+``INFRASTRUCTURE_ERRORS``: the database, the broker or the link to them (a connection that raised
+one is in an unknown state and is closed, not reused). ``TRANSIENT_ERRORS``: those, and a batch
+that lost a race with another writer (``ConcurrentChange``: nothing was written; run it again).
+"""
 
 import aio_pika.exceptions
 import aiormq.exceptions
@@ -6,8 +11,7 @@ import asyncpg
 
 from .domain import ConcurrentChange
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    ConcurrentChange,  # retried at once a few times by the service, then like any transient error
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # includes ConnectionError and socket errors
     TimeoutError,
     asyncpg.PostgresConnectionError,
@@ -23,4 +27,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ChannelInvalidStateError,
     aiormq.exceptions.ChannelClosed,
     aio_pika.exceptions.AMQPConnectionError,
+)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConcurrentChange,  # retried at once a few times by the service, then like any transient error
+    *INFRASTRUCTURE_ERRORS,
 )

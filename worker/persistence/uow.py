@@ -16,8 +16,8 @@ import asyncpg
 
 from contracts import names
 
-from ..domain import ConcurrentChange, Versioned
-from ..transient import TRANSIENT_ERRORS
+from ..domain import Versioned
+from ..transient import INFRASTRUCTURE_ERRORS
 from .batch_write import NewEvent, write_changes
 from .inbox import IdempotencyRecord, Key
 from .outbox import LoggedEvent
@@ -156,7 +156,7 @@ class PgUnitOfWork:
     ) -> None:
         assert self._conn is not None
         try:
-            if isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, ConcurrentChange):
+            if isinstance(exc, INFRASTRUCTURE_ERRORS):
                 self._conn.terminate()  # never hand a connection in an unknown state back to the pool
             elif self._tx is not None and not self._conn.is_closed():
                 await self._tx.rollback()
