@@ -212,13 +212,22 @@ def normalise_tel(target: str) -> str:
         again = _parse_tel(stored)
     except ValueError:
         again = None
+    check_reads_back(stored, again)
+    return stored
+
+
+def check_reads_back(stored: str, again: str | None) -> None:
+    """The guard of ``normalise_tel``: ``stored`` (an E.164 form) must read back as itself.
+
+    ``again`` is what parsing ``stored`` gave (None: it did not parse). Raises ``ValueError``
+    ("is ambiguous: …") when they differ, so that what is stored always means the same number.
+    """
     if again != stored:
         reads_back = f"reads back as {again}" if again else "does not read back as a number"
         raise ValueError(
             f"is ambiguous: it would be stored as {stored}, which {reads_back}; "
             "check the digits right after the country code"
         )
-    return stored
 
 
 # ---------------------------------------------------------------------------------------------
