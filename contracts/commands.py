@@ -24,7 +24,7 @@ class Command(BaseModel):
     """Base of every request body: strict JSON types, unknown fields rejected.
 
     ``command`` is the wire name (routing key on the command exchange, or the AMQP ``type``);
-    ``mutates`` marks changes, which must carry a ``message_id`` and are remembered under it.
+    ``mutates`` marks changes, which must carry a ``message_id`` and are recorded under it (idempotency).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

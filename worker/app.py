@@ -1,4 +1,4 @@
-"""The worker's lifespan: open the pool and the broker link, run, drain on stop, close."""
+"""The worker's lifespan: open the pool and the three broker connections, run, drain on stop, close."""
 
 import asyncio
 import contextlib

@@ -5,9 +5,10 @@ waits for nobody and a busy queue gets large batches (up to ``size`` items).
 
 There are ``writers`` batch writers, each writing one batch at a time. An item with a key (an
 outplan id) always goes to the same batch writer, so batches written side by side never touch the
-same outplan: they do not wait on each other's row locks, and one outplan's commands are applied
-in the order they arrived. Items without a key (creates) go to the writer with the shortest
-queue. The ``process`` callable owns each batch from then on and must settle every item in it.
+same outplan: they do not wait on each other's row locks (except the event counter's, held for one
+statement and its commit), and one outplan's commands are applied in the order they arrived. Items
+without a key (creates) go to the writer with the shortest queue. The ``process`` callable owns
+each batch from then on and must settle every item in it.
 """
 
 import asyncio

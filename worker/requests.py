@@ -47,7 +47,7 @@ class Request:
     same message_id and the same fingerprint are one command. ``raw_body_hash`` is the
     fingerprint of earlier versions, sha256 of the command name, a NUL and the raw body, which
     idempotency records written before the upgrade hold. Both are computed for changes only
-    (queries are not remembered); they are empty for queries.
+    (queries get no idempotency record); they are empty for queries.
     """
 
     command: Command
@@ -224,13 +224,13 @@ def decode(
         except paging.InvalidPageToken as exc:
             details = [ErrorDetail(field="page_token", message=str(exc))]
             return Rejection(replies.VALIDATION_FAILED, str(exc), details, command=name)
-    remembered = model.mutates
+    recorded = model.mutates
     return Request(
         command=command,
         message_id=message_id,
         correlation_id=correlation_id,
-        fingerprint=fingerprint(command) if remembered else b"",
-        raw_body_hash=hashlib.sha256(name.encode() + b"\0" + body).digest() if remembered else b"",
+        fingerprint=fingerprint(command) if recorded else b"",
+        raw_body_hash=hashlib.sha256(name.encode() + b"\0" + body).digest() if recorded else b"",
     )
 
 

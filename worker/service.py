@@ -126,7 +126,7 @@ class Service:
             snapshot = await uow.read(targets, list(first))
             fresh = []
             for key, i in first.items():
-                request, stored = requests[i], snapshot.stored.get(key)
+                request, stored = requests[i], snapshot.records.get(key)
                 if stored is None:
                     fresh.append(i)
                 elif stored.command != request.command.command or not request.is_recorded_as(
@@ -171,7 +171,7 @@ class Service:
         created: dict[UUID, Versioned] = {}
         changed: dict[UUID, Versioned] = {}
         events: list[NewEvent] = []
-        replies: list[IdempotencyRecord] = []
+        records: list[IdempotencyRecord] = []
         outcomes: list[Outcome] = []
         for request in requests:
             cmd = request.command
@@ -194,7 +194,7 @@ class Service:
                 events.append(NewEvent(change.event_type, stored, request.message_id, data))
                 body = success_reply(change.status_code, data)
                 outcome = Outcome(change.status_code, body, stored.outplan.id)
-            replies.append(
+            records.append(
                 IdempotencyRecord(
                     (cmd.customer_id, request.message_id or ""),
                     cmd.command,
@@ -208,7 +208,7 @@ class Service:
             inserted=[states[i] for i in created],
             replaced=[s for i, s in changed.items() if i not in created],
             events=events,
-            replies=replies,
+            records=records,
             read_versions=read_versions,
             moment=snapshot.moment,
         )

@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     to four rounds await their confirms at once); ``relay_poll_seconds`` the longest the relay
     waits for a commit's notification before reading the outbox anyway; ``drain_seconds`` the
     time SIGTERM gives the work in flight and the outbox; ``idempotency_retention_hours`` how long
-    a ``message_id`` is remembered (at least 24 h). ``event_source`` is the CloudEvents ``source``
-    of every event. Build it with ``load()``.
+    a ``message_id``'s idempotency record is kept (at least 24 h). ``event_source`` is the
+    CloudEvents ``source`` of every event. Build it with ``load()``.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     event_source: Annotated[str, AfterValidator(_event_source)] = names.EVENT_SOURCE
 
     prefetch: int = Field(300, ge=1, le=65535)
-    batch_size: int = Field(100, ge=1, description="changes applied together in one transaction, at most")
+    batch_size: int = Field(
+        100, ge=1, description="changes read and written together by one statement, at most"
+    )
     batch_writers: int = Field(1, ge=1, description="batch writers: batches written side by side")
     retry_limit: int = Field(
         5, ge=1, description="deliveries of a failing command before it is dead-lettered"

@@ -53,9 +53,10 @@ async def test_migrate_creates_a_missing_database() -> None:
         await drop_database_async(url)
 
 
-async def test_an_existing_event_log_keeps_its_published_mark_across_the_upgrade() -> None:
-    """0002 replaces the per-event published_at with one watermark: the marked prefix. 0004
-    numbers the events not numbered yet, after the others, with the configured source."""
+async def test_an_existing_event_log_keeps_its_checkpoint_across_the_upgrade() -> None:
+    """0002 replaces the per-event published_at with one checkpoint (0002 called it a watermark):
+    the published prefix. 0004 numbers the events not numbered yet, after the others, with the
+    configured source."""
     from tests.conftest import database_url, drop_database_async
 
     url = database_url(f"outplans_test_{uuid.uuid4().hex[:12]}")

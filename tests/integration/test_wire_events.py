@@ -162,7 +162,7 @@ async def test_every_event_body_is_the_event_model_serialised(
             inserted=stored,
             replaced=[],
             events=events,
-            replies=[],
+            records=[],
             read_versions={},
             moment=moment,
             source=source,

@@ -55,7 +55,7 @@ async def test_a_write_from_a_stale_read_changes_nothing(
                 inserted=[],
                 replaced=[mine],
                 events=events,
-                replies=[record],
+                records=[record],
                 read_versions={outplan_id: 1},
                 moment=snapshot.moment,
             )

@@ -48,7 +48,7 @@ async def creating(
         stored = create_outplan(cmd, None, Context(format_time(now))).stored
         event = NewEvent("outplan_created", stored, None, stored.outplan.model_dump_json())
         [written] = await uow.write(
-            inserted=[stored], replaced=[], events=[event], replies=[], read_versions={}, moment=now
+            inserted=[stored], replaced=[], events=[event], records=[], read_versions={}, moment=now
         )
         yield uow, uuid.UUID(written.event_id)
 

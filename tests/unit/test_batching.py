@@ -39,7 +39,7 @@ async def test_batches_side_by_side_never_share_a_key_and_keep_arrival_order() -
         assert mine == sorted(mine) and len(mine) == len(range(k, 400, 7))
 
 
-async def test_items_without_a_key_go_to_the_shortest_lane() -> None:
+async def test_items_without_a_key_go_to_the_shortest_queue() -> None:
     release = asyncio.Event()
     sizes: list[int] = []
 
@@ -50,10 +50,10 @@ async def test_items_without_a_key_go_to_the_shortest_lane() -> None:
     batcher: Batcher[int] = Batcher(process, size=100, writers=3)
     batcher.start()
     for i in range(3):
-        batcher.add(i)  # one per lane: each lane starts a batch of one and blocks
+        batcher.add(i)  # one per writer: each writer starts a batch of one and blocks
     await asyncio.sleep(0.01)
     for i in range(9):
-        batcher.add(i)  # queued evenly while every lane is busy
+        batcher.add(i)  # queued evenly while every writer is busy
     release.set()
     await asyncio.sleep(0.01)
     await batcher.stop()

@@ -52,7 +52,7 @@ class FakeUnitOfWork:
         inserted: list[Versioned],
         replaced: list[Versioned],
         events: list[NewEvent],
-        replies: list[IdempotencyRecord],
+        records: list[IdempotencyRecord],
         read_versions: dict[UUID, int],
         moment: datetime,
     ) -> list[LoggedEvent]:
@@ -62,7 +62,7 @@ class FakeUnitOfWork:
         for stored in replaced:
             assert self.rows[stored.outplan.id].version == read_versions[stored.outplan.id]
             self.rows[stored.outplan.id] = stored
-        for r in replies:
+        for r in records:
             assert r.key not in self.records
             self.records[r.key] = r
         self.recorded += [(e.event_type, e.stored.version, e.correlation_id) for e in events]

@@ -86,13 +86,13 @@ class Store:
         inserted: list[Versioned],
         replaced: list[Versioned],
         events: list[NewEvent],
-        replies: list[IdempotencyRecord],
+        records: list[IdempotencyRecord],
         read_versions: dict[UUID, int],
         moment: datetime,
     ) -> list[LoggedEvent]:
         for stored in [*inserted, *replaced]:
             self.rows[stored.outplan.id] = stored
-        for r in replies:
+        for r in records:
             self.records[r.key] = r
         return []
 

@@ -105,6 +105,7 @@ class CommandConsumer:
         if isinstance(decoded, Rejection):
             self._spawn(self._settling([message], self._settler.reject(message, decoded, started)))
         elif decoded.command.mutates:
+            # A batch writer calls back ``_change`` below with this command's batch.
             self._batcher.add(Decoded(message, decoded, started), key=getattr(decoded.command, "id", None))
         else:
             self._spawn(self._settling([message], self._query(Decoded(message, decoded, started))))
@@ -194,8 +195,9 @@ def held(attempt: Callable[[], Awaitable[T]], before_sleep: Callable[[RetryCallS
 
 
 def until_the_database_answers(before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
-    """Happened.UNAVAILABLE: transient errors are retried here, without end, waiting 0.05 s doubling
-    to 2 s, jittered; any other error of an attempt is raised (a bug: settled by the policy)."""
+    """Happened.UNAVAILABLE: transient errors (``TRANSIENT_ERRORS``: the database or the broker away,
+    a lost write race) are retried here, without end, waiting 0.05 s doubling to 2 s, jittered;
+    any other error of an attempt is raised (a bug: settled by the policy)."""
     return retrying(
         first=0.05, most=2.0, retry=retry_if_exception_type(TRANSIENT_ERRORS), before_sleep=before_sleep
     )

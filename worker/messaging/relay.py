@@ -64,7 +64,9 @@ class Relay:
         self._read_log = True  # read the log on the next turn, whatever is known
 
     def hand_over(self, events: list[LoggedEvent]) -> None:
-        """Events just committed by this process, in number order."""
+        """Events just committed by this process, in number order (the unit of work's ``on_commit``,
+        wired in ``app.lifespan``). Ignored while this process is not the leading relay; past
+        10,000 waiting (``HANDED_OVER_AT_MOST``) the queue is dropped and the log is read instead."""
         if not self.is_leader or not events:
             return
         if len(self._handed_over) > HANDED_OVER_AT_MOST:
@@ -257,7 +259,7 @@ class Relay:
             await store.save_checkpoint(checkpoint)
 
     def _take_handed_over(self, cursor: int, limit: int) -> list[LoggedEvent]:
-        """Offered events that continue right after ``cursor``; none if one is missing between."""
+        """Handed-over events that continue right after ``cursor``; none if one is missing between."""
         handed_over = self._handed_over
         while handed_over and handed_over[0].eventsequence <= cursor:
             handed_over.popleft()  # read from the log already

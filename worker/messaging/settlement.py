@@ -18,7 +18,7 @@ reason, and how to settle the delivery. The consumer only carries that out. The 
 
 Only the broker's count counts (:func:`delivery_number`): RabbitMQ's quorum queues set
 ``x-delivery-count`` on a *redelivered* message, and on a first delivery a value the publisher
-set passes through unchanged (``../shared/PITFALLS.md``). Modelled on FastStream's
+set passes through unchanged (seen on RabbitMQ 3.10: a publisher can forge it). Modelled on FastStream's
 acknowledgement policy and arq's retry handling: a decision table, unit-tested as one.
 """
 

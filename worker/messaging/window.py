@@ -38,9 +38,11 @@ log = structlog.get_logger(__name__)
 class RetryPolicy:
     """Re-publishes of a refused event: at most ``retries``, after ``first_delay`` s, doubling, ±20 %.
 
-    A passing refusal gets the whole schedule, about 0.5 + 1 + 2 + 4 + 8 = 15.5 s, before its
-    event is given up; refusals that go on for ``ongoing_after`` s are taken as ongoing, and then
-    a refused event is given up at once (see the module's docstring).
+    Refusals ``ongoing_after`` s apart or closer count as one burst, and a burst that lasts
+    ``ongoing_after`` s is taken as ongoing: then a refused event is given up at once (see the
+    module's docstring). So a lone refused event is given up after its third re-publish (about
+    0.5 + 1 + 2 = 3.5 s, when those come within ``ongoing_after`` of each other) or after the whole
+    schedule (about 0.5 + 1 + 2 + 4 + 8 = 15.5 s).
     """
 
     retries: int = 5

@@ -79,7 +79,7 @@ EVENTS_REFUSED = Counter(
 )
 EVENTS_GIVEN_UP = Counter(
     "outplan_events_given_up",
-    "Events refused on every re-publish and left to replay, by type",
+    "Events left to replay, by type: refused after their re-publishes, or while refusals were ongoing",
     ["type"],
     registry=REGISTRY,
 )

@@ -69,7 +69,7 @@ def _statement() -> str:
         "  JOIN unnest($6::uuid[], $7::int[]) AS b(id, version) ON b.id = u.id"
         "  WHERE o.id = u.id AND o.version = b.version RETURNING 1),"
         # A message id recorded by a concurrent writer fails here on the primary key.
-        " remembered AS (INSERT INTO processed_commands (customer_id, message_id, command, body_hash,"
+        " recorded AS (INSERT INTO processed_commands (customer_id, message_id, command, body_hash,"
         "   status_code, reply, processed_at)"
         "  SELECT r.customer_id, r.message_id, r.command, decode(r.body_hash, 'hex'), r.status_code,"
         "   convert_to(r.reply, 'UTF8'), $5"
@@ -81,7 +81,7 @@ def _statement() -> str:
         # it must not wait on another writer's row while holding it (the subqueries run first).
         " numbered AS (UPDATE event_sequence SET last_value = last_value + $8"
         "  WHERE $8 > 0 AND (SELECT count(*) FROM inserted) + (SELECT count(*) FROM replaced)"
-        "   + (SELECT count(*) FROM remembered) >= 0"
+        "   + (SELECT count(*) FROM recorded) >= 0"
         "  RETURNING last_value - $8 AS base),"
         # outplan_event_body (migration 0004) builds each CloudEvents body, the bytes the relay
         # publishes: contracts.events.OutplanEvent is the contract, and
@@ -100,7 +100,7 @@ def _statement() -> str:
         "  HAVING count(*) > 0),"
         " counted AS (SELECT (SELECT count(*) FROM inserted) AS inserted,"
         "  (SELECT count(*) FROM replaced) AS replaced,"
-        "  (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM remembered) AS remembered,"
+        "  (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM recorded) AS recorded,"
         "  (SELECT count(*) FROM woken) AS woken)"
         " SELECT c.*, (SELECT min(eventsequence) FROM events) AS first_sequence,"
         "  (SELECT array_agg(body ORDER BY eventsequence) FROM events) AS bodies,"
@@ -119,7 +119,7 @@ async def write_changes(
     inserted: list[Versioned],
     replaced: list[Versioned],
     events: list[NewEvent],
-    replies: list[IdempotencyRecord],
+    records: list[IdempotencyRecord],
     read_versions: dict[uuid.UUID, int],
     moment: datetime,
     source: str,
@@ -153,7 +153,7 @@ async def write_changes(
             "status_code": r.status_code,
             "reply": r.reply.decode(),
         }
-        for r in replies
+        for r in records
     ]
     base = [(stored.outplan.id, read_versions[stored.outplan.id]) for stored in replaced]
     try:
@@ -174,8 +174,8 @@ async def write_changes(
     except (asyncpg.UniqueViolationError, asyncpg.SerializationError) as exc:
         raise ConcurrentChange(str(exc)) from exc
     assert row is not None  # the statement ends in a SELECT of one row of counts
-    expected = (len(inserted), len(replaced), len(events), len(replies))
-    if (row["inserted"], row["replaced"], row["events"], row["remembered"]) != expected:
+    expected = (len(inserted), len(replaced), len(events), len(records))
+    if (row["inserted"], row["replaced"], row["events"], row["recorded"]) != expected:
         raise RuntimeError(f"batch write touched {tuple(row.values())[:4]} rows, expected {expected}")
     if not events:
         return []

@@ -13,7 +13,7 @@ from .outbox import LoggedEvent
 
 @dataclass(frozen=True)
 class EventFilter:
-    """Which published (sequenced) events to select; every given condition must hold."""
+    """Which logged (numbered) events to select, published or not; every given condition must hold."""
 
     from_seq: int | None = None
     to_seq: int | None = None

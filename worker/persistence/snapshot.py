@@ -21,7 +21,7 @@ class Snapshot:
     message_id), and PostgreSQL's ``now()`` (aware)."""
 
     states: dict[UUID, Versioned]  # any customer's, deleted ones too: the handlers decide
-    stored: dict[Key, IdempotencyRecord]
+    records: dict[Key, IdempotencyRecord]
     moment: datetime  # the time the batch's changes carry
 
 
@@ -43,7 +43,7 @@ async def read_snapshot(conn: Connection, ids: list[UUID], keys: list[Key]) -> S
     """The outplans of ``ids``, the records of ``keys`` and the clock, in one statement."""
     rows = await conn.fetch(_READ, ids, [k[0] for k in keys], [k[1] for k in keys])
     states: dict[UUID, Versioned] = {}
-    stored: dict[Key, IdempotencyRecord] = {}
+    records: dict[Key, IdempotencyRecord] = {}
     moment = rows[0]["moment"]  # now() is the same in every row, and the last branch always gives one
     for row in rows:
         kind = row["kind"]
@@ -51,7 +51,7 @@ async def read_snapshot(conn: Connection, ids: list[UUID], keys: list[Key]) -> S
             states[row["id"]] = to_versioned(row)
         elif kind == "p":
             key = (row["p_customer_id"], row["p_message_id"])
-            stored[key] = IdempotencyRecord(
+            records[key] = IdempotencyRecord(
                 key, row["p_command"], bytes(row["p_body_hash"]), row["p_status_code"], bytes(row["p_reply"])
             )
-    return Snapshot(states, stored, moment)
+    return Snapshot(states, records, moment)

@@ -50,7 +50,7 @@ class UnitOfWork(Protocol):
         inserted: list[Versioned],
         replaced: list[Versioned],
         events: list[NewEvent],
-        replies: list[IdempotencyRecord],
+        records: list[IdempotencyRecord],
         read_versions: dict[uuid.UUID, int],
         moment: datetime,
     ) -> list[LoggedEvent]:
@@ -118,7 +118,7 @@ class PgUnitOfWork:
         inserted: list[Versioned],
         replaced: list[Versioned],
         events: list[NewEvent],
-        replies: list[IdempotencyRecord],
+        records: list[IdempotencyRecord],
         read_versions: dict[uuid.UUID, int],
         moment: datetime,
     ) -> list[LoggedEvent]:
@@ -129,7 +129,7 @@ class PgUnitOfWork:
             inserted=inserted,
             replaced=replaced,
             events=events,
-            replies=replies,
+            records=records,
             read_versions=read_versions,
             moment=moment,
             source=self._event_source,
