@@ -9,7 +9,9 @@ Expected refusals raise ``DomainError``.
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
 
 from contracts import (
     Command,
@@ -28,8 +30,31 @@ from contracts.fields import StoredSource
 from contracts.timefmt import NOT_DELETED
 
 from . import paging
-from .domain import OutplanNotFound, Versioned
-from .persistence.uow import UnitOfWork
+from .domain import OutplanNotFound, PagePosition, Versioned
+
+
+class OutplanReader(Protocol):
+    """What the queries read: ``persistence.outplans.OutplanRepository`` is the one in use."""
+
+    async def get(self, customer_id: UUID, outplan_id: UUID, *, include_deleted: bool) -> Versioned | None:
+        """The outplan if it is ``customer_id``'s and live (or deleted, with ``include_deleted``)."""
+        ...
+
+    async def list_live(
+        self, customer_id: UUID, after: PagePosition | None, limit: int
+    ) -> list[tuple[Versioned, datetime]]:
+        """At most ``limit`` live outplans, newest first, strictly after ``after``; each with its
+        raw ``tm_create``."""
+        ...
+
+
+class Reads(Protocol):
+    """What a query handler is given: a unit of work's ``outplans``, read only."""
+
+    @property
+    def outplans(self) -> OutplanReader:
+        """The outplans, read through this unit of work's connection."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +141,7 @@ def delete_outplan(cmd: DeleteOutplan, current: Versioned | None, ctx: Context) 
     return Change(names.OUTPLAN_DELETED, Versioned(outplan, found.version + 1))
 
 
-async def get_outplan(cmd: GetOutplan, uow: UnitOfWork) -> Reply:
+async def get_outplan(cmd: GetOutplan, uow: Reads) -> Reply:
     """200 with the customer's outplan ``cmd.id``; raises ``OutplanNotFound`` when the customer has
     none (a deleted one counts only with ``include_deleted``)."""
     stored = await uow.outplans.get(cmd.customer_id, cmd.id, include_deleted=cmd.include_deleted)
@@ -125,7 +150,7 @@ async def get_outplan(cmd: GetOutplan, uow: UnitOfWork) -> Reply:
     return Reply(status_code=200, data=stored.outplan.model_dump(mode="json"))
 
 
-async def list_outplans(cmd: ListOutplans, uow: UnitOfWork) -> Reply:
+async def list_outplans(cmd: ListOutplans, uow: Reads) -> Reply:
     """200 with an ``OutplanPage``: at most ``page_size`` live outplans of the customer, newest first
     (``tm_create``, then ``id``, descending), after the position ``page_token`` names.
 
@@ -142,7 +167,7 @@ async def list_outplans(cmd: ListOutplans, uow: UnitOfWork) -> Reply:
 
 
 ChangeHandler = Callable[[Any, Versioned | None, Context], Change]
-QueryHandler = Callable[[Any, UnitOfWork], Awaitable[Reply]]
+QueryHandler = Callable[[Any, Reads], Awaitable[Reply]]
 
 CHANGES: dict[type[Command], ChangeHandler] = {
     CreateOutplan: create_outplan,

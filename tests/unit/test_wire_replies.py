@@ -34,7 +34,7 @@ from contracts.fields import (
 from contracts.timefmt import NOT_DELETED
 from tests.support.wire import DETAIL_CHARS, NAME_CHARS, bounded, moments, outplans, texts
 from worker.domain import PagePosition, Versioned
-from worker.messaging.settling import INTERNAL_REPLY
+from worker.messaging.settler import INTERNAL_REPLY
 from worker.persistence.batch_write import NewEvent
 from worker.persistence.inbox import IdempotencyRecord
 from worker.persistence.outbox import LoggedEvent

@@ -27,7 +27,7 @@ from ..transient import TRANSIENT_ERRORS
 from .amqp import RawDelivery, Subscription
 from .incoming import Incoming
 from .outgoing import Outgoing
-from .settling import Decoded, Settler
+from .settler import Decoded, Settler
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger("outplan_worker.consumer")
 T = TypeVar("T")
