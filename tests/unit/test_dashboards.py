@@ -1,0 +1,169 @@
+"""deploy/grafana/outplan-worker.json imports into Grafana on any Prometheus data source and reads
+only metrics the worker declares."""
+
+import re
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from tests.support.dashboards import (
+    DATASOURCE,
+    dashboard_expressions,
+    load_dashboard,
+    panels,
+    variable_expression,
+    variable_query,
+    variables,
+)
+from tests.support.promql import assert_all_exposed, metric_names, unknown_metrics
+from worker.observability import metrics
+
+pytestmark = pytest.mark.unit
+
+#: The oldest classic dashboard schema this file is written for (Grafana 12).
+SCHEMA_VERSION = 41
+GRID_COLUMNS = 24
+
+
+def declared_exposition() -> str:
+    """What the worker's registry would serve on /metrics right now, in this process."""
+    return generate_latest(metrics.REGISTRY).decode()
+
+
+def _walk(node: Any, path: str = "$") -> list[tuple[str, Any]]:
+    """Every (path, value) under ``node`` whose key is ``datasource``."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource":
+                found.append((f"{path}.{key}", value))
+            found.extend(_walk(value, f"{path}.{key}"))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(_walk(value, f"{path}[{i}]"))
+    return found
+
+
+# --- the dashboard -----------------------------------------------------------------------------
+
+
+def test_dashboard_is_a_current_classic_dashboard_that_imports_anywhere() -> None:
+    dashboard = load_dashboard()
+    assert isinstance(dashboard["schemaVersion"], int) and dashboard["schemaVersion"] >= SCHEMA_VERSION
+    assert dashboard["title"] and dashboard["uid"]
+    # an import assigns the id; `__inputs` would make Grafana ask for a data source it then hard-codes
+    assert dashboard.get("id") is None
+    assert "__inputs" not in dashboard
+
+
+def test_the_data_source_is_a_prometheus_variable_and_job_and_instance_are_variables() -> None:
+    found = variables(load_dashboard())
+    assert found["datasource"]["type"] == "datasource"
+    assert found["datasource"]["query"] == "prometheus"
+    for name in ("job", "instance"):
+        assert found[name]["type"] == "query", name
+        assert found[name]["datasource"] == DATASOURCE, name
+        assert variable_expression(variable_query(found[name])), name
+    assert "$job" in variable_query(found["instance"]), "the instance list follows the job chosen"
+
+
+def test_every_panel_reads_prometheus_through_the_variable_with_at_least_one_query() -> None:
+    graphs = [p for p in panels(load_dashboard()) if p["type"] != "row"]
+    assert len(graphs) >= 10
+    for panel in graphs:
+        title = panel.get("title")
+        assert title, f"panel {panel.get('id')} has no title"
+        assert panel.get("datasource") == DATASOURCE, title
+        targets = panel.get("targets") or []
+        assert targets, f"{title!r} has no query"
+        assert len({t["refId"] for t in targets}) == len(targets), f"{title!r}: refIds repeat"
+        for target in targets:
+            assert target.get("expr", "").strip(), f"{title!r} {target['refId']}: empty query"
+            assert target.get("datasource", DATASOURCE) == DATASOURCE, title
+
+
+def test_no_data_source_is_named_by_a_fixed_uid_or_name() -> None:
+    found = _walk(load_dashboard())
+    assert found
+    for path, value in found:
+        assert value == DATASOURCE, f"{path}: {value!r} (use {DATASOURCE})"
+
+
+def test_panels_have_their_own_ids_and_do_not_overlap_on_the_grid() -> None:
+    everything = panels(load_dashboard())
+    ids = [p["id"] for p in everything]
+    assert len(set(ids)) == len(ids), "panel ids repeat"
+    cells: dict[tuple[int, int], str] = {}
+    for panel in everything:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] > 0 and grid["x"] + grid["w"] <= GRID_COLUMNS, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
+
+
+def test_queries_use_only_defined_variables() -> None:
+    dashboard = load_dashboard()
+    defined = set(variables(dashboard))
+    for where, expr in dashboard_expressions(dashboard).items():
+        used = {a or b for a, b in re.findall(r"\$\{(\w+)[^}]*\}|\$(\w+)", expr)}
+        unknown = {name for name in used if not name.startswith("__")} - defined  # $__* are Grafana's
+        assert not unknown, f"{where}: undefined {sorted(unknown)}"
+
+
+def test_every_selector_follows_the_job_and_instance_chosen() -> None:
+    # Fleet-wide panels say so in their title and ignore the instance; nothing ignores the job.
+    dashboard = load_dashboard()
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            selectors = re.findall(r"\{[^{}]*\}", target["expr"])
+            assert selectors, f"{panel['title']!r}: a metric without a selector"
+            for selector in selectors:
+                assert 'job=~"$job"' in selector, f"{panel['title']!r}: {selector}"
+                if "(fleet)" not in panel["title"]:
+                    assert 'instance=~"$instance"' in selector, f"{panel['title']!r}: {selector}"
+
+
+def test_the_dashboard_shows_what_operators_are_told_to_watch() -> None:
+    named = set().union(*(metric_names(e) for e in dashboard_expressions(load_dashboard()).values()))
+    assert {
+        "outplan_commands_total",
+        "outplan_command_duration_seconds_bucket",
+        "outplan_outbox_backlog",
+        "outplan_outbox_oldest_age_seconds",
+        "outplan_events_published_total",
+        "outplan_events_unrouted_total",
+        "outplan_events_refused_total",
+        "outplan_events_given_up_total",
+        "outplan_dead_lettered_total",
+        "outplan_consumer_attached",
+        "outplan_relay_leader",
+        "outplan_reconnects_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    } <= named
+
+
+# --- the metric names --------------------------------------------------------------------------
+
+
+def test_panels_read_only_metrics_the_worker_declares() -> None:
+    assert_all_exposed(dashboard_expressions(load_dashboard()), declared_exposition())
+
+
+def test_the_check_names_a_metric_that_does_not_exist() -> None:
+    bad = {
+        "panel 'typo'": 'sum by (outcome) (rate(outplan_comands_total{job=~"$job"}[$__rate_interval]))',
+        "rule NoLeaders": "max(outplan_relay_leaders) == 0",
+        "rule Fine": "max by (job) (outplan_relay_leader) == 0",
+        "panel 'nothing'": "vector(1)",
+    }
+    assert unknown_metrics(bad, {"outplan_relay_leader"}) == {
+        "panel 'typo'": ["outplan_comands_total"],
+        "rule NoLeaders": ["outplan_relay_leaders"],
+        "panel 'nothing'": ["<no metric>"],
+    }
+    with pytest.raises(AssertionError, match="outplan_comands_total"):
+        assert_all_exposed(bad, declared_exposition())
