@@ -1,13 +1,18 @@
-"""The Grafana dashboard in deploy/, and the PromQL expressions in it."""
+"""The Grafana dashboard and the Prometheus alert rules in deploy/, and the PromQL expressions in them."""
 
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.support.deploy import DEPLOY
 
 DASHBOARD = DEPLOY / "grafana" / "outplan-worker.json"
+RULES = DEPLOY / "prometheus" / "alerts.yaml"
+#: promtool's unit tests of the rules (``promtool test rules``).
+RULE_TESTS = DEPLOY / "prometheus" / "alerts.test.yaml"
 #: How every panel, target and variable names its data source: the dashboard's variable.
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -61,3 +66,20 @@ def dashboard_expressions(dashboard: dict[str, Any]) -> dict[str, str]:
         if variable.get("type") == "query" and (expr := variable_expression(variable_query(variable))):
             found[f"variable {name}"] = expr
     return found
+
+
+def load_rules(path: Path = RULES) -> dict[str, Any]:
+    """The rule file (``groups:``)."""
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), f"{path} is not a mapping"
+    return data
+
+
+def rules(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rule of every group, in order."""
+    return [rule for group in document.get("groups", []) for rule in group.get("rules", [])]
+
+
+def rule_expressions(document: dict[str, Any]) -> dict[str, str]:
+    """Every rule's ``expr``, keyed by its alert (or record) name."""
+    return {f"rule {r.get('alert') or r.get('record')}": str(r.get("expr", "")) for r in rules(document)}

@@ -1,7 +1,11 @@
-"""deploy/grafana/outplan-worker.json imports into Grafana on any Prometheus data source and reads
-only metrics the worker declares."""
+"""deploy/grafana/outplan-worker.json imports into Grafana on any Prometheus data source, and
+deploy/prometheus/alerts.yaml is a rule file whose every alert says what to do; both read only
+metrics the worker declares. (tests/e2e/test_dashboards.py checks the same names against a running
+worker's /metrics.)"""
 
 import re
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
@@ -9,13 +13,19 @@ from prometheus_client import generate_latest
 
 from tests.support.dashboards import (
     DATASOURCE,
+    RULE_TESTS,
+    RULES,
     dashboard_expressions,
     load_dashboard,
+    load_rules,
     panels,
+    rule_expressions,
+    rules,
     variable_expression,
     variable_query,
     variables,
 )
+from tests.support.deploy import duration_seconds, setting_default
 from tests.support.promql import assert_all_exposed, metric_names, unknown_metrics
 from worker.observability import metrics
 
@@ -146,11 +156,68 @@ def test_the_dashboard_shows_what_operators_are_told_to_watch() -> None:
     } <= named
 
 
+# --- the rules ---------------------------------------------------------------------------------
+
+
+def test_every_rule_is_an_alert_with_a_duration_a_severity_and_a_runbook() -> None:
+    found = rules(load_rules())
+    assert found
+    names = [r.get("alert") for r in found]
+    assert len(set(names)) == len(names), "alert names repeat"
+    for rule in found:
+        name = rule.get("alert")
+        assert name and re.fullmatch(r"[A-Z][A-Za-z0-9]+", name), rule
+        assert isinstance(rule.get("expr"), str) and rule["expr"].strip(), name
+        assert isinstance(rule.get("for"), str), f"{name}: `for` must be a duration such as 2m"
+        duration_seconds(rule["for"])
+        assert rule.get("labels", {}).get("severity") in ("critical", "warning"), name
+        annotations = rule.get("annotations", {})
+        for key in ("summary", "description", "runbook"):
+            assert isinstance(annotations.get(key), str) and annotations[key].strip(), f"{name}: no {key}"
+        assert "Check:" in annotations["runbook"] and "Do:" in annotations["runbook"], name
+
+
+def test_alerts_cover_the_outbox_consumers_bugs_the_relay_and_reconnects() -> None:
+    by_metric = {
+        name: {r["alert"] for r in rules(load_rules()) if name in metric_names(r["expr"])}
+        for name in (
+            "outplan_outbox_oldest_age_seconds",
+            "outplan_consumer_attached",
+            "outplan_dead_lettered_total",
+            "outplan_relay_leader",
+            "outplan_reconnects_total",
+        )
+    }
+    assert all(by_metric.values()), by_metric
+    internal = [r for r in rules(load_rules()) if "outplan_dead_lettered_total" in metric_names(r["expr"])]
+    assert all('reason="INTERNAL_ERROR"' in r["expr"] for r in internal), "bad input is not a bug"
+    leader = [r for r in rules(load_rules()) if "outplan_relay_leader" in metric_names(r["expr"])]
+    assert any("absent(outplan_relay_leader)" in r["expr"] for r in leader), "no worker at all: no leader"
+
+
+def test_the_outbox_alert_uses_the_readiness_bound() -> None:
+    [stale] = [r for r in rules(load_rules()) if "outplan_outbox_oldest_age_seconds" in r["expr"]]
+    bound = re.search(r">\s*([0-9.]+)\s*$", stale["expr"].strip())
+    assert bound, stale["expr"]
+    assert float(bound.group(1)) == setting_default("ready_max_outbox_age_seconds")
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not on PATH (it comes with Prometheus; Debian: apt-get install prometheus)",
+)
+def test_promtool_accepts_the_rules_and_their_unit_tests_pass() -> None:
+    for args in (["check", "rules", str(RULES)], ["test", "rules", str(RULE_TESTS)]):
+        done = subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}{done.stderr}"
+
+
 # --- the metric names --------------------------------------------------------------------------
 
 
-def test_panels_read_only_metrics_the_worker_declares() -> None:
-    assert_all_exposed(dashboard_expressions(load_dashboard()), declared_exposition())
+def test_panels_and_rules_read_only_metrics_the_worker_declares() -> None:
+    expressions = {**dashboard_expressions(load_dashboard()), **rule_expressions(load_rules())}
+    assert_all_exposed(expressions, declared_exposition())
 
 
 def test_the_check_names_a_metric_that_does_not_exist() -> None:
