@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from tests.support.dashboards import (
+    DASHBOARD,
     DATASOURCE,
     RULE_TESTS,
     RULES,
@@ -234,3 +235,12 @@ def test_the_check_names_a_metric_that_does_not_exist() -> None:
     }
     with pytest.raises(AssertionError, match="outplan_comands_total"):
         assert_all_exposed(bad, declared_exposition())
+
+
+def test_the_files_are_where_the_readmes_say() -> None:
+    readme = (DASHBOARD.parents[2] / "README.md").read_text()
+    deploy_readme = (DASHBOARD.parents[1] / "README.md").read_text()
+    for path in (DASHBOARD, RULES, RULE_TESTS):
+        relative = path.relative_to(DASHBOARD.parents[2]).as_posix()
+        assert relative in readme, f"README.md does not mention {relative}"
+        assert path.relative_to(DASHBOARD.parents[1]).as_posix() in deploy_readme, relative
