@@ -56,7 +56,7 @@ class Disposition:
 
 
 ANSWER = Disposition(Settle.ACK, reply=True)
-REFUSE = Disposition(Settle.ACK, reply=True, dead_letter=True)
+ANSWER_AND_DEAD_LETTER = Disposition(Settle.ACK, reply=True, dead_letter=True)
 REQUEUE = Disposition(Settle.REQUEUE)
 RETRY_HERE = Disposition(Settle.RETRY_HERE)
 ACK = Disposition(Settle.ACK)
@@ -73,11 +73,11 @@ def decide(happened: Happened, delivery: int, limit: int) -> Disposition:
         case Happened.HANDLED:
             return ANSWER
         case Happened.INVALID:
-            return REFUSE
+            return ANSWER_AND_DEAD_LETTER
         case Happened.UNAVAILABLE:
             return RETRY_HERE
         case Happened.FAILED:
-            return REQUEUE if delivery < limit else REFUSE
+            return REQUEUE if delivery < limit else ANSWER_AND_DEAD_LETTER
         case Happened.PUBLISH_REFUSED:
             return ACK
         case Happened.PUBLISH_INTERRUPTED:

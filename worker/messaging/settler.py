@@ -159,7 +159,8 @@ class Settler:
     async def give_back(self, message: Incoming, exc: BaseException) -> None:
         """Settling itself failed (a bug here): return the message; its redelivery repeats the same reply.
 
-        Nothing is done for a delivery already settled, or from a channel that is gone.
+        Nothing is done for a delivery already settled, or from a channel that is gone. Outside the
+        settlement policy and its retry limit: the queue's ``x-delivery-limit`` is the backstop.
         """
         if not self._acks.pending(message):
             return

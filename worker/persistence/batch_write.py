@@ -129,7 +129,9 @@ async def write_changes(
     ``read_versions`` are the versions the replaced outplans had when the batch read them. If
     another writer got there first, nothing is written and ``ConcurrentChange`` is raised. The
     events are numbered and given their published bodies (CloudEvents with ``source``) here; the
-    relay is woken when the statement (or the enclosing transaction) commits.
+    relay is woken when the statement (or the enclosing transaction) commits. Raises
+    ``RuntimeError`` when the statement touched other row counts than asked: a bug, reported after
+    the fact (without an enclosing transaction the statement has already committed).
     """
     event_ids = [uuid.uuid4() for _ in events]
     event_rows = [
