@@ -18,9 +18,11 @@ def event_body(
     name: str = "n",
     source: dict[str, Any] | None = None,
     event_id: str | None = None,
+    trace: dict[str, str] | None = None,
 ) -> bytes:
     """A CloudEvents body of ``kind`` for ``version`` of an outplan of ``CUSTOMER`` (a new one unless
-    ``outplan_id`` is given), numbered ``version`` in the event log too."""
+    ``outplan_id`` is given), numbered ``version`` in the event log too; ``trace`` holds the
+    ``traceparent`` (and ``tracestate``) attributes, placed as the worker writes them."""
     outplan_id = outplan_id or str(uuid.uuid4())
     data = {
         "id": outplan_id,
@@ -47,6 +49,7 @@ def event_body(
             "customerid": CUSTOMER,
             "outplanversion": version,
             "eventsequence": version,
+            **(trace or {}),
             "data": data,
         }
     ).encode()

@@ -58,3 +58,23 @@ def test_the_projection_reports_gaps_and_drops_deleted_outplans() -> None:
     assert projection.gaps == [Gap(uuid.UUID(OUTPLAN), 2, 3)]
     assert projection.apply(parse_event(body("outplan_deleted", 5))) == Applied.APPLIED
     assert projection.outplans == {} and projection.versions[uuid.UUID(OUTPLAN)] == 5
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_parse_event_exposes_the_trace_context_and_writes_it_back_in_place() -> None:
+    body = event_body(
+        "outplan_created", 1, trace={"traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"}
+    )
+    event = parse_event(body)
+    assert (event.traceparent, event.tracestate) == (TRACEPARENT, "congo=t61rcWkgMzE")
+    assert event.model_dump_json().encode() == body.replace(b": ", b":").replace(b", ", b",")
+
+
+def test_an_event_without_trace_context_has_no_such_attributes_not_nulls() -> None:
+    body = event_body("outplan_updated", 2)
+    event = parse_event(body)
+    assert (event.traceparent, event.tracestate) == (None, None)
+    dumped = event.model_dump_json()
+    assert "traceparent" not in dumped and "tracestate" not in dumped
