@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any, Self
 from uuid import UUID
 
@@ -158,13 +159,15 @@ class OutplanClient:
         message_id: str | None = None,
         content_type: str | None = "application/json",
         timeout: float | None = None,
+        headers: Mapping[str, Any] | None = None,
     ) -> Reply:
         """Send one command (a name from ``contracts.names``) and wait for its reply.
 
         ``body`` is a dict, sent as JSON (values JSON cannot hold, such as UUIDs, as ``str``), or
         bytes sent as they are. ``message_id`` is the idempotency key: a new UUID for a mutation
         when ``None``; pass your own and reuse it when you retry. ``content_type`` is the AMQP
-        property (``None``: left out); ``timeout`` in seconds, the client's when ``None`` (0 waits
+        property (``None``: left out); ``headers`` the AMQP headers table (trace context, say;
+        none when ``None``); ``timeout`` in seconds, the client's when ``None`` (0 waits
         for no reply: ``TimeoutError`` once the command is published). The command goes out
         persistent, ``mandatory`` and confirmed, with the command name as routing key and AMQP
         ``type``.
@@ -194,6 +197,7 @@ class OutplanClient:
                     correlation_id=correlation_id,
                     reply_to=REPLY_TO,
                     type=command,
+                    headers=dict(headers) if headers else None,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
                 routing_key=command,

@@ -36,6 +36,10 @@ def _event_source(value: str) -> str:
     return value
 
 
+LogLevel = Annotated[str, AfterValidator(_log_level)]
+"""A log level name, any case, kept upper-case; another name is refused naming the five."""
+
+
 class InvalidSettings(Exception):
     """Settings that cannot be used; ``lines`` holds one line per setting: its variable and the rule."""
 
@@ -84,7 +88,7 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(1.0, gt=0)
     idempotency_retention_hours: float = Field(72.0, ge=24.0)
     drain_seconds: float = Field(10.0, ge=0)
-    log_level: Annotated[str, AfterValidator(_log_level)] = Field(
+    log_level: LogLevel = Field(
         "INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case; kept upper-case"
     )
     uvloop: bool = Field(True, description="run the worker on uvloop")

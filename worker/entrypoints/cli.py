@@ -1,4 +1,5 @@
-"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), check, replay, tail, schema, demo."""
+"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), check, replay, tail, schema, demo,
+gateway (the HTTP gateway)."""
 
 import argparse
 import asyncio
@@ -102,7 +103,14 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
     tail_args.add_arguments(tail_parser)
     demo = sub.add_parser("demo", help="send the tutorial's six operations; print replies and events")
     demo.add_argument("--start-worker", action="store_true", help="migrate and start a worker for the demo")
+    sub.add_parser(
+        "gateway", help="serve the tutorial's REST calls over HTTP, each as one command (needs [gateway])"
+    )
     args = parser.parse_args(argv)
+    if args.command == "gateway":
+        from .gateway import gateway
+
+        return gateway()
 
     try:
         settings = load()
