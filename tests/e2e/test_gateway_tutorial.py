@@ -79,7 +79,9 @@ def same_shape(actual: Any, example: Any, where: str = "") -> None:
     """``actual`` has ``example``'s keys (recursively) and the same JSON types."""
     assert type(actual) is type(example), f"{where or 'the body'}: {actual!r} is not like {example!r}"
     if isinstance(example, dict):
-        assert set(actual) == set(example), f"{where or 'the body'}: keys {sorted(actual)} != {sorted(example)}"
+        assert set(actual) == set(example), (
+            f"{where or 'the body'}: keys {sorted(actual)} != {sorted(example)}"
+        )
         for key in example:
             same_shape(actual[key], example[key], f"{where}.{key}".lstrip("."))
     elif isinstance(example, list) and example and actual:
@@ -193,8 +195,14 @@ def test_an_idempotency_key_makes_a_retried_post_one_outplan(gateway: GatewayPro
     without = [curl(argv).json()["id"] for _ in range(2)]  # no key: each request is a new create
     listed = curl([f"{gateway.base}/v1.0/outplans?token={token}"]).json()["result"]
     assert sorted(o["id"] for o in listed) == sorted([first.json()["id"], *without])
-    changed = curl([*argv[:-1], json.dumps({**sent_body(tutorial["Create a new outplan"]), "name": "other"}),
-                    "--header", f"Idempotency-Key: {key}"])
+    changed = curl(
+        [
+            *argv[:-1],
+            json.dumps({**sent_body(tutorial["Create a new outplan"]), "name": "other"}),
+            "--header",
+            f"Idempotency-Key: {key}",
+        ]
+    )
     assert (changed.status, changed.json()["reason"]) == (409, "IDEMPOTENCY_KEY_REUSED")
 
 

@@ -99,8 +99,14 @@ def start_gateway(
     return gateway
 
 
-def token(customer_id: uuid.UUID | str, *, seconds: int = 300, key: Any = SECRET, algorithm: str = "HS256",
-          **claims: Any) -> str:
+def token(
+    customer_id: uuid.UUID | str,
+    *,
+    seconds: int = 300,
+    key: Any = SECRET,
+    algorithm: str = "HS256",
+    **claims: Any,
+) -> str:
     """A JWT for ``customer_id`` expiring in ``seconds`` (negative: already expired)."""
     now = int(time.time())
     body = {"customer_id": str(customer_id), "iat": now, "exp": now + seconds, **claims}
@@ -168,7 +174,9 @@ def tutorial_examples(text: str | None = None) -> list[Example]:
         argv = shlex.split(shell)
         assert argv[0] == "curl"
         response_text = "\n".join(rest).strip()
-        examples.append(Example(title.strip(), argv[1:], json.loads(response_text) if response_text else None))
+        examples.append(
+            Example(title.strip(), argv[1:], json.loads(response_text) if response_text else None)
+        )
     return examples
 
 

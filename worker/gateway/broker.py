@@ -100,8 +100,9 @@ class Broker:
 
     @property
     def connected(self) -> bool:
-        """Whether a command can be sent now (the connection and its channel are open)."""
-        return self._client is not None and self._client.usable
+        """Whether the broker connection is up. Its channel may have been closed by the broker (a
+        command exchange that does not exist, say): the next call opens another."""
+        return self._client is not None and self._connection is not None and not self._connection.is_closed
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, and connect again whenever the connection is lost, until ``stop`` is set; then

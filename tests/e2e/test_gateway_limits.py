@@ -1,0 +1,93 @@
+"""The gateway's own answers: 413 before the broker, 504 when no worker answers, 503 when the
+broker cannot be reached or has nowhere to route the command."""
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from tests.conftest import AMQP_URL
+from tests.support.gateways import curl, http_status, start_gateway, token
+from tests.support.workers import WorkerNames, WorkerProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+JSON = ["--header", "Content-Type: application/json"]
+
+
+def test_a_body_over_64_kib_is_a_413_before_the_broker(worker: WorkerProcess, tmp_path: Path) -> None:
+    gateway = start_gateway(worker.names, tmp_path)
+    try:
+        url = f"{gateway.base}/v1.0/outplans?token={token(uuid.uuid4())}"
+        large = tmp_path / "large.json"
+        large.write_text(json.dumps({"name": "x", "detail": "d" * 70_000, "source": {"type": "tel"}}))
+        for extra in ([], ["--header", "Transfer-Encoding: chunked"]):  # with a length, and streamed
+            answer = curl(["--request", "POST", url, *JSON, *extra, "--data-binary", f"@{large}"])
+            assert answer.status == 413, (extra, answer.body)
+            assert answer.json()["reason"] == "BODY_TOO_LARGE"
+        metrics = curl([f"{gateway.base}/metrics"]).body.decode()
+        assert (
+            'outplan_gateway_requests_total{method="POST",route="/v1.0/outplans",status="413"} 2.0' in metrics
+        )
+        just_fits = {"name": "x", "detail": "d" * 4096, "source": {"type": "tel", "target": "+15559876543"}}
+        accepted = curl(["--request", "POST", url, *JSON, "--data-raw", json.dumps(just_fits)])
+        assert accepted.status == 201, accepted.body
+    finally:
+        assert gateway.stop() == 0, gateway.log()
+
+
+async def test_no_worker_answering_is_a_504_after_the_timeout(tmp_path: Path) -> None:
+    names = WorkerNames.fresh()
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        # The command exchange and a queue, as a worker that has stopped leaves them: nobody consumes.
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(names.command_exchange, "direct", auto_delete=True)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key="outplan.get")
+        gateway = await asyncio.to_thread(start_gateway, names, tmp_path, gateway_timeout_seconds="1")
+        try:
+            url = f"{gateway.base}/v1.0/outplans/{uuid.uuid4()}?token={token(uuid.uuid4())}"
+            started = time.monotonic()
+            answer = await asyncio.to_thread(curl, [url])
+            took = time.monotonic() - started
+            assert (answer.status, answer.json()["reason"]) == (504, "NO_REPLY")
+            assert answer.json()["status"] == "DEADLINE_EXCEEDED"
+            assert 1.0 <= took < 5, took
+            assert "Idempotency-Key" in answer.json()["message"]
+        finally:
+            assert await asyncio.to_thread(gateway.stop) == 0, gateway.log()
+            await queue.delete(if_unused=False, if_empty=False)
+            await exchange.delete()
+
+
+def test_the_broker_unreachable_is_a_503_and_not_ready(tmp_path: Path) -> None:
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    gateway = start_gateway(WorkerNames.fresh(), tmp_path, ready=False, amqp_url=nowhere)
+    try:
+        assert http_status(f"{gateway.base}/readyz") == 503
+        assert curl([f"{gateway.base}/readyz"]).json() == {"broker_ok": False}
+        answer = curl([f"{gateway.base}/v1.0/outplans?token={token(uuid.uuid4())}"])
+        assert (answer.status, answer.json()["reason"]) == (503, "BROKER_UNAVAILABLE")
+        assert answer.json()["status"] == "UNAVAILABLE" and answer.headers["retry-after"] == "2"
+        unauthenticated = curl([f"{gateway.base}/v1.0/outplans"])
+        assert unauthenticated.status == 401  # who is asking is checked first, broker or not
+    finally:
+        assert gateway.stop() == 0, gateway.log()
+    assert "broker unreachable; retrying" in gateway.log()
+    assert "guest:guest" not in gateway.log()
+
+
+def test_an_exchange_nobody_declared_is_a_503_each_time(tmp_path: Path) -> None:
+    gateway = start_gateway(WorkerNames.fresh(), tmp_path)  # no worker declared these names
+    try:
+        url = f"{gateway.base}/v1.0/outplans?token={token(uuid.uuid4())}"
+        for _ in range(3):  # the channel the broker closes is opened again: no answer hangs
+            answer = curl([url])
+            assert (answer.status, answer.json()["reason"]) == (503, "BROKER_UNAVAILABLE"), answer.body
+        assert http_status(f"{gateway.base}/readyz") == 200
+    finally:
+        assert gateway.stop() == 0, gateway.log()
