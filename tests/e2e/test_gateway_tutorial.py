@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from tests.support.gateways import (
-    SECRET,
     TUTORIAL_HOST,
     TUTORIAL_TOKEN,
     Example,
