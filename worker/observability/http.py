@@ -77,6 +77,7 @@ class SignalFreeServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        """Take no signals: the process's own handlers stay in place, and stop the server."""
         yield
 
 
