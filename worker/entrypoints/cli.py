@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
         "78 when OUTPLAN_METRICS_PORT=0 leaves nothing to ask",
     )
     check.add_argument("--live", action="store_true", help="liveness only: the worker's loop answers")
+    check.add_argument(
+        "--gateway",
+        action="store_true",
+        help="ask the local gateway on OUTPLAN_GATEWAY_PORT instead (ready: its broker connection is up)",
+    )
     schema = sub.add_parser(
         "schema", help="write the JSON Schemas and the AsyncAPI document of the interface"
     )
@@ -111,6 +116,10 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
         from .gateway import gateway
 
         return gateway()
+    if args.command == "check" and args.gateway:
+        from .gateway import check_gateway
+
+        return check_gateway(live=args.live)
 
     try:
         settings = load()

@@ -2,11 +2,14 @@
 
 import asyncio
 import sys
+import urllib.error
+import urllib.request
 
 import structlog
 
 from .. import logs
 from ..app import EX_CONFIG, Misconfigured
+from ..observability import LIVEZ, READYZ
 from ..settings import InvalidSettings
 
 EXIT_USAGE = 2
@@ -64,3 +67,27 @@ def gateway() -> int:
         )
         return EX_CONFIG
     return 0
+
+
+def check_gateway(*, live: bool) -> int:
+    """``outplan-worker check --gateway``: ask the local gateway's /readyz (or /livez with ``live``)
+    on 127.0.0.1 at ``OUTPLAN_GATEWAY_PORT``; 0 when it answers 200 (its JSON printed), 1 otherwise
+    (the reason on stderr), 2 for invalid settings."""
+    from ..gateway.settings import load
+
+    try:
+        settings = load()
+    except InvalidSettings as exc:
+        for line in exc.lines:
+            print(f"outplan-worker: invalid setting {line}", file=sys.stderr)
+        return EXIT_USAGE
+    url = f"http://127.0.0.1:{settings.gateway_port}{LIVEZ if live else READYZ}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            print(response.read().decode())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode(), file=sys.stderr)
+    except OSError as exc:
+        print(f"check: no gateway answers on port {settings.gateway_port}: {exc}", file=sys.stderr)
+    return 1
