@@ -149,3 +149,28 @@ def test_the_token_comes_from_the_query_or_the_bearer_header_once() -> None:
         with pytest.raises(Unauthenticated) as caught:
             token_from(query, header)
         assert caught.value.reason == reason, (query, header)
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(monkeypatch, jwt_secret=SECRET)
+    verifier = Verifier.from_settings(settings)
+    now = time.time()
+    token = mint(settings, CUSTOMER, ttl=60, now=now)
+    assert verifier.customer(token) == CUSTOMER
+    assert verifier.customer(token) == CUSTOMER  # remembered
+    monkeypatch.setattr(auth.time, "time", lambda: now + 61)
+    assert _reason(verifier, token) == auth.TOKEN_EXPIRED
+    assert token not in verifier._verified  # forgotten: the next use is verified from scratch
+
+
+def test_refused_tokens_are_not_remembered_and_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(monkeypatch, jwt_secret=SECRET)
+    verifier = Verifier.from_settings(settings)
+    forged = jwt.encode({"customer_id": str(CUSTOMER), "exp": time.time() + 60}, "f" * 32, algorithm="HS256")
+    for _ in range(2):
+        assert _reason(verifier, forged) == auth.TOKEN_BAD_SIGNATURE
+    monkeypatch.setattr(auth, "VERIFIED_CACHE_SIZE", 3)
+    tokens = [mint(settings, uuid.uuid4(), ttl=60 + i) for i in range(5)]
+    for token in tokens:
+        verifier.customer(token)
+    assert list(verifier._verified) == tokens[2:]
