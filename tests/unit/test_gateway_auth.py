@@ -158,7 +158,7 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
     token = mint(settings, CUSTOMER, ttl=60, now=now)
     assert verifier.customer(token) == CUSTOMER
     assert verifier.customer(token) == CUSTOMER  # remembered
-    monkeypatch.setattr(auth.time, "time", lambda: now + 61)
+    monkeypatch.setattr(time, "time", lambda: now + 61)
     assert _reason(verifier, token) == auth.TOKEN_EXPIRED
     assert token not in verifier._verified  # forgotten: the next use is verified from scratch
 
