@@ -1,7 +1,7 @@
 """What the HTTP gateway adds to an RPC: ``GET /v1.0/outplans/{id}`` against the same ``outplan.get``
 sent straight over AMQP, at one fixed offered rate, in the same run.
 
-    .venv/bin/python -m bench.gateway            # 3 rounds of 20 s per path at 200/s
+    .venv/bin/python -m bench.gateway            # 3 rounds of 20 s per path at 100/s
     .venv/bin/python -m bench.gateway --quick    # 1 round of 5 s per path at 100/s
 
 Starts a worker (``outplan-worker run``) and a gateway (``outplan-worker gateway``) from their
@@ -147,7 +147,7 @@ async def _ready(port: int, seconds: float = 30) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=200.0, help="offered requests per second")
+    parser.add_argument("--rate", type=float, default=100.0, help="offered requests per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="per path and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round of 5 s at 100/s")
