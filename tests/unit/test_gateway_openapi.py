@@ -2,7 +2,8 @@
 
 import pytest
 from jsonschema import Draft202012Validator
-from openapi_spec_validator import validate
+from openapi_spec_validator import OpenAPIV31SpecValidator
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from contracts import CreateOutplan, Outplan, UpdateDialInfo
 from worker.gateway.openapi import document
@@ -14,7 +15,13 @@ pytestmark = pytest.mark.unit
 def test_it_is_valid_openapi_3_1() -> None:
     spec = document()
     assert spec["openapi"] == "3.1.0"
-    validate(spec)  # raises, naming the path, when it is not
+    OpenAPIV31SpecValidator(spec).validate()  # raises, naming the path, when it is not
+
+
+def test_the_validator_would_see_a_broken_document() -> None:
+    broken = {**document(), "paths": {"/v1.0/outplans": {"get": {"responses": 5}}}}
+    with pytest.raises(OpenAPIValidationError):
+        OpenAPIV31SpecValidator(broken).validate()
 
 
 def test_every_call_is_there_with_its_answers() -> None:

@@ -137,11 +137,12 @@ class Broker:
     async def _connect(self, stop: asyncio.Event) -> AbstractConnection:
         name = f"outplan-worker gateway on {socket.gethostname()} pid {os.getpid()}"
 
-        def log_retry(state: RetryCallState) -> None:
+        def log_retry(retry_state: RetryCallState) -> None:
+            # The parameter's name matters: tenacity before 7 passes it by keyword only when so named.
             log.warning(
                 "broker unreachable; retrying",
-                error=type(failure(state)).__name__,
-                retry_in=retry_in(state),
+                error=type(failure(retry_state)).__name__,
+                retry_in=retry_in(retry_state),
             )
 
         async for attempt in retrying(
