@@ -11,6 +11,7 @@ import aio_pika
 import pytest
 
 from tests.conftest import AMQP_URL
+from tests.support.amqp_cutter import BASIC_PUBLISH, AmqpCutter
 from tests.support.gateways import curl, http_status, start_gateway, token
 from tests.support.workers import WorkerNames, WorkerProcess, free_port
 
@@ -91,3 +92,24 @@ def test_an_exchange_nobody_declared_is_a_503_each_time(tmp_path: Path) -> None:
         assert http_status(f"{gateway.base}/readyz") == 200
     finally:
         assert gateway.stop() == 0, gateway.log()
+
+
+async def test_a_connection_lost_mid_call_is_a_503_at_once_and_the_gateway_reconnects(
+    worker: WorkerProcess, tmp_path: Path
+) -> None:
+    async with AmqpCutter(BASIC_PUBLISH) as cutter:  # every connection through it drops at its first publish
+        gateway = await asyncio.to_thread(start_gateway, worker.names, tmp_path, amqp_url=cutter.url)
+        try:
+            url = f"{gateway.base}/v1.0/outplans?token={token(uuid.uuid4())}"
+            for attempt in (1, 2):
+                while await asyncio.to_thread(http_status, f"{gateway.base}/readyz") != 200:
+                    await asyncio.sleep(0.05)  # connected (again)
+                started = time.monotonic()
+                answer = await asyncio.to_thread(curl, [url])
+                assert (answer.status, answer.json()["reason"]) == (503, "BROKER_UNAVAILABLE"), answer.body
+                assert time.monotonic() - started < 5, "answered at once, not after the 10 s reply timeout"
+                assert "Idempotency-Key" in answer.json()["message"]
+                assert cutter.cuts == attempt
+        finally:
+            assert await asyncio.to_thread(gateway.stop) == 0, gateway.log()
+    assert "broker connection lost; reconnecting" in gateway.log()
