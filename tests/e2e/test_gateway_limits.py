@@ -3,6 +3,7 @@ broker cannot be reached or has nowhere to route the command."""
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -113,3 +114,25 @@ async def test_a_connection_lost_mid_call_is_a_503_at_once_and_the_gateway_recon
         finally:
             assert await asyncio.to_thread(gateway.stop) == 0, gateway.log()
     assert "broker connection lost; reconnecting" in gateway.log()
+
+
+@pytest.mark.parametrize("uvloop", ["true", "false"])
+def test_keep_alive_answers_do_not_wait_for_a_delayed_ack(
+    worker: WorkerProcess, tmp_path: Path, uvloop: str
+) -> None:
+    """Each answer is written in two parts; without TCP_NODELAY the second waits ~40 ms for the
+    client's delayed ACK on every request of a kept-alive connection."""
+    gateway = start_gateway(worker.names, tmp_path, uvloop=uvloop)
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port)) as conn:
+            took = []
+            for _ in range(15):
+                started = time.monotonic()
+                conn.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b'{"loop_ok":true}'):
+                    answer += conn.recv(4096)
+                took.append(time.monotonic() - started)
+        assert sorted(took)[len(took) // 2] < 0.03, took
+    finally:
+        assert gateway.stop() == 0, gateway.log()

@@ -151,6 +151,10 @@ async def serve(settings: GatewaySettings, verifier: Verifier, stop: asyncio.Eve
     config.load()
     family = socket.AF_INET6 if ":" in settings.gateway_host else socket.AF_INET
     listening = socket.create_server((settings.gateway_host, settings.gateway_port), family=family)
+    # Accepted connections inherit it (Linux). asyncio's own event loop sets it only on sockets whose
+    # proto is IPPROTO_TCP, which create_server's is not: without it, a response written in two parts
+    # (headers, then body) waits for the client's delayed ACK, 40 ms, on every keep-alive request.
+    listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server = SignalFreeServer(config)
     serving = asyncio.create_task(server.serve(sockets=[listening]), name="gateway-http")
     log.info(
