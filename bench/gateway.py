@@ -59,16 +59,27 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+IDLE_SECONDS = 4.0  # below uvicorn's keep-alive timeout (5 s), after which the server closes
+
+
 class HttpPool:
-    """Keep-alive HTTP/1.1 connections to one host; ``get(path)`` returns (status, body)."""
+    """Keep-alive HTTP/1.1 connections to one host; ``get(path)`` returns (status, body).
+
+    A connection idle for ``IDLE_SECONDS`` is closed rather than reused, as a browser or an HTTP
+    library would: the server may have closed it meanwhile."""
 
     def __init__(self, port: int) -> None:
         self._port = port
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, h11.Connection]] = []
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, h11.Connection, float]] = []
 
     async def get(self, path: str) -> tuple[int, bytes]:
+        now = time.monotonic()
+        if self._idle and now - self._idle[0][3] > IDLE_SECONDS:  # the oldest first: any to drop?
+            for stale in [c for c in self._idle if now - c[3] > IDLE_SECONDS]:
+                stale[1].close()
+            self._idle = [c for c in self._idle if now - c[3] <= IDLE_SECONDS]
         if self._idle:
-            reader, writer, conn = self._idle.pop()
+            reader, writer, conn, _ = self._idle.pop()
         else:
             reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
             conn = h11.Connection(h11.CLIENT)
@@ -87,11 +98,11 @@ class HttpPool:
             elif isinstance(event, h11.EndOfMessage):
                 break
         conn.start_next_cycle()
-        self._idle.append((reader, writer, conn))
+        self._idle.append((reader, writer, conn, time.monotonic()))
         return status, body
 
     def close(self) -> None:
-        for _, writer, _ in self._idle:
+        for _, writer, _, _ in self._idle:
             writer.close()
 
 
