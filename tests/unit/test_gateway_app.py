@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from contracts import ErrorInfo, Reply, names
@@ -270,3 +272,40 @@ async def test_health_metrics_and_unknown_routes(client: httpx.AsyncClient, brok
         'outplan_gateway_request_duration_seconds_count{method="GET",route="/v1.0/outplans/{id}"}' in metrics
     )
     assert 'route="other",status="404"' in metrics
+
+
+async def test_head_is_answered_as_get(client: httpx.AsyncClient, broker: RecordingBroker) -> None:
+    answer = await client.head(f"{ITEM}?token={TOKEN}")
+    assert answer.status_code == 200 and answer.content == b""
+    assert broker.sent[0][0] == names.GET
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    path=st.sampled_from(
+        ["/v1.0/outplans", ITEM, f"{ITEM}/dial_info", "/v1.0/outplans/%00", "/openapi.json"]
+    ),
+    query=st.text(max_size=40),
+    body=st.binary(max_size=200) | st.text(max_size=200).map(str.encode),
+    key=st.binary(max_size=30),
+    content_type=st.sampled_from(
+        [b"application/json", b"text/plain", b"application/json; charset=\xff", b""]
+    ),
+)
+async def test_no_input_is_a_500(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    key: bytes,
+    content_type: bytes,
+) -> None:
+    headers = [
+        (b"idempotency-key", key.replace(b"\r", b"").replace(b"\n", b"")),
+        (b"content-type", content_type),
+    ]
+    url = httpx.URL(path, params={"token": TOKEN}).copy_merge_params(httpx.QueryParams(query))
+    answer = await client.request(method, url, content=body, headers=headers)
+    assert answer.status_code < 500, answer.text

@@ -26,7 +26,8 @@ log = structlog.get_logger("outplan_worker")
 EXIT_USAGE = 2  # invalid settings (as argparse exits for invalid arguments)
 
 
-def _install_signals(stop: asyncio.Event) -> None:
+def install_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a graceful stop); a second one exits the process at once (1)."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -42,7 +43,7 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 async def _serve(settings: Settings, *, consume: bool, handlers: Registry) -> None:
     stop = asyncio.Event()
-    _install_signals(stop)
+    install_signals(stop)
     await serve(settings, stop, consume=consume, handlers=handlers)
 
 

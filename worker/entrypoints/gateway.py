@@ -50,10 +50,10 @@ def gateway() -> int:
         uvloop.install()
 
     async def main() -> None:
-        from .cli import _install_signals
+        from .cli import install_signals
 
         stop = asyncio.Event()
-        _install_signals(stop)
+        install_signals(stop)
         await serve(settings, verifier, stop)
 
     try:

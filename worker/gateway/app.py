@@ -80,7 +80,9 @@ def application(verifier: Verifier, broker: Broker, headers: Any = amqp_headers)
 
 def _dispatch(endpoints: dict[str, Any]) -> Any:
     async def by_method(request: Request) -> Response:
-        response: Response = await endpoints[request.method](request)
+        # HEAD is answered as GET is (Starlette adds it to every GET route); the server sends no body.
+        endpoint = endpoints["GET"] if request.method == "HEAD" else endpoints[request.method]
+        response: Response = await endpoint(request)
         return response
 
     return by_method
