@@ -3,7 +3,9 @@ broker cannot be reached or has nowhere to route the command."""
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from tests.conftest import AMQP_URL
 from tests.support.amqp_cutter import BASIC_PUBLISH, AmqpCutter
-from tests.support.gateways import curl, http_status, start_gateway, token
+from tests.support.gateways import curl, gateway_command, http_status, start_gateway, token
 from tests.support.workers import WorkerNames, WorkerProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -90,6 +92,7 @@ def test_an_exchange_nobody_declared_is_a_503_each_time(tmp_path: Path) -> None:
         for _ in range(3):  # the channel the broker closes is opened again: no answer hangs
             answer = curl([url])
             assert (answer.status, answer.json()["reason"]) == (503, "BROKER_UNAVAILABLE"), answer.body
+            assert "does not exist" in answer.json()["message"], answer.body
         assert http_status(f"{gateway.base}/readyz") == 200
     finally:
         assert gateway.stop() == 0, gateway.log()
@@ -136,3 +139,16 @@ def test_keep_alive_answers_do_not_wait_for_a_delayed_ack(
         assert sorted(took)[len(took) // 2] < 0.03, took
     finally:
         assert gateway.stop() == 0, gateway.log()
+
+
+def test_a_login_the_broker_refuses_stops_the_gateway_with_78(tmp_path: Path) -> None:
+    refused = AMQP_URL.replace("guest:guest@", "guest:not-the-password@")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OUTPLAN_")},
+        "OUTPLAN_AMQP_URL": refused,
+        "OUTPLAN_JWT_SECRET": "s" * 32,
+        "OUTPLAN_GATEWAY_PORT": str(free_port()),
+    }
+    result = subprocess.run(gateway_command(), env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert "RabbitMQ refused the login" in result.stderr and "not-the-password" not in result.stderr

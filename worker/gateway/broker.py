@@ -209,6 +209,16 @@ class Broker:
                 "the broker has no queue for this command: no worker has declared it (is one running?); "
                 "nothing was applied"
             ) from None
+        except aio_pika.exceptions.DeliveryError:
+            raise BrokerUnavailable(
+                "the broker refused the command (basic.nack: the command queue may be full); nothing "
+                "was applied: try again later"
+            ) from None
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            raise BrokerUnavailable(
+                f"the command exchange {self._exchange!r} does not exist: no worker has declared it (is one "
+                "running with the same OUTPLAN_COMMAND_EXCHANGE?); nothing was applied"
+            ) from None
         except (ConnectionError, aio_pika.exceptions.ChannelInvalidStateError, aio_pika.exceptions.AMQPError):
             raise BrokerUnavailable(
                 "the broker connection or channel failed while sending; the command may have been "

@@ -35,7 +35,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from contracts import ErrorDetail, names, replies
+from contracts import ErrorDetail, Reply, names, replies
 from contracts.client import UnreadableReply
 from contracts.fields import BODY_MAX_BYTES
 
@@ -170,7 +170,7 @@ class Gateway:
                 )
             ) from None
 
-    async def _send(self, call: Call, fields: dict[str, Any], key: str | None, request: Request) -> Any:
+    async def _send(self, call: Call, fields: dict[str, Any], key: str | None, request: Request) -> Reply:
         try:
             return await self._broker.call(
                 call.command, orjson.dumps(fields), message_id=key, headers=self._headers(request)
