@@ -6,9 +6,10 @@
 All figures come from one run, so the ratios hold on a noisy machine. Prints a table and writes
 bench/results/throughput-*.json. Each relay at saturation (the ceiling, run in this process; the
 bare relay and the worker, run as processes of their own) is also charged its CPU (user + system,
-from /proc) from the first message out to the last, printed as CPU ms per message. Latency has its own floor: the same open-loop measure through
-a bare relay process (``bench.bare_relay``) instead of the worker, with no database, shows how
-much of the worker's latency the broker and the machine take on their own.
+from /proc) from the first message out to the last, printed as CPU ms per message. Latency has
+its own floor: the same open-loop measure through a bare relay process (``bench.bare_relay``)
+instead of the worker, with no database, shows how much of the worker's latency the broker and
+the machine take on their own.
 """
 
 import argparse
