@@ -160,15 +160,18 @@ async def open_broker(
 
     With several URLs (``Settings.amqp_urls``) it opens on the first that answers and, each time
     the connection drops, reconnects to the next one, round-robin (``brokers.FailoverConnection``).
-    A lost connection is logged as a warning and counted in
-    ``outplan_reconnects_total{peer="broker:<role>"}`` once it is back; the log names the broker
-    (``host:port``) it is connected to.
+    Each attempt (the reconnections too) gives up after ``brokers.CONNECT_TIMEOUT`` (10 s), so a
+    node that vanished from the network does not hold the others up. A lost connection is logged as
+    a warning and counted in ``outplan_reconnects_total{peer="broker:<role>"}`` once it is back;
+    the log names the broker (``host:port``) it is connected to.
     """
     urls = settings.amqp_urls
     name = f"outplan-worker {role} on {socket.gethostname()} pid {os.getpid()}"
     connection = await keep_trying(
         "broker",
-        lambda: brokers.connect_robust_first(urls, client_properties={"connection_name": name}),
+        lambda: brokers.connect_robust_first(
+            urls, timeout=brokers.CONNECT_TIMEOUT, client_properties={"connection_name": name}
+        ),
         stop,
     )
     log.info("broker connected", connection=role, broker=connection.broker)

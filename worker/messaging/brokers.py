@@ -26,6 +26,11 @@ from aio_pika.robust_connection import RobustConnection
 
 from ..transient import TRANSIENT_ERRORS
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds a connection attempt (TCP, TLS, the AMQP handshake) may take before the next broker is
+tried. A killed node refuses at once; a node cut off by the network would otherwise hold an
+attempt for the operating system's TCP connect timeout (about 2 minutes on Linux)."""
+
 
 def _refused(exc: BaseException) -> bool:
     """A failure that another node of the same cluster would give too: a login or virtual host
