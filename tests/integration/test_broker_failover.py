@@ -53,10 +53,11 @@ async def test_a_refused_login_is_raised_at_once_not_tried_on_the_next_broker() 
             await connect_robust_first([wrong, second.url], timeout=5)
 
 
-async def test_a_dropped_connection_reconnects_to_the_next_broker() -> None:
-    async with AmqpCutter(BASIC_PUBLISH) as first, AmqpCutter(NEVER) as second:
+async def test_a_dropped_connection_reconnects_to_the_next_broker_that_answers() -> None:
+    nobody = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    async with AmqpCutter(BASIC_PUBLISH) as first, AmqpCutter(NEVER) as third:
         # reconnect_interval (aio-pika's, read from the first URL): no 5 s pause in this test.
-        urls = [first.url + "?reconnect_interval=0.2", second.url]
+        urls = [first.url + "?reconnect_interval=0.2", nobody, third.url]
         connection = await connect_robust_first(urls, timeout=5)
         assert isinstance(connection, FailoverConnection)
         restored = asyncio.Event()
@@ -66,9 +67,10 @@ async def test_a_dropped_connection_reconnects_to_the_next_broker() -> None:
             channel = await connection.channel()
             with pytest.raises((ConnectionError, aio_pika.exceptions.AMQPError)):
                 await publish_confirmed(channel)  # the first relay drops the connection here
+            # The second URL refuses the attempt, which moves on to the third.
             await asyncio.wait_for(restored.wait(), 10)
             assert first.cuts == 1
-            assert (connection.current, connection.broker) == (1, port_of(second.url))
-            await publish_confirmed(channel)  # the same robust channel, restored on the second broker
+            assert (connection.current, connection.broker) == (2, port_of(third.url))
+            await publish_confirmed(channel)  # the same robust channel, restored on the third broker
         finally:
             await connection.close()
