@@ -6,6 +6,7 @@ connects to the first node that answers and, when that connection drops, to the 
 list, round-robin, rather than waiting for the lost node to come back.
 
 The list is read and checked by ``Settings`` (``settings.split_amqp_urls``, ``Settings.amqp_urls``).
+
 - :class:`FailoverConnection` is aio-pika's ``RobustConnection`` whose every connection attempt
   after a drop or a failed attempt goes to the next URL: the worker's consumer, publisher and
   relay connections are of this class, so each restores its channels (qos, queues, consumers)
@@ -33,8 +34,9 @@ attempt for the operating system's TCP connect timeout (about 2 minutes on Linux
 
 
 def _refused(exc: BaseException) -> bool:
-    """A failure that another node of the same cluster would give too: a login or virtual host
-    refused (users and vhosts are cluster-wide), as opposed to a node that does not answer."""
+    """A failure the next node of the same cluster would give too: a login or a virtual host
+    refused (users and virtual hosts are cluster-wide), or anything that is not a connection
+    failure (a bad URL, a bug); as opposed to a node that does not answer."""
     return isinstance(exc, aiormq.exceptions.ProbableAuthenticationError) or not isinstance(
         exc, TRANSIENT_ERRORS
     )
@@ -50,9 +52,10 @@ class FailoverConnection(RobustConnection):
     failure and nothing else; the restoring of channels, qos, queues and consumers stays
     aio-pika's. A close asked for by this process (``close()``) moves nothing.
 
-    Query parameters (``heartbeat``, ``reconnect_interval``, ...) are read from the first URL,
-    once, as aio-pika reads them; the others give host, port, credentials and virtual host.
-    ``kwargs`` are ``RobustConnection``'s (``client_properties``, ``ssl_context``, ...).
+    Give every URL the same query parameters: aio-pika reads its own (``reconnect_interval``,
+    ``fail_fast``) once, from the first URL; aiormq reads the others (``heartbeat``, ...) from the
+    URL each attempt goes to. ``start`` is the position of the URL tried first; ``kwargs`` are
+    ``RobustConnection``'s (``client_properties``, ``ssl_context``, ...).
     """
 
     def __init__(self, urls: Sequence[str], *, start: int = 0, **kwargs: Any) -> None:
@@ -60,12 +63,8 @@ class FailoverConnection(RobustConnection):
             raise ValueError("no broker URL given")
         self._urls = [make_url(url) for url in urls]
         self._current = start % len(self._urls)
-        super().__init__(self._urls[self._current], **kwargs)
-
-    @property
-    def brokers(self) -> int:
-        """How many brokers it rotates over."""
-        return len(self._urls)
+        super().__init__(self._urls[0], **kwargs)  # aio-pika's own parameters: from the first URL
+        self.url = self._urls[self._current]
 
     @property
     def current(self) -> int:
