@@ -54,6 +54,9 @@ async def test_losing_the_command_queue_leader_then_the_consumers_node(
 ) -> None:
     worker = workers()
     await ready_and_open(rabbit, traffic, [worker])
+    # Replicated by the broker's default group size (3), not by an argument of the declaration.
+    members = await rabbit.members_in_service(names.command_queue)
+    assert members == {node.name for node in rabbit.nodes}
     faults = Faults()
 
     async def script() -> None:
