@@ -21,6 +21,7 @@ import aio_pika
 from contracts import Reply, names, tracing
 
 from ..client import OutplanClient, UnreadableReply
+from ..messaging.brokers import connect_first
 from ..settings import InvalidSettings, Settings, load
 
 EXIT_WORKER_ERROR = 6
@@ -139,7 +140,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     the command or nobody answers)."""
     command, body = request(args)
     try:
-        connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=args.timeout)
+        connection = await connect_first(settings.amqp_urls, timeout=args.timeout)
     except _BROKER_ERRORS as exc:
         print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
         return EXIT_NO_ANSWER
