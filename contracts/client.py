@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 from pydantic import ValidationError
 
-from . import names
+from . import names, tracing
 from .errors import summarise, validation_details
 from .replies import Reply
 
@@ -166,11 +166,13 @@ class OutplanClient:
         ``body`` is a dict, sent as JSON (values JSON cannot hold, such as UUIDs, as ``str``), or
         bytes sent as they are. ``message_id`` is the idempotency key: a new UUID for a mutation
         when ``None``; pass your own and reuse it when you retry. ``content_type`` is the AMQP
-        property (``None``: left out); ``headers`` the AMQP headers table (trace context, say;
-        none when ``None``); ``timeout`` in seconds, the client's when ``None`` (0 waits
+        property (``None``: left out); ``headers`` more AMQP headers to send (the trace context
+        below is added to them); ``timeout`` in seconds, the client's when ``None`` (0 waits
         for no reply: ``TimeoutError`` once the command is published). The command goes out
         persistent, ``mandatory`` and confirmed, with the command name as routing key and AMQP
-        ``type``.
+        ``type``, and with the current trace context in its headers (W3C ``traceparent`` and
+        ``tracestate``, see ``contracts.tracing.inject``) when OpenTelemetry is installed and a
+        span is current: the worker then processes it inside that trace.
 
         Returns the reply as sent; refusals are replies too (``expect`` raises them). Raises
         ``TimeoutError`` when no reply comes in time, ``UnreadableReply`` (a ``ValueError``) when
@@ -185,6 +187,8 @@ class OutplanClient:
             message_id = str(uuid.uuid4())
         correlation_id = str(uuid.uuid4())
         payload = body if isinstance(body, bytes) else json.dumps(body, default=str).encode()
+        table: dict[str, Any] = dict(headers or {})
+        tracing.inject(table)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = (command, future)
         try:
@@ -197,8 +201,8 @@ class OutplanClient:
                     correlation_id=correlation_id,
                     reply_to=REPLY_TO,
                     type=command,
-                    headers=dict(headers) if headers else None,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    headers=table or None,
                 ),
                 routing_key=command,
                 mandatory=True,

@@ -242,3 +242,27 @@ def test_the_gateway_runs_as_the_images_non_root_user_within_limits() -> None:
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     for name in ("cpu", "memory"):
         assert 0 < quantity(c["resources"]["requests"][name]) <= quantity(c["resources"]["limits"][name])
+
+
+# --- traces ------------------------------------------------------------------------------------
+
+
+def test_trace_export_is_configured_with_the_standard_variables() -> None:
+    data = config()
+    assert data["OTEL_SERVICE_NAME"] == "outplan-worker"
+    # Off until an operator names a collector; on, it must name one.
+    assert data["OTEL_TRACES_EXPORTER"] in ("none", "otlp")
+    if data["OTEL_TRACES_EXPORTER"] == "otlp":
+        assert data["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith(("http://", "https://"))
+
+
+def test_spans_name_their_pod_with_variables_defined_before_use() -> None:
+    env = container("Deployment")["env"]
+    names = [e["name"] for e in env]
+    (attributes,) = [e["value"] for e in env if e["name"] == "OTEL_RESOURCE_ATTRIBUTES"]
+    pairs = dict(kv.split("=", 1) for kv in attributes.split(","))
+    assert {"k8s.pod.name", "k8s.namespace.name"} <= pairs.keys()
+    for value in pairs.values():
+        referenced = value.removeprefix("$(").removesuffix(")")
+        # Kubernetes expands $(VAR) only from variables listed earlier in the same env.
+        assert referenced in names[: names.index("OTEL_RESOURCE_ATTRIBUTES")], value

@@ -44,8 +44,9 @@ class RecordingBroker(Broker):
     """Answers every call with ``reply`` (or raises ``error``) and records what was sent."""
 
     def __init__(self) -> None:
-        super().__init__("amqp://unused/", exchange="x", timeout=1)
+        super().__init__(["amqp://unused/"], exchange="x", timeout=1)
         self.sent: list[tuple[str, dict[str, Any], str | None]] = []
+        self.headers: list[dict[str, Any]] = []
         self.reply = Reply(status_code=200, data=OUTPLAN)
         self.error: Exception | None = None
         self.up = True
@@ -58,6 +59,7 @@ class RecordingBroker(Broker):
         self, command: str, body: bytes, *, message_id: str | None, headers: Mapping[str, Any]
     ) -> Reply:
         self.sent.append((command, orjson.loads(body), message_id))
+        self.headers.append(dict(headers))
         if self.error is not None:
             raise self.error
         return self.reply
@@ -309,3 +311,13 @@ async def test_no_input_is_a_500(
     url = httpx.URL(path, params={"token": TOKEN}).copy_merge_params(httpx.QueryParams(query))
     answer = await client.request(method, url, content=body, headers=headers)
     assert answer.status_code < 500, answer.text
+
+
+async def test_the_callers_trace_context_is_passed_on(
+    client: httpx.AsyncClient, broker: RecordingBroker
+) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await client.get(f"{ITEM}?token={TOKEN}", headers={"traceparent": parent, "tracestate": "vendor=x"})
+    await client.get(f"{ITEM}?token={TOKEN}")
+    await client.get(f"{ITEM}?token={TOKEN}", headers={"traceparent": "00-not-a-trace-01"})
+    assert broker.headers == [{"traceparent": parent, "tracestate": "vendor=x"}, {}, {}]

@@ -132,7 +132,7 @@ async def serve(settings: GatewaySettings, verifier: Verifier, stop: asyncio.Eve
     ``gateway_host:gateway_port``. Raises ``OSError`` when the port cannot be had, and
     ``app.Misconfigured`` when the broker refuses the login."""
     broker = Broker(
-        settings.amqp_url.get_secret_value(),
+        settings.amqp_urls,
         exchange=settings.command_exchange,
         timeout=settings.gateway_timeout_seconds,
     )

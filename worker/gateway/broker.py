@@ -33,6 +33,7 @@ from contracts import Reply
 from contracts.client import OutplanClient
 
 from ..app import misconfiguration
+from ..messaging.brokers import CONNECT_TIMEOUT, connect_first
 from ..retries import Stopped, failure, retry_in, retrying
 from . import metrics
 
@@ -85,12 +86,13 @@ class _Client(OutplanClient):
 class Broker:
     """The gateway's broker connection: ``run()`` keeps it up; ``call()`` makes one RPC.
 
-    ``url`` is an AMQP URI, ``exchange`` the command exchange, ``timeout`` how long a reply is
+    ``urls`` are the AMQP URIs of the broker's nodes (tried in order on each connection attempt,
+    ``messaging.brokers.connect_first``), ``exchange`` the command exchange, ``timeout`` how long a reply is
     awaited (s).
     """
 
-    def __init__(self, url: str, *, exchange: str, timeout: float) -> None:
-        self._url = url
+    def __init__(self, urls: list[str], *, exchange: str, timeout: float) -> None:
+        self._urls = urls
         self._exchange = exchange
         self._timeout = timeout
         self._connection: AbstractConnection | None = None
@@ -154,8 +156,8 @@ class Broker:
         ):
             with attempt:
                 try:
-                    connection = await aio_pika.connect(
-                        self._url, client_properties={"connection_name": name}, timeout=10
+                    connection = await connect_first(
+                        self._urls, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT
                     )
                 except Exception as exc:
                     permanent = misconfiguration("broker", exc)

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import orjson
 import structlog
+from opentelemetry import propagate
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -81,13 +82,18 @@ CALLS: Final = (
 
 
 def amqp_headers(request: Request) -> dict[str, Any]:
-    """The AMQP headers a request's command carries: none yet.
+    """The AMQP headers a request's command carries: the caller's trace context, passed on.
 
-    The one place where what travels with a command beyond its body is decided: when the gateway
-    propagates trace context (W3C ``traceparent``/``tracestate``), it is injected here from the
-    request's current span.
+    The one place where what travels with a command beyond its body is decided. The trace context
+    of the HTTP request (W3C ``traceparent``/``tracestate``, and ``baggage``: whatever the global
+    propagator, ``OTEL_PROPAGATORS``, reads) is extracted and written into the command's headers
+    with the same propagator, so the worker processes the command inside the caller's trace. The
+    gateway records no span of its own. A context the propagator cannot read is left out (an
+    empty table), as if none was sent.
     """
-    return {}
+    carrier: dict[str, Any] = {}
+    propagate.inject(carrier, context=propagate.extract(request.headers))
+    return carrier
 
 
 class Refused(Exception):

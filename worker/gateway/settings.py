@@ -14,10 +14,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from contracts import names
 
-from ..settings import ENV_PREFIX, InvalidSettings, LogLevel
+from ..settings import ENV_PREFIX, InvalidSettings, LogLevel, split_amqp_urls
 
 HS256_SECRET_MIN_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash output (256 bits)
 PEM_BEGIN = "-----BEGIN "
+
+
+def _amqp_url(value: SecretStr) -> SecretStr:
+    try:
+        split_amqp_urls(value.get_secret_value())
+    except ValueError as exc:
+        raise PydanticCustomError("amqp_url", "{rule}", {"rule": str(exc)}) from None
+    return value
 
 
 def _secret(value: SecretStr | None) -> SecretStr | None:
@@ -56,8 +64,11 @@ def _public_key(value: str | None) -> str | None:
 class GatewaySettings(BaseSettings):
     """The gateway's configuration: each field ``x`` from ``OUTPLAN_X`` (any case), else its default.
 
-    ``gateway_port`` (TCP) serves the API, ``/openapi.json``, ``/livez``, ``/readyz`` and
-    ``/metrics``; ``gateway_timeout_seconds`` is how long a reply is awaited (s) before a 504.
+    ``amqp_url`` is one AMQP URI or several, comma-separated, for the nodes of one cluster, as the
+    worker reads it: the gateway connects to the first that answers and, when the connection is
+    lost, tries them in order again. ``gateway_port`` (TCP) serves the API, ``/openapi.json``,
+    ``/livez``, ``/readyz`` and ``/metrics``; ``gateway_timeout_seconds`` is how long a reply is
+    awaited (s) before a 504.
     Tokens are verified with ``jwt_secret`` (HS256, at least 32 bytes) and/or ``jwt_public_key``
     (a PEM, or the path of one: an RSA key verifies RS256, a P-256 key ES256); at least one is
     required. ``jwt_customer_claim`` names the claim holding the customer id (a UUID);
@@ -69,7 +80,9 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
-    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    amqp_url: Annotated[SecretStr, AfterValidator(_amqp_url)] = SecretStr(
+        "amqp://guest:guest@127.0.0.1:5672/"
+    )
     command_exchange: str = names.COMMAND_EXCHANGE
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case")
     uvloop: bool = Field(True, description="run the gateway on uvloop")
@@ -85,6 +98,12 @@ class GatewaySettings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_leeway_seconds: float = Field(0.0, ge=0, le=300)
     token_ttl_seconds: int = Field(3600, ge=1, le=86400, description="lifetime of a minted token (s)")
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The brokers of ``amqp_url`` (one, or several comma-separated nodes of one cluster), in
+        order, with credentials: never log them."""
+        return split_amqp_urls(self.amqp_url.get_secret_value())
 
     def verifies_tokens(self) -> bool:
         """Whether a key to verify tokens with is configured (``jwt_secret`` or ``jwt_public_key``)."""
