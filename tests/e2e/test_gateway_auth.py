@@ -1,6 +1,8 @@
 """Who is asking comes from the token alone: 401s that say why, 403 for a body naming another
-customer, 404 for another customer's outplan; HS256, RS256 and ES256 keys."""
+customer, 404 for another customer's outplan; HS256, RS256 and ES256 keys. And the caller's trace
+context goes on with the command."""
 
+import asyncio
 import base64
 import json
 import uuid
@@ -8,10 +10,13 @@ from collections.abc import Iterator
 
 import jwt
 import pytest
+from aio_pika.abc import AbstractRobustConnection
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from contracts import names
+from tests.e2e.test_client_trace_context import copies, copy_for
 from tests.support.gateways import SECRET, GatewayProcess, curl, start_gateway, token
 from tests.support.workers import WorkerProcess
 
@@ -170,3 +175,23 @@ def test_es256_alone(worker: WorkerProcess, tmp_path_factory: pytest.TempPathFac
         assert (hs.status, hs.json()["reason"]) == (401, "TOKEN_ALGORITHM_REFUSED")
     finally:
         assert gateway.stop() == 0, gateway.log()
+
+
+async def test_the_callers_trace_context_reaches_the_broker_with_the_command(
+    gateway: GatewayProcess, worker: WorkerProcess, connection: AbstractRobustConnection
+) -> None:
+    queue = await copies(connection, worker, names.LIST)  # a copy of each list command, as the worker gets it
+    customer = uuid.uuid4()
+    traced = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    answer = await asyncio.to_thread(
+        curl,
+        [f"{gateway.base}/v1.0/outplans?token={token(customer)}", "--header", f"traceparent: {traced}"],
+    )
+    assert answer.status == 200
+    message = await copy_for(queue, str(customer))
+    assert message.headers.get("traceparent") == traced
+    untraced = uuid.uuid4()
+    assert (
+        await asyncio.to_thread(curl, [f"{gateway.base}/v1.0/outplans?token={token(untraced)}"])
+    ).status == 200
+    assert "traceparent" not in ((await copy_for(queue, str(untraced))).headers or {})
