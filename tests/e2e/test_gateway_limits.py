@@ -152,3 +152,12 @@ def test_a_login_the_broker_refuses_stops_the_gateway_with_78(tmp_path: Path) ->
     result = subprocess.run(gateway_command(), env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 78, result.stderr
     assert "RabbitMQ refused the login" in result.stderr and "not-the-password" not in result.stderr
+
+
+def test_a_node_that_does_not_answer_is_passed_over(worker: WorkerProcess, tmp_path: Path) -> None:
+    nodes = f"amqp://guest:guest@127.0.0.1:{free_port()}/,{AMQP_URL}"
+    gateway = start_gateway(worker.names, tmp_path, amqp_url=nodes)
+    try:
+        assert curl([f"{gateway.base}/v1.0/outplans?token={token(uuid.uuid4())}"]).status == 200
+    finally:
+        assert gateway.stop() == 0, gateway.log()

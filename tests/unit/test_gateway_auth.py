@@ -174,3 +174,14 @@ def test_refused_tokens_are_not_remembered_and_the_memory_is_bounded(monkeypatch
     for token in tokens:
         verifier.customer(token)
     assert list(verifier._verified) == tokens[2:]
+
+
+def test_the_broker_url_may_list_the_nodes_of_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    urls = "amqp://u:p@a:5672/, amqp://u:p@b:5672/"
+    assert _settings(monkeypatch, jwt_secret=SECRET, amqp_url=urls).amqp_urls == [
+        "amqp://u:p@a:5672/",
+        "amqp://u:p@b:5672/",
+    ]
+    with pytest.raises(InvalidSettings) as caught:
+        _settings(monkeypatch, jwt_secret=SECRET, amqp_url="amqp://u:secret@a/,")
+    assert caught.value.lines[0].startswith("OUTPLAN_AMQP_URL: ") and "secret" not in caught.value.lines[0]
