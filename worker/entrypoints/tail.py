@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from contracts import OutplanEvent, names, parse_event
 from contracts.errors import validation_details
 
+from ..refusals import EX_CONFIG, certificate_refusal
 from ..settings import Settings
 
 
@@ -57,7 +58,8 @@ def skipped(message: AbstractIncomingMessage, error: ValidationError) -> str:
 
 async def tail(args: argparse.Namespace, settings: Settings) -> int:
     """Print the events exchange's events until SIGINT or SIGTERM, through an exclusive queue bound
-    to each ``--type`` (all when none); returns 0, or 2 for a bad ``--customer-id`` or no broker."""
+    to each ``--type`` (all when none); returns 0, 2 for a bad ``--customer-id`` or no broker, 78
+    when the broker's TLS certificate is refused."""
     customer = None
     if args.customer_id:
         try:
@@ -68,6 +70,10 @@ async def tail(args: argparse.Namespace, settings: Settings) -> int:
     try:
         connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=10)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        refused = certificate_refusal("broker", "OUTPLAN_AMQP_URL", exc)
+        if refused is not None:
+            print(f"tail: {refused}", file=sys.stderr)
+            return EX_CONFIG
         print(f"tail: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
