@@ -7,6 +7,7 @@ removed at the end (``rabbitmqctl``: these tests run where the broker runs, as C
 """
 
 import asyncio
+import os
 import shutil
 import subprocess
 import time
@@ -21,7 +22,7 @@ import pytest
 
 from contracts import names as wire
 from tests.conftest import AMQP_URL, PG_ADMIN
-from tests.support.workers import WorkerNames, WorkerProcess, delete_names, start_worker
+from tests.support.workers import WorkerNames, WorkerProcess, delete_names, start_worker, worker_command
 from worker.client import OutplanClient
 from worker.messaging import topology
 from worker.settings import Settings
@@ -243,3 +244,21 @@ def test_a_publish_refused_while_running_stops_the_worker_in_one_line(
     assert line.startswith(f"stopping: RabbitMQ refused basic.publish on exchange '{names.event_exchange}'")
     assert "needs write permission" in line
     assert not worker.log_events("relay interrupted; retrying")
+
+
+def test_tail_without_configure_permission_says_what_it_needs(
+    broker_user: BrokerUser, names: WorkerNames
+) -> None:
+    """tail listens through a queue of its own: the broker names it, and declaring it needs configure."""
+    asyncio.run(_declare_as_administrator(names))
+    done = subprocess.run(
+        [*worker_command(), "tail"],
+        env={**os.environ, **names.env(), "OUTPLAN_AMQP_URL": broker_user.url, "OUTPLAN_TOPOLOGY": "passive"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 78, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("tail: RabbitMQ refused queue.declare on a server-named queue (amq.gen-…)")
+    assert "needs configure permission on it" in line
