@@ -231,10 +231,10 @@ async def lifespan(
         relay_channel = await relaying.channel(publisher_confirms=True, on_return_raises=False)
         topo = await topology.declare(consume_channel, settings)
         if settings.topology == "passive" and settings.management_url is not None:
+            api, plan = settings.management_url.get_secret_value(), topology.plan(settings)
             vhost = management.vhost_of(settings.amqp_url.get_secret_value())
-            await management.compare(
-                settings.management_url.get_secret_value(), vhost, topology.plan(settings)
-            )
+            # Unreachable is retried like a server still starting; a difference is Misconfigured.
+            await keep_trying("management API", lambda: management.compare(api, vhost, plan), stop)
         relay = Relay(settings, relay_channel)
         consumer = None
         if consume:

@@ -1,6 +1,7 @@
 """The TLS suite's own servers, beside (never instead of) the machine's: a RabbitMQ node whose
-only listener is AMQPS on 127.0.0.1:5771 (Erlang distribution on 25771), which requires a client
-certificate, and a PostgreSQL cluster on 127.0.0.1:5481 with ``ssl = on``.
+only AMQP listener is AMQPS on 127.0.0.1:5771 (Erlang distribution on 25771), which requires a
+client certificate, with the management API on 127.0.0.1:5770, and a PostgreSQL cluster on
+127.0.0.1:5481 with ``ssl = on``.
 
 The PostgreSQL cluster also accepts clients without TLS (``host`` beside ``hostssl`` in
 pg_hba.conf): a client that fell back to plaintext would get in, so a refused certificate
@@ -28,6 +29,7 @@ from tests.tls.pki import Pki
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 AMQPS_PORT = 5771
+MANAGEMENT_PORT = 5770  # the management plugin's HTTP API (plain HTTP, on 127.0.0.1 only)
 DIST_PORT = 25771
 NODE_NAME = "outplan-tls@localhost"
 PG_PORT = 5481
@@ -101,7 +103,7 @@ class RabbitTls:
         }
 
     def start(self, pki: Pki, seconds: float = 90) -> None:
-        for port in (AMQPS_PORT, DIST_PORT):
+        for port in (AMQPS_PORT, DIST_PORT, MANAGEMENT_PORT):
             if _port_taken(port):
                 raise ServerFailed(f"port {port} already in use (another TLS suite still running?)")
         b = self.base
@@ -119,9 +121,12 @@ class RabbitTls:
             f"ssl_options.keyfile = {key}\n"
             "ssl_options.verify = verify_peer\n"
             "ssl_options.fail_if_no_peer_cert = true\n"
+            f"management.tcp.port = {MANAGEMENT_PORT}\n"
+            "management.tcp.ip = 127.0.0.1\n"
         )
         (b / "rabbitmq-env.conf").write_text("")
-        (b / "enabled_plugins").write_text("[].\n")
+        # The management API: the worker compares the topology through it (OUTPLAN_MANAGEMENT_URL).
+        (b / "enabled_plugins").write_text("[rabbitmq_management].\n")
         _own(b, "rabbitmq")
         with (b / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
