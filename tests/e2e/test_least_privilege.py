@@ -262,3 +262,42 @@ def test_tail_without_configure_permission_says_what_it_needs(
     [line] = done.stderr.splitlines()
     assert line.startswith("tail: RabbitMQ refused queue.declare on a server-named queue (amq.gen-…)")
     assert "needs configure permission on it" in line
+
+
+def test_a_privilege_revoked_while_running_stops_the_worker_in_one_line(
+    worker_role: tuple[str, str], names: WorkerNames, fresh_database: str, tmp_path: Path
+) -> None:
+    """The command that met the refusal is neither answered 500 nor dead-lettered: it stays queued."""
+    user_url, role = worker_role
+    worker = start_worker(user_url, tmp_path, names)
+
+    async def revoke_then_create() -> None:
+        owner = await asyncpg.connect(fresh_database)
+        try:
+            await owner.execute(f'REVOKE INSERT ON outplan_events FROM "{role}"')
+        finally:
+            await owner.close()
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            client = OutplanClient(connection, exchange=names.command_exchange)
+            await client.start()
+            body = {"customer_id": str(uuid.uuid4()), "source": {"type": "tel", "target": "+15559876543"}}
+            with pytest.raises(TimeoutError):
+                await client.send(wire.CREATE, body, timeout=3)
+
+    asyncio.run(revoke_then_create())
+    code, seconds = _run_until_exit(worker)
+    assert code == 78, worker.log()
+    assert seconds < 10
+    assert "Traceback" not in worker.log()
+    [line] = _errors(worker)
+    assert line.startswith(
+        "stopping: PostgreSQL denied a privilege (permission denied for table outplan_events)"
+    )
+    assert not worker.log_events("command failed")  # not taken for a bug of the command
+
+    async def still_queued() -> int:
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            queue = await (await connection.channel()).declare_queue(names.command_queue, passive=True)
+            return int(queue.declaration_result.message_count or 0)
+
+    assert asyncio.run(still_queued()) == 1
