@@ -123,8 +123,14 @@ def worker_role(fresh_database: str) -> Iterator[tuple[str, str]]:
 
 
 def _run_until_exit(worker: WorkerProcess, seconds: float = 20) -> tuple[int, float]:
+    """Its exit code and how long it took to exit; a worker still running after ``seconds`` is
+    killed and the test fails with its log."""
     started = time.monotonic()
-    code = worker.process.wait(seconds)
+    try:
+        code = worker.process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        pytest.fail(f"the worker did not exit within {seconds} s:\n{worker.log()}")
     return code, time.monotonic() - started
 
 
@@ -220,13 +226,15 @@ def test_a_role_lacking_a_grant_is_refused_in_one_line_naming_it(
 
 
 def test_a_publish_refused_while_running_stops_the_worker_in_one_line(
-    broker_user: BrokerUser, names: WorkerNames, session_database: str, tmp_path: Path
+    broker_user: BrokerUser, names: WorkerNames, fresh_database: str, tmp_path: Path
 ) -> None:
-    """Write permission on everything but the events exchange: the first event refused stops it."""
+    """Write permission on everything but the events exchange: the first event refused stops it.
+
+    A database of its own: on the session's, another worker's relay may hold the lock and publish."""
     asyncio.run(_declare_as_administrator(names))
     events = names.event_exchange.replace(".", r"\.")
     broker_user.permit("^$", f"^(?!{events}$).*", ".*")
-    worker = start_worker(session_database, tmp_path, names, amqp_url=broker_user.url, topology="passive")
+    worker = start_worker(fresh_database, tmp_path, names, amqp_url=broker_user.url, topology="passive")
 
     async def create() -> None:
         async with await aio_pika.connect(AMQP_URL) as connection:
