@@ -13,10 +13,11 @@ from pathlib import Path
 import structlog
 
 from .. import logs
-from ..app import EX_CONFIG, Misconfigured, misconfiguration, serve
+from ..app import misconfiguration, serve
 from ..handlers import REGISTRY, Registry
 from ..observability import LIVEZ, READYZ
 from ..persistence.migrate import migrate
+from ..refusals import EX_CONFIG, Misconfigured
 from ..settings import InvalidSettings, Settings, load
 from . import replay as replay_args
 from . import tail as tail_args
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
         try:
             asyncio.run(_serve(settings, consume=args.command == "run", handlers=handlers))
         except Misconfigured as exc:
-            log.error(f"cannot start: {exc}", exit_code=EX_CONFIG)
+            if not exc.reported:  # found at start; one found while running was logged then
+                log.error(f"cannot start: {exc}", exit_code=EX_CONFIG)
             return EX_CONFIG
         return 0
     if args.command == "schema":

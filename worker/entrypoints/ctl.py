@@ -1,7 +1,8 @@
 """``outplanctl``: the tutorial's REST calls as commands, over RabbitMQ RPC.
 
 Exit status: 0 success, 2 bad usage, 3 invalid (400), 4 not found (404), 5 conflict (409),
-6 worker error (500, or a reply that is not a reply), 7 no answer (timeout or no broker).
+6 worker error (500, or a reply that is not a reply), 7 no answer (timeout or no broker),
+78 a broker whose TLS certificate is refused (a wrong CA or host name in OUTPLAN_AMQP_URL).
 
 A ``TRACEPARENT`` (and ``TRACESTATE``) in the environment, the OpenTelemetry specification's
 environment carrier, is sent on as the command's W3C trace context, so that a shell user can tie a
@@ -23,6 +24,7 @@ from contracts import Reply, names, tracing
 
 from ..client import OutplanClient, UnreadableReply
 from ..messaging.brokers import connect_first
+from ..refusals import EX_CONFIG, certificate_refusal
 from ..settings import InvalidSettings, Settings, load
 
 EXIT_WORKER_ERROR = 6
@@ -60,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
         prog="outplanctl",
         description=__doc__.splitlines()[0],
         epilog="Exit status: 0 ok, 2 usage, 3 invalid, 4 not found, 5 conflict, "
-        "6 worker error (or a reply that is not a reply), 7 no answer. "
+        "6 worker error (or a reply that is not a reply), 7 no answer, 78 TLS certificate refused. "
         "$TRACEPARENT (and $TRACESTATE), when set, is sent as the command's W3C trace context.",
     )
     top.add_argument(
@@ -143,12 +145,16 @@ def report(reply: Reply) -> int:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Send the command and wait ``--timeout`` seconds for the reply; returns the exit status
-    (``report``'s, 6 when the reply is not a reply, or 7 when the broker cannot be reached, refuses
-    the command or nobody answers)."""
+    (``report``'s, 6 when the reply is not a reply, 7 when the broker cannot be reached, refuses
+    the command or nobody answers, 78 when its TLS certificate is refused)."""
     command, body = request(args)
     try:
         connection = await connect_first(settings.amqp_urls, timeout=args.timeout)
     except _BROKER_ERRORS as exc:
+        refused = certificate_refusal("broker", "OUTPLAN_AMQP_URL", exc)
+        if refused is not None:  # no server to wait for: this configuration cannot work
+            print(f"outplanctl: {refused}", file=sys.stderr)
+            return EX_CONFIG
         print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
         return EXIT_NO_ANSWER
     async with connection:

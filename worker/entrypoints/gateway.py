@@ -8,8 +8,8 @@ import urllib.request
 import structlog
 
 from .. import logs
-from ..app import EX_CONFIG, Misconfigured
 from ..observability import LIVEZ, READYZ
+from ..refusals import EX_CONFIG, Misconfigured
 from ..settings import InvalidSettings
 
 EXIT_USAGE = 2
