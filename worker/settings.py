@@ -37,6 +37,10 @@ def _event_source(value: str) -> str:
     return value
 
 
+LogLevel = Annotated[str, AfterValidator(_log_level)]
+"""A log level name, any case, kept upper-case; another name is refused naming the five."""
+
+
 AMQP_SCHEMES = ("amqp", "amqps")
 
 
@@ -130,7 +134,7 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(1.0, gt=0)
     idempotency_retention_hours: float = Field(72.0, ge=24.0)
     drain_seconds: float = Field(10.0, ge=0)
-    log_level: Annotated[str, AfterValidator(_log_level)] = Field(
+    log_level: LogLevel = Field(
         "INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case; kept upper-case"
     )
     uvloop: bool = Field(True, description="run the worker on uvloop")

@@ -1,4 +1,5 @@
-"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), check, replay, tail, schema, demo."""
+"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), check, replay, tail, schema, demo,
+gateway (the HTTP gateway)."""
 
 import argparse
 import asyncio
@@ -26,7 +27,8 @@ log = structlog.get_logger("outplan_worker")
 EXIT_USAGE = 2  # invalid settings (as argparse exits for invalid arguments)
 
 
-def _install_signals(stop: asyncio.Event) -> None:
+def install_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a graceful stop); a second one exits the process at once (1)."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -42,7 +44,7 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 async def _serve(settings: Settings, *, consume: bool, handlers: Registry) -> None:
     stop = asyncio.Event()
-    _install_signals(stop)
+    install_signals(stop)
     await serve(settings, stop, consume=consume, handlers=handlers)
 
 
@@ -91,6 +93,11 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
         "78 when OUTPLAN_METRICS_PORT=0 leaves nothing to ask",
     )
     check.add_argument("--live", action="store_true", help="liveness only: the worker's loop answers")
+    check.add_argument(
+        "--gateway",
+        action="store_true",
+        help="ask the local gateway on OUTPLAN_GATEWAY_PORT instead (ready: its broker connection is up)",
+    )
     schema = sub.add_parser(
         "schema", help="write the JSON Schemas and the AsyncAPI document of the interface"
     )
@@ -103,7 +110,18 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
     tail_args.add_arguments(tail_parser)
     demo = sub.add_parser("demo", help="send the tutorial's six operations; print replies and events")
     demo.add_argument("--start-worker", action="store_true", help="migrate and start a worker for the demo")
+    sub.add_parser(
+        "gateway", help="serve the tutorial's REST calls over HTTP, each as one command (needs [gateway])"
+    )
     args = parser.parse_args(argv)
+    if args.command == "gateway":
+        from .gateway import gateway
+
+        return gateway()
+    if args.command == "check" and args.gateway:
+        from .gateway import check_gateway
+
+        return check_gateway(live=args.live)
 
     try:
         settings = load()

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from typing import Any
 
 import aio_pika
@@ -91,6 +92,12 @@ def parser() -> argparse.ArgumentParser:
     _dial_arguments(dial, required=True)
     delete = sub.add_parser("delete", help="DELETE /outplans/{id}")
     delete.add_argument("id")
+    token = sub.add_parser(
+        "token", help="print a short-lived JWT for the customer, signed with OUTPLAN_JWT_SECRET (HS256)"
+    )
+    token.add_argument(
+        "--ttl", type=int, help="seconds it is valid (default: OUTPLAN_TOKEN_TTL_SECONDS, 3600)"
+    )
     for command in (create, dial):
         command.add_argument("--json", dest="body_json", help="extra body fields as a JSON object")
     return top
@@ -176,6 +183,43 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     return report(reply)
 
 
+def token(args: argparse.Namespace) -> int:
+    """Print a JWT for ``--customer-id`` that the gateway accepts, valid ``--ttl`` seconds (1 to
+    86400); returns 0, or 2 (one line on stderr) when the customer id is not a UUID, the ttl is out
+    of range, the settings are invalid, no ``OUTPLAN_JWT_SECRET`` is configured, or PyJWT (the
+    ``gateway`` extra) is not installed."""
+    from ..gateway.settings import load as load_gateway
+
+    try:
+        customer_id = uuid.UUID(args.customer_id)
+    except ValueError:
+        print("outplanctl: --customer-id must be a UUID", file=sys.stderr)
+        return 2
+    if args.ttl is not None and not 1 <= args.ttl <= 86400:
+        print(
+            "outplanctl: --ttl must be 1 to 86400 seconds: tokens minted here are short-lived",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        settings = load_gateway()
+    except InvalidSettings as exc:
+        for line in exc.lines:
+            print(f"outplanctl: invalid setting {line}", file=sys.stderr)
+        return 2
+    try:
+        from ..gateway.auth import KeyProblem, mint
+    except ImportError as exc:
+        print(f"outplanctl: {exc.name} is missing: pip install 'outplan-worker[gateway]'", file=sys.stderr)
+        return 2
+    try:
+        print(mint(settings, customer_id, ttl=args.ttl))
+    except KeyProblem as exc:
+        print(f"outplanctl: cannot mint a token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``outplanctl`` with ``argv`` (``sys.argv[1:]`` when ``None``); returns the exit status, 2
     for a missing customer, a ``--json`` that is not an object or invalid settings."""
@@ -190,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             print("outplanctl: --json must be a JSON object", file=sys.stderr)
             return 2
+    if args.op == "token":
+        return token(args)
     try:
         settings = load()
     except InvalidSettings as exc:
