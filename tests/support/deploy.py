@@ -164,9 +164,7 @@ def k8s(kind: str, *, gateway: bool = False, of: str | None = None) -> dict[str,
     found = [
         d
         for d in k8s_docs()
-        if d["kind"] == kind
-        and (component(d) == GATEWAY) == gateway
-        and (of is None or component(d) == of)
+        if d["kind"] == kind and (component(d) == GATEWAY) == gateway and (of is None or component(d) == of)
     ]
     assert len(found) == 1, f"expected one {kind}{f' of {of}' if of else ''}, found {len(found)}"
     return found[0]
@@ -214,11 +212,7 @@ def mounting_volume(kind: str, path: str, *, gateway: bool = False) -> tuple[dic
     """The volume mount of a Deployment's or Job's container under which the file ``path`` lies, and
     the pod's volume it mounts; fails when no mount holds ``path``."""
     c = container(kind, gateway=gateway)
-    mounts = [
-        m
-        for m in c.get("volumeMounts", [])
-        if path.startswith(m["mountPath"].rstrip("/") + "/")
-    ]
+    mounts = [m for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
     assert mounts, f"{kind}{' (gateway)' if gateway else ''}: nothing is mounted where {path} lies"
     mount = max(mounts, key=lambda m: len(m["mountPath"]))
     volumes = [v for v in pod_spec(kind, gateway=gateway).get("volumes", []) if v["name"] == mount["name"]]

@@ -58,9 +58,10 @@ def test_every_file_holds_named_manifests() -> None:
 def test_every_kind_is_there_once_for_the_worker_and_the_gateway() -> None:
     worker = sorted(d["kind"] for d in k8s_docs() if component(d) != GATEWAY)
     # Two Secrets: the workers' and the migrate Job's, told apart by their component.
-    assert worker == sorted(["ConfigMap", "Secret", "Secret", "Deployment", "PodDisruptionBudget", "Job", "Service"])
-    secrets = sorted(component(d) or "" for d in k8s_docs() if d["kind"] == "Secret" and component(d) != GATEWAY)
-    assert secrets == sorted([WORKER, MIGRATE])
+    kinds = ["ConfigMap", "Secret", "Secret", "Deployment", "PodDisruptionBudget", "Job", "Service"]
+    assert worker == sorted(kinds)
+    secrets = [component(d) for d in k8s_docs() if d["kind"] == "Secret" and component(d) != GATEWAY]
+    assert sorted(s or "" for s in secrets) == sorted([WORKER, MIGRATE])
     gateway = sorted(d["kind"] for d in k8s_docs() if component(d) == GATEWAY)
     assert gateway == sorted(["ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Service"])
 
@@ -159,8 +160,8 @@ def test_the_broker_is_every_node_of_a_cluster_over_verified_tls(
     assert "no_verify_ssl" not in query
     (cafile,) = query["cafile"]
     mounted = {_mounted_read_only_from_a_secret("Deployment", cafile, gateway=gateway)}
-    for key in ("certfile", "keyfile"):
-        mounted |= {_mounted_read_only_from_a_secret("Deployment", f, gateway=gateway) for f in query.get(key, [])}
+    for path in query.get("certfile", []) + query.get("keyfile", []):
+        mounted.add(_mounted_read_only_from_a_secret("Deployment", path, gateway=gateway))
     assert len(mounted) == 1, "the CA and any client certificate come from one Secret"
 
 
