@@ -6,6 +6,7 @@ import re
 import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 import yaml
@@ -145,6 +146,9 @@ def k8s_docs() -> list[dict[str, Any]]:
 
 
 GATEWAY = "gateway"
+#: The component labels of the worker's two Secrets: the workers' and the migrate Job's.
+WORKER = "worker"
+MIGRATE = "migrate"
 
 
 def component(doc: dict[str, Any]) -> str | None:
@@ -153,11 +157,16 @@ def component(doc: dict[str, Any]) -> str | None:
     return labels.get("app.kubernetes.io/component")
 
 
-def k8s(kind: str, *, gateway: bool = False) -> dict[str, Any]:
+def k8s(kind: str, *, gateway: bool = False, of: str | None = None) -> dict[str, Any]:
     """The one manifest of ``kind``: the gateway's (component ``gateway``) with ``gateway``, else
-    the worker's (any other)."""
-    found = [d for d in k8s_docs() if d["kind"] == kind and (component(d) == GATEWAY) == gateway]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    the worker's (any other); with ``of``, the one whose component is ``of`` (two Secrets serve the
+    worker: ``WORKER``'s and ``MIGRATE``'s)."""
+    found = [
+        d
+        for d in k8s_docs()
+        if d["kind"] == kind and (component(d) == GATEWAY) == gateway and (of is None or component(d) == of)
+    ]
+    assert len(found) == 1, f"expected one {kind}{f' of {of}' if of else ''}, found {len(found)}"
     return found[0]
 
 
@@ -181,11 +190,44 @@ def config(*, gateway: bool = False) -> dict[str, Any]:
     return data
 
 
-def secret(*, gateway: bool = False) -> dict[str, Any]:
-    """The Secret's data and stringData together (the gateway's with ``gateway``)."""
-    doc = k8s("Secret", gateway=gateway)
+def secret(*, gateway: bool = False, migrate: bool = False) -> dict[str, Any]:
+    """A Secret's data and stringData together: the workers' (component ``worker``), the gateway's
+    with ``gateway``, the migrate Job's (component ``migrate``) with ``migrate``."""
+    doc = secret_manifest(gateway=gateway, migrate=migrate)
     data: dict[str, Any] = {**(doc.get("data") or {}), **(doc.get("stringData") or {})}
     return data
+
+
+def secret_manifest(*, gateway: bool = False, migrate: bool = False) -> dict[str, Any]:
+    """The Secret manifest ``secret`` reads (same arguments)."""
+    return k8s("Secret", gateway=gateway, of=GATEWAY if gateway else MIGRATE if migrate else WORKER)
+
+
+def env_from(kind: str, *, gateway: bool = False) -> set[tuple[str, str]]:
+    """The ``(configMapRef|secretRef, name)`` pairs a Deployment's or Job's container reads."""
+    return {(ref, src[ref]["name"]) for src in container(kind, gateway=gateway)["envFrom"] for ref in src}
+
+
+def mounting_volume(kind: str, path: str, *, gateway: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The volume mount of a Deployment's or Job's container under which the file ``path`` lies, and
+    the pod's volume it mounts; fails when no mount holds ``path``."""
+    c = container(kind, gateway=gateway)
+    mounts = [m for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mounts, f"{kind}{' (gateway)' if gateway else ''}: nothing is mounted where {path} lies"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    volumes = [v for v in pod_spec(kind, gateway=gateway).get("volumes", []) if v["name"] == mount["name"]]
+    assert len(volumes) == 1, f"{kind}: no volume {mount['name']!r}"
+    return mount, volumes[0]
+
+
+def postgres_url(url: str) -> tuple[str, list[str], str, dict[str, str]]:
+    """A PostgreSQL connection URI as (user, ``host:port`` of each host, database, query
+    parameters); a URI may list several hosts, which ``urllib`` alone does not split."""
+    parts = urlsplit(url)
+    assert parts.scheme in ("postgresql", "postgres"), f"not a PostgreSQL URI: {parts.scheme}://"
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    query = dict(parse_qsl(parts.query, strict_parsing=True))
+    return unquote(userinfo.split(":", 1)[0]), hosts.split(","), parts.path.lstrip("/"), query
 
 
 def metrics_port() -> int:

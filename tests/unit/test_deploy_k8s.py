@@ -1,25 +1,34 @@
 """The Kubernetes manifests (deploy/k8s/) agree with the worker's settings, the image and each other."""
 
+import json
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 
 from tests.support.deploy import (
     CREDENTIALS,
     DEPLOY,
     GATEWAY,
+    MIGRATE,
+    WORKER,
     component,
     config,
     container,
     dockerfile_uid,
+    env_from,
     gateway_settings_from,
     gateway_variables_are_settings,
     k8s,
     k8s_docs,
     metrics_port,
+    mounting_volume,
     named_port,
     outplan_variables_are_settings,
     pod_spec,
+    postgres_url,
     quantity,
     secret,
+    secret_manifest,
     service,
     setting_default,
     settings_from,
@@ -48,7 +57,11 @@ def test_every_file_holds_named_manifests() -> None:
 
 def test_every_kind_is_there_once_for_the_worker_and_the_gateway() -> None:
     worker = sorted(d["kind"] for d in k8s_docs() if component(d) != GATEWAY)
-    assert worker == sorted(["ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Job", "Service"])
+    # Two Secrets: the workers' and the migrate Job's, told apart by their component.
+    kinds = ["ConfigMap", "Secret", "Secret", "Deployment", "PodDisruptionBudget", "Job", "Service"]
+    assert worker == sorted(kinds)
+    secrets = [component(d) for d in k8s_docs() if d["kind"] == "Secret" and component(d) != GATEWAY]
+    assert sorted(s or "" for s in secrets) == sorted([WORKER, MIGRATE])
     gateway = sorted(d["kind"] for d in k8s_docs() if component(d) == GATEWAY)
     assert gateway == sorted(["ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Service"])
 
@@ -76,6 +89,7 @@ def test_every_outplan_variable_is_a_setting() -> None:
     named: dict[str, str] = {}
     named.update({k: "ConfigMap" for k in config()})
     named.update({k: "Secret" for k in secret()})
+    named.update({k: "migrate Secret" for k in secret(migrate=True)})
     for kind in ("Deployment", "Job"):
         named.update({e["name"]: kind for e in container(kind).get("env", [])})
     outplan_variables_are_settings(named)
@@ -84,10 +98,13 @@ def test_every_outplan_variable_is_a_setting() -> None:
 def test_configmap_and_secret_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from({**config(), **secret()}, monkeypatch)
     assert settings.metrics_port > 0, "the probes need the HTTP port on"
+    settings_from({**config(), **secret(migrate=True)}, monkeypatch)
 
 
-def test_credentials_live_in_the_secret_only() -> None:
+def test_credentials_live_in_the_secrets_only() -> None:
     assert set(secret()) == CREDENTIALS
+    # Migrating touches the database only: the Job gets no broker credentials.
+    assert set(secret(migrate=True)) == {"OUTPLAN_DATABASE_URL"}
     assert not CREDENTIALS & set(config())
     for kind in ("Deployment", "Job"):
         literal = {e["name"] for e in container(kind).get("env", [])}
@@ -99,14 +116,103 @@ def test_configmap_values_are_strings() -> None:
     assert all(isinstance(v, str) for v in config().values()), config()
 
 
-def test_deployment_and_job_read_the_configmap_and_secret() -> None:
-    expected = {
-        ("configMapRef", k8s("ConfigMap")["metadata"]["name"]),
-        ("secretRef", k8s("Secret")["metadata"]["name"]),
-    }
-    for kind in ("Deployment", "Job"):
-        refs = {(ref, src[ref]["name"]) for src in container(kind)["envFrom"] for ref in src}
-        assert refs == expected, kind
+def test_the_deployment_reads_the_workers_secret_and_the_job_the_owners() -> None:
+    configmap = ("configMapRef", k8s("ConfigMap")["metadata"]["name"])
+    workers = ("secretRef", secret_manifest()["metadata"]["name"])
+    owners = ("secretRef", secret_manifest(migrate=True)["metadata"]["name"])
+    assert workers != owners
+    assert env_from("Deployment") == {configmap, workers}, "a worker must never hold the owner's role"
+    assert env_from("Job") == {configmap, owners}
+
+
+# --- the production topology: a broker cluster, an HA database, TLS, least privilege ------------
+
+#: The Deployments and the Job, as ``container``/``mounting_volume`` name them.
+WORKLOADS = [("Deployment", False), ("Job", False), ("Deployment", True)]
+
+
+def _mounted_read_only_from_a_secret(kind: str, path: str, *, gateway: bool = False) -> str:
+    """Asserts ``path`` lies on a read-only mount of a Secret volume; returns the Secret's name."""
+    mount, volume = mounting_volume(kind, path, gateway=gateway)
+    where = f"{kind}{' (gateway)' if gateway else ''}: {path}"
+    assert mount.get("readOnly") is True, f"{where} is not mounted read-only"
+    assert "secret" in volume, f"{where} does not come from a Secret"
+    name: str = volume["secret"]["secretName"]
+    return name
+
+
+@pytest.mark.parametrize("gateway", [False, True], ids=["worker", "gateway"])
+def test_the_broker_is_every_node_of_a_cluster_over_verified_tls(
+    gateway: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if gateway:
+        urls = gateway_settings_from({**config(gateway=True), **secret(gateway=True)}, monkeypatch).amqp_urls
+    else:
+        urls = settings_from({**config(), **secret()}, monkeypatch).amqp_urls
+    assert len(urls) == 3, "list the three nodes of the RabbitMQ cluster"
+    parsed = [urlsplit(u) for u in urls]
+    assert len({p.hostname for p in parsed}) == 3, "each URL names another node"
+    assert all(p.scheme == "amqps" for p in parsed), "every node over TLS"
+    queries = [parse_qs(p.query, strict_parsing=True) for p in parsed]
+    # aio-pika reads some parameters from the first URL only: the same ones on every URL.
+    assert all(q == queries[0] for q in queries)
+    query = queries[0]
+    assert "no_verify_ssl" not in query
+    (cafile,) = query["cafile"]
+    mounted = {_mounted_read_only_from_a_secret("Deployment", cafile, gateway=gateway)}
+    for path in query.get("certfile", []) + query.get("keyfile", []):
+        mounted.add(_mounted_read_only_from_a_secret("Deployment", path, gateway=gateway))
+    assert len(mounted) == 1, "the CA and any client certificate come from one Secret"
+
+
+def test_the_database_is_the_primary_of_an_ha_cluster_over_verified_tls() -> None:
+    for migrate, kind in ((False, "Deployment"), (True, "Job")):
+        _, hosts, database, query = postgres_url(secret(migrate=migrate)["OUTPLAN_DATABASE_URL"])
+        assert hosts and database, kind
+        # A standby (or a primary just demoted) is refused, whatever the service or host list says.
+        assert query.get("target_session_attrs") == "read-write", kind
+        assert query.get("sslmode") == "verify-full", f"{kind}: verify the server and its host name"
+        assert "sslrootcert" in query, kind
+        _mounted_read_only_from_a_secret(kind, query["sslrootcert"])
+
+
+def test_the_worker_and_the_migration_use_one_database_as_different_roles() -> None:
+    worker = postgres_url(secret()["OUTPLAN_DATABASE_URL"])
+    owner = postgres_url(secret(migrate=True)["OUTPLAN_DATABASE_URL"])
+    assert worker[1:] == owner[1:], "the Job must migrate the database the workers use"
+    assert worker[0] and owner[0]
+    assert worker[0] != owner[0], "the workers connect as a role of their own, not the schema's owner"
+    # The role deploy/postgres/grants.sql is run for (its -v worker_role=...).
+    grants = (DEPLOY / "postgres" / "grants.sql").read_text()
+    assert f"worker_role={worker[0]}" in grants
+
+
+@pytest.mark.parametrize(("kind", "gateway"), WORKLOADS, ids=["worker", "migrate", "gateway"])
+def test_the_tls_secret_is_mounted_read_only_and_the_root_stays_read_only(kind: str, gateway: bool) -> None:
+    c = container(kind, gateway=gateway)
+    tls = [m for m in c["volumeMounts"] if m["mountPath"].startswith("/etc/outplan/")]
+    assert tls, f"{kind}: no TLS files mounted"
+    for mount in tls:
+        assert mount.get("readOnly") is True, mount
+    volumes = {v["name"]: v for v in pod_spec(kind, gateway=gateway)["volumes"]}
+    for mount in tls:
+        secret_volume = volumes[mount["name"]]["secret"]
+        # Readable by the image's user through the pod's fsGroup, by no one else.
+        assert secret_volume.get("defaultMode") == 0o440, secret_volume
+        assert pod_spec(kind, gateway=gateway)["securityContext"].get("fsGroup") == dockerfile_uid()
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    # The workers' TLS Secret may hold their client key: the gateway mounts a Secret of its own.
+    if gateway:
+        names = {volumes[m["name"]]["secret"]["secretName"] for m in tls}
+        worker_volumes = {v["name"]: v for v in pod_spec("Deployment")["volumes"]}
+        worker_names = {v["secret"]["secretName"] for v in worker_volumes.values() if "secret" in v}
+        assert not names & worker_names
+
+
+def test_the_worker_only_checks_the_topology_the_broker_operator_imports() -> None:
+    assert config()["OUTPLAN_TOPOLOGY"] == "passive", "the worker's broker user has no configure permission"
+    definitions = json.loads((DEPLOY / "rabbitmq" / "definitions.json").read_text())
+    assert definitions["exchanges"] and definitions["queues"] and definitions["bindings"]
 
 
 # --- probes and ports --------------------------------------------------------------------------
@@ -196,9 +302,7 @@ def test_the_gateway_runs_the_image_with_its_subcommand() -> None:
 def test_the_gateway_reads_its_own_configmap_and_secret_of_its_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    c = container("Deployment", gateway=True)
-    refs = {(ref, src[ref]["name"]) for src in c["envFrom"] for ref in src}
-    assert refs == {
+    assert env_from("Deployment", gateway=True) == {
         ("configMapRef", k8s("ConfigMap", gateway=True)["metadata"]["name"]),
         ("secretRef", k8s("Secret", gateway=True)["metadata"]["name"]),
     }
