@@ -27,6 +27,7 @@ from aio_pika.abc import AbstractChannel
 from tenacity import RetryCallState, retry_if_exception_type
 
 from ..observability import metrics
+from ..observability.spans import Peer
 from ..persistence.outbox import NOTIFY_CHANNEL, LoggedEvent, OutboxStore
 from ..retries import Stopped, failure, retry_in, retrying
 from ..settings import Settings
@@ -50,6 +51,7 @@ class Relay:
     ) -> None:
         self._settings = settings
         self._channel = channel
+        self._broker = Peer.from_url(settings.amqp_url.get_secret_value(), 5672)  # for the publish spans
         self._retry = retry or RetryPolicy()
         self._wake = asyncio.Event()  # a commit, or the window asks for attention
         self._stopping = asyncio.Event()
@@ -207,7 +209,8 @@ class Relay:
         exchange = self._settings.event_exchange
 
         def publish(event: LoggedEvent) -> Coroutine[Any, Any, Confirm]:
-            return publish_event(channel, exchange, event.event_type, event)  # on the latest channel read
+            # On the latest channel read.
+            return publish_event(channel, exchange, event.event_type, event, broker=self._broker)
 
         window = PublishWindow(
             publish,
