@@ -19,6 +19,7 @@ Names and meanings are the SDK configuration specification's
 
 import importlib.util
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -91,17 +92,16 @@ def configure_tracing() -> Callable[[], None]:
 
     :raises TracingMisconfigured: an exporter or protocol the worker cannot use (see the module).
     """
-    environ = os.environ  # the SDK's own parts (resource, sampler, exporter) read it too
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not sdk_installed():
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not sdk_installed():
         return _nothing
-    provider = build_provider(environ)
+    provider = build_provider()
     trace.set_tracer_provider(provider)
     return provider.shutdown
 
 
-def build_provider(environ: Mapping[str, str]) -> "SdkTracerProvider":
-    """The SDK tracer provider ``configure_tracing`` sets: resource, sampler, one batch span
-    processor per exporter named in ``OTEL_TRACES_EXPORTER``. Needs the SDK installed.
+def build_provider() -> "SdkTracerProvider":
+    """The SDK tracer provider ``configure_tracing`` sets, from the environment: resource, sampler,
+    one batch span processor per exporter named in ``OTEL_TRACES_EXPORTER``. Needs the SDK.
 
     :raises TracingMisconfigured: see :func:`exporter_names` and :func:`otlp_protocol`.
     """
@@ -109,11 +109,12 @@ def build_provider(environ: Mapping[str, str]) -> "SdkTracerProvider":
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+    environ = os.environ  # the SDK's own parts (resource, sampler, exporter, processor) read it too
     names = exporter_names(environ)
     exporters: list[SpanExporter] = []
     for name in names:
         if name == "console":
-            exporters.append(ConsoleSpanExporter())
+            exporters.append(ConsoleSpanExporter(out=sys.stdout))  # the stdout of now, not of import
         else:  # otlp
             otlp_protocol(environ)
             try:
