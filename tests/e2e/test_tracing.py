@@ -51,6 +51,14 @@ def otel_environment(receiver: OtlpReceiver, *, disabled: bool = False) -> dict[
     }
 
 
+def started(database_url: str, log_dir: Path, environment: dict[str, str]) -> WorkerProcess:
+    """``start_worker`` with ``environment`` over the test's own (the worker inherits it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        return start_worker(database_url, log_dir)
+
+
 @dataclass
 class Sent:
     """One command as sent, with its trace context, and the reply it got."""
@@ -173,9 +181,7 @@ def traced_database() -> Iterator[str]:
 def traced_worker(
     traced_database: str, tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver
 ) -> Iterator[WorkerProcess]:
-    running = start_worker(
-        traced_database, tmp_path_factory.mktemp("traced"), environment=otel_environment(receiver)
-    )
+    running = started(traced_database, tmp_path_factory.mktemp("traced"), otel_environment(receiver))
     yield running
     code = running.stop()
     asyncio.run(delete_names(running.names))
@@ -280,11 +286,11 @@ async def test_the_tutorial_flow_is_traced_end_to_end(
 
     # Every line written while a command's span was current carries its ids.
     for sent in flow:
-        (line,) = [
+        (handled,) = [
             e for e in traced_worker.log_events("command handled") if e["message_id"] == sent.message_id
         ]
         process = process_spans[sent.message_id]
-        assert (line["trace_id"], line["span_id"]) == (sent.trace_id, process.span_id)
+        assert (handled["trace_id"], handled["span_id"]) == (sent.trace_id, process.span_id)
 
     print("\nOne trace per command of the tutorial flow, as exported by the worker:")
     for sent in flow:
@@ -356,7 +362,7 @@ async def test_with_the_sdk_disabled_the_context_passes_through_unchanged(
 ) -> None:
     with otlp_receiver() as receiver:
         worker = await asyncio.to_thread(
-            start_worker, fresh_database, tmp_path, environment=otel_environment(receiver, disabled=True)
+            started, fresh_database, tmp_path, otel_environment(receiver, disabled=True)
         )
         try:
             customer_id = str(uuid.uuid4())

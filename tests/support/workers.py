@@ -153,12 +153,10 @@ def start_worker(
     *,
     wait: bool = True,
     launcher: Launcher = worker_command,
-    environment: dict[str, str] | None = None,
     **settings: str,
 ) -> WorkerProcess:
     """Start ``<launcher> run`` on ``names`` (fresh ones by default), with ``settings`` as
-    ``OUTPLAN_<NAME>`` variables over the test defaults, and ``environment`` (other variables, such
-    as ``OTEL_*``) over the test's own; its output goes to a log in ``log_dir``.
+    ``OUTPLAN_<NAME>`` variables over the test defaults; its output goes to a log in ``log_dir``.
 
     With ``wait``, returns once it answers commands; a worker that does not is killed and a
     ``RuntimeError`` carrying its log is raised. ``launcher=faulty_worker_command`` starts the
@@ -173,7 +171,6 @@ def start_worker(
         "OUTPLAN_RELAY_POLL_SECONDS": "0.2",
         "OUTPLAN_METRICS_PORT": str(free_port()),
         **{f"OUTPLAN_{k.upper()}": v for k, v in settings.items()},
-        **(environment or {}),
     }
     log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
     command = launcher()
