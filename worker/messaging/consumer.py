@@ -46,6 +46,7 @@ class CommandConsumer:
         self._broker = spans.Peer.from_url(settings.amqp_url.get_secret_value(), 5672)
         self._database = spans.Peer.from_url(settings.database_url.get_secret_value(), 5432)
         self._settler = Settler(outgoing, settings.retry_limit, self._broker)
+        self._tracing = spans.current()  # the provider is set (or not) before the worker starts
         self._batcher: Batcher[Decoded] = Batcher(
             self._change, size=settings.batch_size, writers=settings.batch_writers
         )
@@ -93,7 +94,7 @@ class CommandConsumer:
         self._in_flight += 1
         self._idle.clear()
         try:
-            trace = spans.current().start_command(
+            trace = self._tracing.start_command(
                 message.headers,
                 queue=self._queue,
                 exchange=message.exchange,
@@ -212,7 +213,7 @@ class CommandConsumer:
 
     async def _write(self, batch: list[Decoded]) -> list[Outcome]:
         """One attempt at the batch, in its ``BATCH`` span (linked to the commands' spans)."""
-        with spans.current().batch_write([c.trace for c in batch], self._database):
+        with self._tracing.batch_write([c.trace for c in batch], self._database):
             return await self._service.change([c.request for c in batch])
 
 

@@ -45,14 +45,16 @@ async def publish_event(
     headers: dict[str, bool | str] | None = None,
     *,
     broker: spans.Peer | None = None,
+    tracing: spans.Tracing | None = None,
 ) -> Confirm:
     """Publish the stored body, ``mandatory``, on a confirm channel; returns once the broker answered.
 
     In a PRODUCER span ``publish <exchange>`` (child of the causing command's stored trace context,
     and linked to it) when spans are recorded; the message's ``traceparent``/``tracestate`` headers
     are that span's context, else the stored context unchanged (none when the event has none).
-    ``broker`` gives the span's ``server.address`` and ``server.port``. A nack marks the span an
-    error (``error.type`` ``nacked``); an unrouted return does not (see ``Target``).
+    ``broker`` gives the span's ``server.address`` and ``server.port``; ``tracing`` the tracer
+    (``spans.current()`` by default). A nack marks the span an error (``error.type`` ``nacked``);
+    an unrouted return does not (see ``Target``).
 
     A broken link raises (``ChannelInvalidStateError``, ``ConnectionError``, ...). Returns are
     matched to publishes by ``message_id`` (the event id); they come back as ``UNROUTED`` whether
@@ -60,7 +62,7 @@ async def publish_event(
     Straight on the channel beneath aio-pika's: it is the relay's hot path, and building an
     aio-pika message per event cost more than the publish itself.
     """
-    traced = spans.current().start_publish(
+    traced = (tracing or spans.current()).start_publish(
         exchange=exchange,
         routing_key=routing_key,
         message_id=event.event_id,

@@ -26,8 +26,7 @@ import structlog
 from aio_pika.abc import AbstractChannel
 from tenacity import RetryCallState, retry_if_exception_type
 
-from ..observability import metrics
-from ..observability.spans import Peer
+from ..observability import metrics, spans
 from ..persistence.outbox import NOTIFY_CHANNEL, LoggedEvent, OutboxStore
 from ..retries import Stopped, failure, retry_in, retrying
 from ..settings import Settings
@@ -51,7 +50,8 @@ class Relay:
     ) -> None:
         self._settings = settings
         self._channel = channel
-        self._broker = Peer.from_url(settings.amqp_url.get_secret_value(), 5672)  # for the publish spans
+        self._broker = spans.Peer.from_url(settings.amqp_url.get_secret_value(), 5672)  # for the spans
+        self._tracing = spans.current()  # the provider is set (or not) before the worker starts
         self._retry = retry or RetryPolicy()
         self._wake = asyncio.Event()  # a commit, or the window asks for attention
         self._stopping = asyncio.Event()
@@ -210,7 +210,9 @@ class Relay:
 
         def publish(event: LoggedEvent) -> Coroutine[Any, Any, Confirm]:
             # On the latest channel read.
-            return publish_event(channel, exchange, event.event_type, event, broker=self._broker)
+            return publish_event(
+                channel, exchange, event.event_type, event, broker=self._broker, tracing=self._tracing
+            )
 
         window = PublishWindow(
             publish,

@@ -134,7 +134,7 @@ class CommandTrace:
     ``INVALID_SPAN`` when the command carried no valid context). ``context`` holds it as current.
     """
 
-    __slots__ = ("_headers", "_tracer", "context", "recording", "span")
+    __slots__ = ("_headers", "_traceparent", "_tracer", "context", "recording", "span")
 
     def __init__(self, tracer: Tracer, span: Span, context: Context, recording: bool) -> None:
         self._tracer = tracer
@@ -142,21 +142,28 @@ class CommandTrace:
         self.context = context
         self.recording = recording
         self._headers: dict[str, str] | None = None
+        self._traceparent: tuple[str | None, str | None] | None = None
 
     @property
     def span_context(self) -> SpanContext:
         """The context passed on: the process span's, or the incoming one (invalid when none)."""
         return self.span.get_span_context()
 
+    def _w3c(self) -> tuple[str | None, str | None]:
+        if self._traceparent is None:  # written once: the span's context does not change
+            span_context = self.span.get_span_context()
+            self._traceparent = (traceparent_of(span_context), tracestate_of(span_context))
+        return self._traceparent
+
     @property
     def traceparent(self) -> str | None:
         """The W3C ``traceparent`` the command's events carry, None without a trace."""
-        return traceparent_of(self.span.get_span_context())
+        return self._w3c()[0]
 
     @property
     def tracestate(self) -> str | None:
         """The W3C ``tracestate`` the command's events carry, None when there is none."""
-        return tracestate_of(self.span.get_span_context())
+        return self._w3c()[1]
 
     def headers(self) -> dict[str, str]:
         """The reply's trace headers, as the global propagator writes them (``traceparent``,
