@@ -1,6 +1,7 @@
 """Trace context in and out of the worker's spans, recorded by the SDK in memory, or with the API alone."""
 
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -295,6 +296,8 @@ def test_log_lines_carry_the_current_span_ids() -> None:
 def test_the_configured_logs_carry_them(capsys: pytest.CaptureFixture[str]) -> None:
     from worker import logs
 
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     logs.configure("INFO", json=True)
     try:
         with command(API_ONLY, {"traceparent": TRACEPARENT}).active():
@@ -303,6 +306,8 @@ def test_the_configured_logs_carry_them(capsys: pytest.CaptureFixture[str]) -> N
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     finally:
         structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
     assert [(line["event"], line.get("trace_id"), line.get("span_id")) for line in lines] == [
         ("inside", TRACE_ID, PARENT_ID),
         ("outside", None, None),
