@@ -89,11 +89,14 @@ def configure_tracing() -> Callable[[], None]:
     installed and ``OTEL_SDK_DISABLED`` is not ``true``; returns the function that flushes and shuts
     it down (call it once, when the worker stops). Without the SDK, or disabled, nothing is set and
     the returned function does nothing: the worker then passes trace context through, recording none.
+    A provider set up before (by ``opentelemetry-instrument``, say) is left as it is, and used.
 
     :raises TracingMisconfigured: an exporter or protocol the worker cannot use (see the module).
     """
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not sdk_installed():
         return _nothing
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return _nothing  # set up already (e.g. by opentelemetry-instrument): that one is used
     provider = build_provider()
     trace.set_tracer_provider(provider)
     return provider.shutdown
