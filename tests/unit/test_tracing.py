@@ -45,7 +45,8 @@ def exporter() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-def recording(exporter: InMemorySpanExporter) -> Tracing:
+def recording(exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> Tracing:
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # tests/conftest.py sets it for the workers
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return Tracing(provider.get_tracer("test"))

@@ -20,16 +20,21 @@ Names and meanings are the SDK configuration specification's
 import importlib.util
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+import structlog
 from opentelemetry import trace
 
 if TYPE_CHECKING:  # the SDK is optional: imported where it is used
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
+log = structlog.get_logger("outplan_worker")
+
 DEFAULT_SERVICE_NAME = "outplan-worker"
 EXPORTERS = ("otlp", "console", "none")
+SHUTDOWN_SECONDS = 5.0  # at most this long at stop for the spans still buffered (a collector may be away)
 
 
 class TracingMisconfigured(ValueError):
@@ -89,6 +94,7 @@ def configure_tracing() -> Callable[[], None]:
     installed and ``OTEL_SDK_DISABLED`` is not ``true``; returns the function that flushes and shuts
     it down (call it once, when the worker stops). Without the SDK, or disabled, nothing is set and
     the returned function does nothing: the worker then passes trace context through, recording none.
+    The shutdown waits at most ``SHUTDOWN_SECONDS`` (5 s) for the spans still buffered to be exported.
     A provider set up before (by ``opentelemetry-instrument``, say) is left as it is, and used.
 
     :raises TracingMisconfigured: an exporter or protocol the worker cannot use (see the module).
@@ -99,7 +105,17 @@ def configure_tracing() -> Callable[[], None]:
         return _nothing  # set up already (e.g. by opentelemetry-instrument): that one is used
     provider = build_provider()
     trace.set_tracer_provider(provider)
-    return provider.shutdown
+
+    def shutdown() -> None:
+        # In a thread of its own: an exporter retrying an unreachable collector (with backoff, for
+        # up to its timeout) must not hold up the worker's exit.
+        flushing = threading.Thread(target=provider.shutdown, name="tracing-shutdown", daemon=True)
+        flushing.start()
+        flushing.join(SHUTDOWN_SECONDS)
+        if flushing.is_alive():
+            log.warning("spans not exported before the exit", waited_seconds=SHUTDOWN_SECONDS)
+
+    return shutdown
 
 
 def build_provider() -> "SdkTracerProvider":
@@ -131,7 +147,9 @@ def build_provider() -> "SdkTracerProvider":
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES override the default name (Resource.create reads them).
     named = "OTEL_SERVICE_NAME" in environ or "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     resource = Resource.create({} if named else {SERVICE_NAME: DEFAULT_SERVICE_NAME})
-    provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER(_ARG)
+    # The sampler from OTEL_TRACES_SAMPLER(_ARG). The worker shuts it down itself, with a bound
+    # (configure_tracing), rather than at interpreter exit without one.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_* read here
     return provider
