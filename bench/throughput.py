@@ -4,9 +4,12 @@
     .venv/bin/python -m bench.throughput --soak 600 # plus the 10-minute soak at 1,000/s
 
 All figures come from one run, so the ratios hold on a noisy machine. Prints a table and writes
-bench/results/throughput-*.json. Latency has its own floor: the same open-loop measure through
-a bare relay process (``bench.bare_relay``) instead of the worker, with no database, shows how
-much of the worker's latency the broker and the machine take on their own.
+bench/results/throughput-*.json. Each relay at saturation (the ceiling, run in this process; the
+bare relay and the worker, run as processes of their own) is also charged its CPU (user + system,
+from /proc) from the first message out to the last, printed as CPU ms per message. Latency has
+its own floor: the same open-loop measure through a bare relay process (``bench.bare_relay``)
+instead of the worker, with no database, shows how much of the worker's latency the broker and
+the machine take on their own.
 """
 
 import argparse
@@ -33,7 +36,16 @@ from aiormq import spec
 from aiormq.abc import DeliveredMessage
 from pydantic import SecretStr
 
-from bench.common import AMQP_URL, delete_queue, drop_database, durable_queue, fresh_database, median, save
+from bench.common import (
+    AMQP_URL,
+    cpu_seconds,
+    delete_queue,
+    drop_database,
+    durable_queue,
+    fresh_database,
+    median,
+    save,
+)
 from bench.workload import mixed, preload, seed
 from worker.messaging import topology
 from worker.messaging.amqp import RawChannel, raw_channel
@@ -53,12 +65,14 @@ async def relay_rate(
     count: int,
     prefetch: int,
     work: Callable[[AbstractIncomingMessage], Awaitable[bytes]],
-) -> float:
+) -> tuple[float, float]:
     """Consume ``count`` messages; for each, publish what ``work`` returns to ``sink`` (persistent,
-    confirm awaited), then ack. Messages per second from the first delivery to the last ack."""
+    confirm awaited), then ack. Messages per second from the first delivery to the last ack, and
+    this process's CPU ms per message over the same span."""
     done = asyncio.Event()
     acked = 0
     first: list[float] = []
+    cpu_at_first: list[float] = []
     failed: list[Exception] = []
     async with await aio_pika.connect(AMQP_URL) as connection:
         consume = await connection.channel()
@@ -70,6 +84,7 @@ async def relay_rate(
             nonlocal acked
             if not first:
                 first.append(time.perf_counter())
+                cpu_at_first.append(cpu_seconds())
             try:
                 body = await work(msg)
             except Exception as exc:  # a broken benchmark must stop, not wait for the ack forever
@@ -86,15 +101,17 @@ async def relay_rate(
 
         await queue.consume(relay)
         await done.wait()
+        end, cpu = time.perf_counter(), cpu_seconds()
         if failed:
             raise failed[0]
-        return count / (time.perf_counter() - first[0])
+        return count / (end - first[0]), (cpu - cpu_at_first[0]) * 1000 / count
 
 
 # ---- the ceiling: consume -> publish a confirmed persistent message -> ack, no database ----------
 
 
-async def ceiling(count: int, prefetch: int, body: bytes) -> float:
+async def ceiling(count: int, prefetch: int, body: bytes) -> tuple[float, float]:
+    """Messages per second and CPU ms per message of the relay, run in this process."""
     source, sink = f"bench-ceiling-in-{uuid.uuid4().hex[:6]}", f"bench-ceiling-out-{uuid.uuid4().hex[:6]}"
     await durable_queue(source)
     await durable_queue(sink)
@@ -103,10 +120,10 @@ async def ceiling(count: int, prefetch: int, body: bytes) -> float:
     async def same_body(msg: AbstractIncomingMessage) -> bytes:
         return msg.body
 
-    rate = await relay_rate(source, sink, count, prefetch, same_body)
+    measured = await relay_rate(source, sink, count, prefetch, same_body)
     await delete_queue(source)
     await delete_queue(sink)
-    return rate
+    return measured
 
 
 # ---- the baseline: prefetch 1, one transaction per message, await each confirm ----------------
@@ -172,7 +189,7 @@ async def baseline(count: int) -> float:
                     )
                 )
 
-        rate = await relay_rate(source, events, count, 1, apply)
+        rate, _ = await relay_rate(source, events, count, 1, apply)
         await db.close()
         await delete_queue(source)
         await delete_queue(events)
@@ -302,42 +319,88 @@ def no_collector_pauses() -> Iterator[None]:
         gc.unfreeze()
 
 
-async def saturation(count: int, workers: int) -> dict[str, Any]:
-    """Throughput on a backlog: events confirmed into the subscriber queue, per second.
+async def drain(
+    channel: aio_pika.abc.AbstractChannel, sink: str, count: int, pids: list[int]
+) -> dict[str, float]:
+    """Poll the depth of ``sink`` until it holds ``count`` messages; from the first one seen to the
+    last: ``per_second``, and ``cpu_ms_per_message``, the CPU (user + system) the processes
+    ``pids`` used together in that span, per message that arrived in it."""
+    first: tuple[float, int, float] | None = None  # when, depth, CPU seconds
+    started = time.perf_counter()
+    while True:
+        await asyncio.sleep(0.01)
+        queue = await channel.declare_queue(sink, passive=True)
+        now, depth = time.perf_counter(), queue.declaration_result.message_count or 0
+        if depth and first is None:
+            first = (now, depth, sum(cpu_seconds(pid) for pid in pids))
+        if depth >= count:
+            cpu = sum(cpu_seconds(pid) for pid in pids)
+            break
+        if now - started > max(120, count / 50):
+            raise TimeoutError(f"{depth} of {count} messages after {now - started:.0f} s")
+    assert first is not None and depth == count, f"{depth} messages for {count}"
+    arrived = count - first[1]
+    return {"per_second": arrived / (now - first[0]), "cpu_ms_per_message": (cpu - first[2]) * 1000 / arrived}
+
+
+async def saturation(
+    count: int,
+    workers: int,
+    *,
+    headers: Callable[[], dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Throughput on a backlog: events confirmed into the subscriber queue, per second, and the
+    workers' CPU ms per command. Each command carries ``headers()`` when given (a traceparent, say);
+    ``env`` is added to the workers' environment.
 
     Nobody consumes that queue while the clock runs, as nobody consumes the ceiling's sink: its
     depth, polled, counts the events the broker confirmed, and no subscriber takes CPU from the
-    worker on the shared cores. Timed from the first event seen to the last.
+    worker on the shared cores. Timed from the first event seen to the last; the workers' CPU is
+    read from /proc at the same two moments, so start-up is left out.
     """
     rig = await Rig.create()
+    rig.env.update(env or {})
     try:
         commands = mixed(rig.customer, rig.ids, count)
-        await preload(AMQP_URL, rig.settings.command_queue, commands)
+        await preload(AMQP_URL, rig.settings.command_queue, commands, headers=headers)
         async with await aio_pika.connect(AMQP_URL) as connection:
             channel = await connection.channel()
             rig.start(workers)
-            first: tuple[float, int] | None = None
-            started = time.perf_counter()
-            while True:
-                await asyncio.sleep(0.01)
-                queue = await channel.declare_queue(rig.events_queue, passive=True)
-                now, depth = time.perf_counter(), queue.declaration_result.message_count or 0
-                if depth and first is None:
-                    first = (now, depth)
-                if depth >= count:
-                    break
-                if now - started > max(120, count / 50):
-                    raise TimeoutError(f"{depth} of {count} events after {now - started:.0f} s")
+            measured = await drain(channel, rig.events_queue, count, [p.pid for p in rig.processes])
             rss = rig.peak_rss_mb()
-        assert first is not None and depth == count, f"{depth} events for {count} commands"
         return {
             "commands": count,
             "workers": workers,
-            "per_second": (count - first[1]) / (now - first[0]),
+            "per_second": measured["per_second"],
+            "cpu_ms_per_command": measured["cpu_ms_per_message"],
             "peak_rss_mb": rss,
         }
     finally:
         await rig.close()
+
+
+async def bare_saturation(count: int, prefetch: int, body: bytes) -> tuple[float, float]:
+    """The bare relay process (``bench.bare_relay``) on a backlog of ``count`` messages: messages
+    per second and its CPU ms per message, measured as the worker's are."""
+    source, sink = f"bench-bare-in-{uuid.uuid4().hex[:6]}", f"bench-bare-out-{uuid.uuid4().hex[:6]}"
+    await durable_queue(source)
+    await durable_queue(sink)
+    relay: subprocess.Popen[bytes] | None = None
+    try:
+        await preload(AMQP_URL, source, [("x", body)] * count)
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_relay", source, sink, str(prefetch)], stdout=subprocess.DEVNULL
+        )
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            measured = await drain(await connection.channel(), sink, count, [relay.pid])
+        return measured["per_second"], measured["cpu_ms_per_message"]
+    finally:
+        if relay is not None:
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(30)
+        await delete_queue(source)
+        await delete_queue(sink)
 
 
 async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float) -> dict[str, Any]:
@@ -566,13 +629,17 @@ def main() -> None:
     # Throughput in rounds, each measuring all four in a row: a ratio is taken within a round,
     # where the machine was the same, and the medians across rounds are what the table shows.
     for n in range(1, args.rounds + 1):
-        ceil = run(ceiling(args.ceiling_messages, args.prefetch, body))
+        ceil, ceil_cpu = run(ceiling(args.ceiling_messages, args.prefetch, body))
+        bare, bare_cpu = run(bare_saturation(args.ceiling_messages, args.prefetch, body))
         base = run(baseline(args.baseline_commands))
         one = run(saturation(args.commands, 1))
         two = run(saturation(args.commands, 2))
         results["rounds"].append(
             {
                 "ceiling_per_second": ceil,
+                "ceiling_cpu_ms_per_message": ceil_cpu,
+                "bare_relay_per_second": bare,
+                "bare_relay_cpu_ms_per_message": bare_cpu,
                 "baseline_per_second": base,
                 "worker_one": one,
                 "worker_two": two,
@@ -582,13 +649,18 @@ def main() -> None:
             }
         )
         print(
-            f"round {n}: ceiling {ceil:,.0f}/s, baseline {base:,.0f}/s, worker x1 {one['per_second']:,.0f}/s"
-            f" (peak RSS {one['peak_rss_mb'][0]:.0f} MB), worker x2 {two['per_second']:,.0f}/s",
+            f"round {n}: ceiling {ceil:,.0f}/s ({ceil_cpu:.3f} ms CPU each), bare relay {bare:,.0f}/s"
+            f" ({bare_cpu:.3f} ms), baseline {base:,.0f}/s, worker x1 {one['per_second']:,.0f}/s"
+            f" ({one['cpu_ms_per_command']:.3f} ms, peak RSS {one['peak_rss_mb'][0]:.0f} MB),"
+            f" worker x2 {two['per_second']:,.0f}/s ({two['cpu_ms_per_command']:.3f} ms)",
             flush=True,
         )
     rounds = results["rounds"]
     for key in (
         "ceiling_per_second",
+        "ceiling_cpu_ms_per_message",
+        "bare_relay_per_second",
+        "bare_relay_cpu_ms_per_message",
         "baseline_per_second",
         "ratio_worker_to_ceiling",
         "ratio_worker_to_baseline",
@@ -597,6 +669,10 @@ def main() -> None:
         results[key] = median([r[key] for r in rounds])
     results["worker_one_per_second"] = median([r["worker_one"]["per_second"] for r in rounds])
     results["worker_two_per_second"] = median([r["worker_two"]["per_second"] for r in rounds])
+    for workers in ("one", "two"):
+        results[f"worker_{workers}_cpu_ms_per_command"] = median(
+            [r[f"worker_{workers}"]["cpu_ms_per_command"] for r in rounds]
+        )
     results["peak_rss_mb"] = max(
         mb for r in rounds for mb in r["worker_one"]["peak_rss_mb"] + r["worker_two"]["peak_rss_mb"]
     )
@@ -610,9 +686,17 @@ def main() -> None:
     of = f"median of {args.rounds}" if args.rounds > 1 else "one round"
     rows = [
         (f"ceiling: consume -> confirmed publish -> ack ({of})", f"{results['ceiling_per_second']:,.0f}/s"),
+        ("bare relay process, saturation", f"{results['bare_relay_per_second']:,.0f}/s"),
         ("baseline: prefetch 1, tx per message", f"{results['baseline_per_second']:,.0f}/s"),
         ("worker, saturation, 1 process", f"{results['worker_one_per_second']:,.0f}/s"),
         ("worker, saturation, 2 processes", f"{results['worker_two_per_second']:,.0f}/s"),
+        ("CPU per message: ceiling relay (this process)", f"{results['ceiling_cpu_ms_per_message']:.3f} ms"),
+        ("CPU per message: bare relay process", f"{results['bare_relay_cpu_ms_per_message']:.3f} ms"),
+        ("CPU per command: worker, 1 process", f"{results['worker_one_cpu_ms_per_command']:.3f} ms"),
+        (
+            "CPU per command: workers, 2 processes together",
+            f"{results['worker_two_cpu_ms_per_command']:.3f} ms",
+        ),
         ("worker / ceiling", f"{results['ratio_worker_to_ceiling']:.2f}"),
         ("worker / baseline", f"{results['ratio_worker_to_baseline']:.2f}"),
         ("2 processes / 1", f"{results['ratio_two_to_one']:.2f}"),

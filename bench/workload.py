@@ -3,6 +3,7 @@
 import json
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -89,13 +90,21 @@ def message(name: str, body: bytes, **props: Any) -> aio_pika.Message:
     )
 
 
-async def preload(amqp_url: str, queue: str, commands: list[tuple[str, bytes]], window: int = 500) -> None:
-    """Publish the backlog straight into ``queue`` (default exchange, ``type`` names the command)."""
+async def preload(
+    amqp_url: str,
+    queue: str,
+    commands: list[tuple[str, bytes]],
+    window: int = 500,
+    headers: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    """Publish the backlog straight into ``queue`` (default exchange, ``type`` names the command),
+    each message with the application headers ``headers()`` returns, when given."""
     async with await aio_pika.connect(amqp_url) as connection:
         channel = await connection.channel(publisher_confirms=True)
         pending = []
         for name, body in commands:
-            pending.append(channel.default_exchange.publish(message(name, body), routing_key=queue))
+            props = {"headers": headers()} if headers is not None else {}
+            pending.append(channel.default_exchange.publish(message(name, body, **props), routing_key=queue))
             if len(pending) >= window:
                 await asyncio_gather(pending)
                 pending = []

@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 from pydantic import ValidationError
 
-from . import names
+from . import names, tracing
 from .errors import summarise, validation_details
 from .replies import Reply
 
@@ -167,7 +167,9 @@ class OutplanClient:
         property (``None``: left out); ``timeout`` in seconds, the client's when ``None`` (0 waits
         for no reply: ``TimeoutError`` once the command is published). The command goes out
         persistent, ``mandatory`` and confirmed, with the command name as routing key and AMQP
-        ``type``.
+        ``type``, and with the current trace context in its headers (W3C ``traceparent`` and
+        ``tracestate``, see ``contracts.tracing.inject``) when OpenTelemetry is installed and a
+        span is current: the worker then processes it inside that trace.
 
         Returns the reply as sent; refusals are replies too (``expect`` raises them). Raises
         ``TimeoutError`` when no reply comes in time, ``UnreadableReply`` (a ``ValueError``) when
@@ -182,6 +184,8 @@ class OutplanClient:
             message_id = str(uuid.uuid4())
         correlation_id = str(uuid.uuid4())
         payload = body if isinstance(body, bytes) else json.dumps(body, default=str).encode()
+        headers: dict[str, Any] = {}
+        tracing.inject(headers)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = (command, future)
         try:
@@ -195,6 +199,7 @@ class OutplanClient:
                     reply_to=REPLY_TO,
                     type=command,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    headers=headers or None,
                 ),
                 routing_key=command,
                 mandatory=True,

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import aio_pika
 import aiormq.exceptions
 import asyncpg
 import structlog
@@ -17,7 +16,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from tenacity import RetryCallState, retry_if_exception_type
 
 from .handlers import REGISTRY, Registry
-from .messaging import lenient_frames, topology
+from .messaging import brokers, lenient_frames, topology
 from .messaging.consumer import CommandConsumer
 from .messaging.outgoing import Outgoing
 from .messaging.relay import Relay
@@ -159,20 +158,29 @@ async def open_broker(
 ) -> AbstractRobustConnection:
     """A robust connection named ``outplan-worker <role> on <host> pid <pid>`` (as the broker lists it).
 
-    A lost connection is logged once as a warning and counted in
-    ``outplan_reconnects_total{peer="broker:<role>"}`` once it is back.
+    With several URLs (``Settings.amqp_urls``) it opens on the first that answers and, each time
+    the connection drops, reconnects to the next one, round-robin (``brokers.FailoverConnection``).
+    Each attempt (the reconnections too) gives up after ``brokers.CONNECT_TIMEOUT`` (10 s), so a
+    node that vanished from the network does not hold the others up. A lost connection is logged as
+    a warning and counted in ``outplan_reconnects_total{peer="broker:<role>"}`` once it is back;
+    the log names the broker (``host:port``) it is connected to.
     """
-    url = settings.amqp_url.get_secret_value()
+    urls = settings.amqp_urls
     name = f"outplan-worker {role} on {socket.gethostname()} pid {os.getpid()}"
     connection = await keep_trying(
-        "broker", lambda: aio_pika.connect_robust(url, client_properties={"connection_name": name}), stop
+        "broker",
+        lambda: brokers.connect_robust_first(
+            urls, timeout=brokers.CONNECT_TIMEOUT, client_properties={"connection_name": name}
+        ),
+        stop,
     )
+    log.info("broker connected", connection=role, broker=connection.broker)
     connection.close_callbacks.add(lambda _, exc=None: _lost(role, connection, exc))
-    connection.reconnect_callbacks.add(lambda *_: _restored(role))
+    connection.reconnect_callbacks.add(lambda *_: _restored(role, connection))
     return connection
 
 
-def _lost(role: str, connection: AbstractRobustConnection, exc: BaseException | None) -> None:
+def _lost(role: str, connection: brokers.FailoverConnection, exc: BaseException | None) -> None:
     if exc is None or getattr(connection, "_close_called", False):
         return  # closed by this process: nothing went wrong
     log.warning(
@@ -180,12 +188,13 @@ def _lost(role: str, connection: AbstractRobustConnection, exc: BaseException | 
         connection=role,
         error=type(exc).__name__,
         detail=str(exc)[:200],
+        next_broker=connection.broker,  # already moved on (FailoverConnection)
     )
 
 
-def _restored(role: str) -> None:
+def _restored(role: str, connection: brokers.FailoverConnection) -> None:
     metrics.RECONNECTS.labels(f"broker:{role}").inc()
-    log.info("broker connection restored", connection=role)
+    log.info("broker connection restored", connection=role, broker=connection.broker)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """One typed settings object, read from ``OUTPLAN_*`` environment variables."""
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationError
 from pydantic_core import PydanticCustomError
@@ -36,6 +37,44 @@ def _event_source(value: str) -> str:
     return value
 
 
+AMQP_SCHEMES = ("amqp", "amqps")
+
+
+def split_amqp_urls(value: str) -> list[str]:
+    """The AMQP URIs of a comma-separated list (``OUTPLAN_AMQP_URL``), in order, blanks stripped.
+
+    One URL is a list of one. Several name the nodes of one RabbitMQ cluster (same users and
+    virtual hosts): the worker connects to the first that answers and moves on to the next when a
+    connection drops (``messaging.brokers``). A comma inside a URL (in a password, say) is written
+    ``%2C``, as RFC 3986 percent-encoding allows.
+
+    :raises ValueError: an entry is empty (``a,,b``, a trailing comma), is not a URL, has a scheme
+        other than ``amqp`` or ``amqps``, or names no host; the message gives the entry's position
+        (1-based), never its text, which may hold a password.
+    """
+    urls = [part.strip() for part in value.split(",")]
+    for position, url in enumerate(urls, start=1):
+        where = "the URL" if len(urls) == 1 else f"URL {position} of {len(urls)}"
+        if not url:
+            raise ValueError(f"{where} is empty (separate URLs with single commas)")
+        try:
+            parsed = urlsplit(url)
+            parsed.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+        except ValueError:
+            raise ValueError(f"{where} is not a URL (or its port is not a number in 0-65535)") from None
+        if parsed.scheme not in AMQP_SCHEMES or not parsed.hostname:
+            raise ValueError(f"{where} must be amqp://[user:password@]host[:port][/vhost] or amqps://…")
+    return urls
+
+
+def _amqp_url(value: SecretStr) -> SecretStr:
+    try:
+        split_amqp_urls(value.get_secret_value())
+    except ValueError as exc:
+        raise PydanticCustomError("amqp_url", "{rule}", {"rule": str(exc)}) from None
+    return value
+
+
 class InvalidSettings(Exception):
     """Settings that cannot be used; ``lines`` holds one line per setting: its variable and the rule."""
 
@@ -47,20 +86,25 @@ class InvalidSettings(Exception):
 class Settings(BaseSettings):
     """The worker's configuration: each field ``x`` from ``OUTPLAN_X`` (any case), else its default.
 
-    The URLs are ``SecretStr`` (never logged or shown by ``repr``): ``amqp_url`` an AMQP URI,
-    ``database_url`` a PostgreSQL connection URI. ``prefetch`` is the consumer's AMQP
-    ``basic.qos`` prefetch-count (a 16-bit field, hence at most 65535); ``db_pool_size`` the
-    pool's connections; ``relay_batch_size`` the events of one round of the relay's publishes (up
-    to four rounds await their confirms at once); ``relay_poll_seconds`` the longest the relay
-    waits for a commit's notification before reading the outbox anyway; ``drain_seconds`` the
-    time SIGTERM gives the work in flight and the outbox; ``idempotency_retention_hours`` how long
-    a ``message_id``'s idempotency record is kept (at least 24 h). ``event_source`` is the
-    CloudEvents ``source`` of every event. Build it with ``load()``.
+    The URLs are ``SecretStr`` (never logged or shown by ``repr``): ``amqp_url`` an AMQP URI or
+    several, comma-separated, for the nodes of one cluster (``split_amqp_urls``; read them with
+    ``amqp_urls``); ``database_url`` a PostgreSQL connection URI, which may list several hosts
+    (``postgresql://user@h1:5432,h2:5432/outplans?target_session_attrs=read-write``: asyncpg tries
+    them in order and keeps the first that takes writes; libpq's rules, which asyncpg follows).
+    ``prefetch`` is the consumer's AMQP ``basic.qos`` prefetch-count (a 16-bit field, hence at most
+    65535); ``db_pool_size`` the pool's connections; ``relay_batch_size`` the events of one round of
+    the relay's publishes (up to four rounds await their confirms at once); ``relay_poll_seconds``
+    the longest the relay waits for a commit's notification before reading the outbox anyway;
+    ``drain_seconds`` the time SIGTERM gives the work in flight and the outbox;
+    ``idempotency_retention_hours`` how long a ``message_id``'s idempotency record is kept (at least
+    24 h). ``event_source`` is the CloudEvents ``source`` of every event. Build it with ``load()``.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
-    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    amqp_url: Annotated[SecretStr, AfterValidator(_amqp_url)] = SecretStr(
+        "amqp://guest:guest@127.0.0.1:5672/"
+    )
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/outplans")
 
     command_exchange: str = names.COMMAND_EXCHANGE
@@ -93,6 +137,11 @@ class Settings(BaseSettings):
     )
     metrics_host: str = "0.0.0.0"
     ready_max_outbox_age_seconds: float = Field(30.0, gt=0, description="/readyz fails past this outbox age")
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The brokers of ``amqp_url``, in order (with credentials: never log them)."""
+        return split_amqp_urls(self.amqp_url.get_secret_value())
 
 
 def load() -> Settings:

@@ -25,6 +25,8 @@ class Sent:
 class Delivery:
     event_id: str
     body: bytes
+    correlation_id: str = ""  # the AMQP property: the message_id of the command that caused it
+    received_at: float = 0.0  # loop time it arrived
 
     @property
     def event(self) -> dict[str, Any]:

@@ -15,13 +15,26 @@ from tests.conftest import AMQP_URL
 from tests.faults.ledger import Delivery, Ledger, Sent
 from tests.support.commands import SOURCE
 from tests.support.workers import WorkerNames
+from worker.messaging.brokers import connect_robust_first
 
 
 class Traffic:
     """Sends creates, updates and deletes with unique message_ids; re-sends unanswered ones."""
 
-    def __init__(self, names: WorkerNames, *, seed: int, customers: int = 3) -> None:
+    def __init__(
+        self,
+        names: WorkerNames,
+        *,
+        seed: int,
+        customers: int = 3,
+        amqp_urls: list[str] | None = None,
+        queue_arguments: dict[str, Any] | None = None,
+    ) -> None:
+        """``amqp_urls``: the brokers to fail over between (the machine's one by default);
+        ``queue_arguments``: of its reply and event queues (on a cluster, quorum queues survive a node)."""
         self.names = names
+        self.amqp_urls = amqp_urls or [AMQP_URL]
+        self.queue_arguments = queue_arguments
         self.rng = random.Random(seed)
         self.customers = [str(uuid.uuid4()) for _ in range(customers)]
         self.ledger = Ledger()
@@ -31,15 +44,19 @@ class Traffic:
         self._channels: list[AbstractRobustChannel] = []
 
     async def open(self) -> None:
-        self._connection = await aio_pika.connect_robust(AMQP_URL)
+        self._connection = await connect_robust_first(self.amqp_urls, timeout=10)
         publish = await self._connection.channel(publisher_confirms=True)
         listen = await self._connection.channel()
         await listen.set_qos(prefetch_count=500)
         self._channels = [publish, listen]
         # Durable queues, so replies and events survive a broker restart.
-        self.reply_queue = await listen.declare_queue(f"faults.{self._suffix}.replies", durable=True)
+        self.reply_queue = await listen.declare_queue(
+            f"faults.{self._suffix}.replies", durable=True, arguments=self.queue_arguments
+        )
         await self.reply_queue.consume(self._on_reply)
-        self.event_queue = await listen.declare_queue(f"faults.{self._suffix}.events", durable=True)
+        self.event_queue = await listen.declare_queue(
+            f"faults.{self._suffix}.events", durable=True, arguments=self.queue_arguments
+        )
         await self.event_queue.bind(self.names.event_exchange, routing_key="#")
         await self.event_queue.consume(self._on_event)
 
@@ -63,7 +80,14 @@ class Traffic:
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
         body = json.loads(message.body)
         if body.get("customerid") in self.live:
-            self.ledger.deliveries.append(Delivery(message.message_id or "", message.body))
+            self.ledger.deliveries.append(
+                Delivery(
+                    message.message_id or "",
+                    message.body,
+                    correlation_id=message.correlation_id or "",
+                    received_at=asyncio.get_running_loop().time(),
+                )
+            )
         await message.ack()
 
     def _next(self) -> tuple[str, dict[str, Any]]:

@@ -91,7 +91,8 @@ def test_contracts_share_the_workers_version_and_ranges() -> None:
     own = tomllib.loads((CONTRACTS / "pyproject.toml").read_text())["project"]
     assert own["version"] == worker["version"]
     worker_ranges = requirements(worker["dependencies"])
-    own_ranges = requirements(own["dependencies"] + own["optional-dependencies"]["client"])
+    extras = own["optional-dependencies"]
+    own_ranges = requirements(own["dependencies"] + extras["client"] + extras["tracing"])
     assert "pydantic" in own_ranges
     for name, spec in own_ranges.items():
         if name in worker_ranges:

@@ -128,3 +128,28 @@ def test_infrastructure_healthchecks() -> None:
     assert "POSTGRES_PASSWORD" in env or env.get("POSTGRES_HOST_AUTH_METHOD") == "trust"
     volume = next(v.split(":")[0] for v in postgres["volumes"] if v.endswith("/var/lib/postgresql/data"))
     assert volume in (compose().get("volumes") or {}), "the database volume is not a named volume"
+
+
+# --- traces ------------------------------------------------------------------------------------
+
+
+def test_the_worker_exports_traces_to_a_viewer_listening_for_otlp_http() -> None:
+    env = compose_env(service("worker"))
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp" and env["OTEL_SERVICE_NAME"] == "outplan-worker"
+    assert env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "http/protobuf"
+    endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert endpoint.scheme == "http" and endpoint.port == 4318
+    host = endpoint.hostname or ""
+    assert host in compose()["services"], "the OTLP endpoint is not a compose service"
+    viewer = service(host)
+    published = {str(p).split(":")[-1] for p in viewer.get("ports", [])}
+    assert {"4318", "16686"} <= published, "OTLP/HTTP and the UI are not reachable from the host"
+    assert service("worker")["depends_on"][host]["condition"] == "service_started"
+
+
+def test_the_trace_viewer_is_a_pinned_jaeger_that_takes_otlp() -> None:
+    image = service("jaeger")["image"]
+    name, _, tag = image.partition(":")
+    assert name in ("jaegertracing/jaeger", "jaegertracing/all-in-one") and tag and tag != "latest"
+    if name == "jaegertracing/all-in-one":  # 1.x takes OTLP only when told to
+        assert compose_env(service("jaeger")).get("COLLECTOR_OTLP_ENABLED") == "true"

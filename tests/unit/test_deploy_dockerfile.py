@@ -5,6 +5,7 @@ import fnmatch
 import json
 import re
 import shlex
+import tomllib
 
 import pytest
 
@@ -70,3 +71,15 @@ def test_dockerignore_keeps_the_sources_and_drops_the_rest() -> None:
         assert (ROOT / src).exists(), f"COPY {src}: no such file"
         ignored = [p for p in patterns if fnmatch.fnmatch(src, p) or src.startswith(p.rstrip("/") + "/")]
         assert not ignored, f"COPY {src} is excluded by .dockerignore {ignored}"
+
+
+def test_the_image_carries_the_otel_extra_by_default() -> None:
+    build = dockerfile_stages()[0]
+    args = dict(a.split("=", 1) for a in instructions(build, "ARG") if "=" in a)
+    assert args.get("EXTRA") == "otel"
+    (export,) = [r for r in instructions(build, "RUN") if "uv export" in r]
+    assert '${EXTRA:+--extra "$EXTRA"}' in export, "the ARG does not reach uv export"
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    (worker,) = [p for p in lock["package"] if p["name"] == "outplan-worker"]
+    otel = {d["name"] for d in worker["optional-dependencies"]["otel"]}
+    assert otel == {"opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"}

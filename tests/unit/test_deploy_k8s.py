@@ -176,3 +176,27 @@ def test_deployment_runs_two_replicas_the_budget_can_evict() -> None:
     # The Job's pod must not count towards the budget or the Service.
     job_labels = k8s("Job")["spec"]["template"]["metadata"]["labels"]
     assert not pdb["spec"]["selector"]["matchLabels"].items() <= job_labels.items()
+
+
+# --- traces ------------------------------------------------------------------------------------
+
+
+def test_trace_export_is_configured_with_the_standard_variables() -> None:
+    data = config()
+    assert data["OTEL_SERVICE_NAME"] == "outplan-worker"
+    # Off until an operator names a collector; on, it must name one.
+    assert data["OTEL_TRACES_EXPORTER"] in ("none", "otlp")
+    if data["OTEL_TRACES_EXPORTER"] == "otlp":
+        assert data["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith(("http://", "https://"))
+
+
+def test_spans_name_their_pod_with_variables_defined_before_use() -> None:
+    env = container("Deployment")["env"]
+    names = [e["name"] for e in env]
+    (attributes,) = [e["value"] for e in env if e["name"] == "OTEL_RESOURCE_ATTRIBUTES"]
+    pairs = dict(kv.split("=", 1) for kv in attributes.split(","))
+    assert {"k8s.pod.name", "k8s.namespace.name"} <= pairs.keys()
+    for value in pairs.values():
+        referenced = value.removeprefix("$(").removesuffix(")")
+        # Kubernetes expands $(VAR) only from variables listed earlier in the same env.
+        assert referenced in names[: names.index("OTEL_RESOURCE_ATTRIBUTES")], value

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "services"
-TOOLS = ("bash", "env", "awk", "sed", "grep", "seq", "sleep", "cat", "cp", "touch")
+TOOLS = ("bash", "env", "awk", "sed", "grep", "seq", "sleep", "cat", "cp", "touch", "timeout", "rm")
 
 # Debian 12's pg_hba.conf as the postgresql package writes it (comments shortened).
 DEBIAN_PG_HBA = """\
@@ -47,7 +47,10 @@ STUBS = {
     "pg_conftool": 'echo "$STATE/pg_hba.conf"',
     "pg_ctlcluster": 'case " $* " in *" start "*) touch "$STATE/pg-running" ;; esac',
     "rabbitmq-server": 'case " $* " in *" -detached "*) touch "$STATE/mq-running" ;; esac',
-    "rabbitmqctl": '[ -e "$STATE/mq-running" ]',
+    "rabbitmqctl": (
+        'case " $* " in *" stop "*) rm -f "$STATE/mq-running" "$STATE/mq-wedged" ;;'
+        ' *) [ -e "$STATE/mq-running" ] ;; esac'
+    ),
     # installing a package puts its commands on PATH (and, for postgresql, a cluster's pg_hba.conf)
     "apt-get": """
 case $1 in install)
@@ -69,7 +72,9 @@ PORTS = (
     "port_open() { case $1 in"
     ' 5432) [ -e "$STATE/pg-running" ] ;;'
     ' 5672) [ -e "$STATE/mq-running" ] ;;'
-    " *) false ;; esac; }"
+    " *) false ;; esac; }\n"
+    # a wedged broker listens but never answers the protocol header
+    'amqp_answers() { [ -e "$STATE/mq-running" ] && [ ! -e "$STATE/mq-wedged" ]; }'
 )
 
 
@@ -84,7 +89,8 @@ def run_services(
     dry_run: bool = True,
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """Run the script against a machine where PostgreSQL and RabbitMQ are each
-    "missing", "stopped" or "running"; return the result and the stub calls."""
+    "missing", "stopped" or "running" (RabbitMQ also "wedged": listening, not answering AMQP);
+    return the result and the stub calls."""
     state, bin_dir, pkgs = tmp_path / "state", tmp_path / "bin", tmp_path / "pkgs"
     for d in (state, bin_dir, pkgs):
         d.mkdir()
@@ -120,8 +126,10 @@ def run_services(
         if not pg_client:  # e.g. a server in a container, and no client tools here
             for name in PACKAGES["postgresql"]:
                 (bin_dir / name).unlink()
-    if mq == "running":
+    if mq in ("running", "wedged"):
         (state / "mq-running").touch()
+    if mq == "wedged":
+        (state / "mq-wedged").touch()
 
     env = {
         "PATH": str(bin_dir),
@@ -168,6 +176,7 @@ INSTALL_BOTH, INSTALL_PG, INSTALL_MQ = (
     "install rabbitmq-server",
 )
 START_PG, START_MQ, WAIT = "start-postgresql", "start-rabbitmq", "wait"
+RESTART_MQ = "restart-rabbitmq"
 SET_UP_PG = ("trust-local-postgres", START_PG)  # once PostgreSQL is installed
 
 
@@ -189,6 +198,9 @@ SET_UP_PG = ("trust-local-postgres", START_PG)  # once PostgreSQL is installed
         ("stopped", "stopped", False, False, "need-root"),
         ("missing", "missing", True, False, "no-package-manager postgresql rabbitmq-server"),
         ("running", "missing", False, False, "no-package-manager rabbitmq-server"),
+        ("running", "wedged", True, True, plan(RESTART_MQ, WAIT)),
+        ("stopped", "wedged", True, False, plan(START_PG, RESTART_MQ, WAIT)),
+        ("running", "wedged", False, True, "need-root"),
     ],
 )
 def test_the_plan_follows_from_what_is_installed_running_and_allowed(
@@ -221,6 +233,23 @@ def test_installed_but_stopped_as_root_starts_both_and_waits(tmp_path: Path) -> 
     assert "rabbitmq-server -detached" in calls
     assert not any(call.startswith("apt-get") for call in calls)
     assert result.stdout.splitlines()[-1] == "PostgreSQL and RabbitMQ are up"
+
+
+def test_a_wedged_broker_is_stopped_and_started_again_as_root(tmp_path: Path) -> None:
+    result, calls = run_services(tmp_path, pg="running", mq="wedged", dry_run=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "does not answer AMQP: restarting it" in result.stdout
+    assert calls.index("rabbitmqctl stop") < calls.index("rabbitmq-server -detached")
+    assert result.stdout.splitlines()[-1] == "PostgreSQL and RabbitMQ are up"
+
+
+def test_a_wedged_broker_without_root_is_named_as_such(tmp_path: Path) -> None:
+    result, calls = run_services(tmp_path, pg="running", mq="wedged", root=False, dry_run=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "PostgreSQL is up and RabbitMQ accepts connections but does not answer AMQP; installing and"
+    )
+    assert {call.split()[0] for call in calls} <= PROBES
 
 
 def test_missing_as_root_installs_from_apt_lets_postgres_in_over_tcp_and_starts_both(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def exporter() -> InMemorySpanExporter:
 
 @pytest.fixture
 def recording(exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> Tracing:
-    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # tests/conftest.py sets it for the workers
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)  # the SDK would make no spans
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return Tracing(provider.get_tracer("test"))

@@ -2,6 +2,10 @@
 
 Exit status: 0 success, 2 bad usage, 3 invalid (400), 4 not found (404), 5 conflict (409),
 6 worker error (500, or a reply that is not a reply), 7 no answer (timeout or no broker).
+
+A ``TRACEPARENT`` (and ``TRACESTATE``) in the environment, the OpenTelemetry specification's
+environment carrier, is sent on as the command's W3C trace context, so that a shell user can tie a
+command to a trace of their own.
 """
 
 import argparse
@@ -14,9 +18,10 @@ from typing import Any
 
 import aio_pika
 
-from contracts import Reply, names
+from contracts import Reply, names, tracing
 
 from ..client import OutplanClient, UnreadableReply
+from ..messaging.brokers import connect_first
 from ..settings import InvalidSettings, Settings, load
 
 EXIT_WORKER_ERROR = 6
@@ -54,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
         prog="outplanctl",
         description=__doc__.splitlines()[0],
         epilog="Exit status: 0 ok, 2 usage, 3 invalid, 4 not found, 5 conflict, "
-        "6 worker error (or a reply that is not a reply), 7 no answer.",
+        "6 worker error (or a reply that is not a reply), 7 no answer. "
+        "$TRACEPARENT (and $TRACESTATE), when set, is sent as the command's W3C trace context.",
     )
     top.add_argument(
         "--customer-id",
@@ -134,7 +140,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     the command or nobody answers)."""
     command, body = request(args)
     try:
-        connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=args.timeout)
+        connection = await connect_first(settings.amqp_urls, timeout=args.timeout)
     except _BROKER_ERRORS as exc:
         print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
         return EXIT_NO_ANSWER
@@ -147,7 +153,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
             return EXIT_NO_ANSWER
         try:
-            reply = await client.send(command, body, message_id=args.message_id)
+            with tracing.environment_context():
+                reply = await client.send(command, body, message_id=args.message_id)
         except TimeoutError:
             print(f"outplanctl: no reply within {args.timeout} s (is a worker running?)", file=sys.stderr)
             return EXIT_NO_ANSWER

@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from contracts import Reply, parse_event
 
 from ..client import connect_when_ready
+from ..messaging.brokers import connect_first
 from ..settings import Settings
 
 TUTORIAL_CREATE: dict[str, Any] = {
@@ -46,7 +47,7 @@ async def run_demo(settings: Settings, *, wait_seconds: float = 30.0) -> int:
     Returns 0 when every reply succeeded and the four events arrived, else 1.
     """
     customer_id = str(uuid.uuid4())
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await connect_first(settings.amqp_urls)
     async with connection:
         channel = await connection.channel()
         events_exchange = await channel.declare_exchange(

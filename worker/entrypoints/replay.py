@@ -17,6 +17,7 @@ import asyncpg
 
 from contracts import names
 
+from ..messaging.brokers import connect_first
 from ..messaging.event_publishing import Progress, Republisher, Target
 from ..observability.spans import Peer
 from ..persistence.history import EventFilter, count_events, select_events
@@ -265,7 +266,7 @@ async def _publish(
         else Target(exchange=args.exchange or settings.event_exchange, routing_key=args.routing_key)
     )
     try:
-        connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=10)
+        connection = await connect_first(settings.amqp_urls, timeout=10)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
         raise BadArguments(f"cannot reach the broker: {type(exc).__name__}") from None
     async with connection:

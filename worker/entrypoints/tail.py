@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from contracts import OutplanEvent, names, parse_event
 from contracts.errors import validation_details
 
+from ..messaging.brokers import connect_first
 from ..settings import Settings
 
 
@@ -66,7 +67,7 @@ async def tail(args: argparse.Namespace, settings: Settings) -> int:
             print(f"tail: --customer-id {args.customer_id!r} is not a UUID", file=sys.stderr)
             return 2
     try:
-        connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=10)
+        connection = await connect_first(settings.amqp_urls, timeout=10)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
         print(f"tail: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
         return 2

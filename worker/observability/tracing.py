@@ -99,8 +99,11 @@ def configure_tracing() -> Callable[[], None]:
 
     :raises TracingMisconfigured: an exporter or protocol the worker cannot use (see the module).
     """
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not sdk_installed():
+    environ = os.environ
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not sdk_installed():
         return _nothing
+    if "otlp" in exporter_names(environ):  # settings that cannot work stop the start, in any case
+        otlp_protocol(environ)
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return _nothing  # set up already (e.g. by opentelemetry-instrument): that one is used
     provider = build_provider()
