@@ -280,6 +280,24 @@ def test_with_the_api_only_an_event_carries_its_stored_context_unchanged() -> No
     assert nothing.headers == {}
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://postgres:secret@db.example:6432/outplans", Peer("db.example", 6432, "outplans")),
+        ("postgresql://postgres@db.example/outplans?sslmode=require", Peer("db.example", 5432, "outplans")),
+        # A primary and its standbys: which one answers is not known here.
+        (
+            "postgresql://u@h1:5432,h2:5432/outplans?target_session_attrs=read-write",
+            Peer(None, None, "outplans"),
+        ),
+        ("amqp://guest:guest@rabbit-1:5672/,amqp://guest:guest@rabbit-2:5672/", Peer(None, None, None)),
+        ("postgresql://u@db.example:notaport/outplans", Peer()),
+    ],
+)
+def test_the_server_attributes_come_from_the_url(url: str, expected: Peer) -> None:
+    assert Peer.from_url(url, 5432) == expected
+
+
 def test_log_lines_carry_the_current_span_ids() -> None:
     assert add_trace_ids(None, "info", {"event": "x"}) == {"event": "x"}
     context = SpanContext(int(TRACE_ID, 16), int(PARENT_ID, 16), True, TraceFlags(1))

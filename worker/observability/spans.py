@@ -56,10 +56,15 @@ class Peer:
 
     @classmethod
     def from_url(cls, url: str, default_port: int) -> "Peer":
-        """From an AMQP or PostgreSQL URL (credentials ignored); an unreadable URL gives an empty Peer."""
+        """From an AMQP or PostgreSQL URL (credentials ignored). A list of servers (AMQP URLs
+        separated by commas, or a multi-host PostgreSQL URL) names no one server: which one answers
+        is decided when connecting. An unreadable URL gives an empty Peer."""
         try:
             parts = urlsplit(url)
-            return cls(parts.hostname, parts.port or default_port, parts.path.lstrip("/") or None)
+            namespace = parts.path.split(",", 1)[0].lstrip("/") or None
+            if "," in url.split("?", 1)[0]:
+                return cls(namespace=namespace)
+            return cls(parts.hostname, parts.port or default_port, namespace)
         except ValueError:
             return cls()
 
