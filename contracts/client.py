@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any, Self
 from uuid import UUID
 
@@ -158,13 +159,15 @@ class OutplanClient:
         message_id: str | None = None,
         content_type: str | None = "application/json",
         timeout: float | None = None,
+        headers: Mapping[str, Any] | None = None,
     ) -> Reply:
         """Send one command (a name from ``contracts.names``) and wait for its reply.
 
         ``body`` is a dict, sent as JSON (values JSON cannot hold, such as UUIDs, as ``str``), or
         bytes sent as they are. ``message_id`` is the idempotency key: a new UUID for a mutation
         when ``None``; pass your own and reuse it when you retry. ``content_type`` is the AMQP
-        property (``None``: left out); ``timeout`` in seconds, the client's when ``None`` (0 waits
+        property (``None``: left out); ``headers`` more AMQP headers to send (the trace context
+        below is added to them); ``timeout`` in seconds, the client's when ``None`` (0 waits
         for no reply: ``TimeoutError`` once the command is published). The command goes out
         persistent, ``mandatory`` and confirmed, with the command name as routing key and AMQP
         ``type``, and with the current trace context in its headers (W3C ``traceparent`` and
@@ -184,8 +187,8 @@ class OutplanClient:
             message_id = str(uuid.uuid4())
         correlation_id = str(uuid.uuid4())
         payload = body if isinstance(body, bytes) else json.dumps(body, default=str).encode()
-        headers: dict[str, Any] = {}
-        tracing.inject(headers)
+        table: dict[str, Any] = dict(headers or {})
+        tracing.inject(table)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = (command, future)
         try:
@@ -199,7 +202,7 @@ class OutplanClient:
                     reply_to=REPLY_TO,
                     type=command,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    headers=headers or None,
+                    headers=table or None,
                 ),
                 routing_key=command,
                 mandatory=True,

@@ -62,3 +62,19 @@ def fresh_database() -> Iterator[str]:
 @pytest.fixture
 def customer_id() -> uuid.UUID:
     return uuid.uuid4()
+
+
+#: Suites that start servers of their own beside the machine's and take minutes: they run only when
+#: the ``-m`` expression names them (``pytest -m cluster``, ``pytest -m tls``); a plain ``pytest``
+#: deselects them, and ``.ci/run`` runs each as a stage of its own.
+OWN_SERVER_SUITES = ("cluster", "tls")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the ``OWN_SERVER_SUITES`` tests unless ``-m`` names their marker."""
+    expression = config.getoption("markexpr") or ""
+    skipped = [suite for suite in OWN_SERVER_SUITES if suite not in expression]
+    kept = [item for item in items if not any(item.get_closest_marker(suite) for suite in skipped)]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept

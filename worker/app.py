@@ -15,16 +15,19 @@ import structlog
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from tenacity import RetryCallState, retry_if_exception_type
 
+from . import refusals
 from .handlers import REGISTRY, Registry
-from .messaging import brokers, lenient_frames, topology
+from .messaging import brokers, lenient_frames, management, topology
 from .messaging.consumer import CommandConsumer
 from .messaging.outgoing import Outgoing
 from .messaging.relay import Relay
 from .observability import metrics
 from .observability.health import Health
 from .persistence import inbox, outbox
+from .persistence.grants import privilege_problem
 from .persistence.migrate import schema_problem
 from .persistence.uow import PgUnitOfWork
+from .refusals import Misconfigured, broker_refusal, certificate_refusal, database_refusal
 from .retries import Stopped, failure, retry_in, retrying, sleep_unless
 from .service import Service
 from .settings import Settings
@@ -38,25 +41,26 @@ class StoppedWhileStarting(Exception):
     """A stop was asked for before the database or the broker could be reached."""
 
 
-class Misconfigured(Exception):
-    """A configuration that cannot work however long the worker waits (exit 78, ``EX_CONFIG``).
-
-    Its message is one sentence saying what is wrong and what to do; it holds no credentials.
-    """
-
-
-EX_CONFIG = 78  # sysexits.h: a configuration error
+_URL_SETTING = {"database": "OUTPLAN_DATABASE_URL", "broker": "OUTPLAN_AMQP_URL"}
 
 
 def misconfiguration(what: str, exc: BaseException) -> Misconfigured | None:
     """``Misconfigured`` when ``exc`` (from connecting to ``what``: "database" or "broker") cannot
-    heal by waiting: no such database, credentials refused, a virtual host refused; else ``None``.
+    heal by waiting: no such database, credentials refused, a virtual host refused, a privilege
+    denied, a TLS certificate refused (``refusals``); else ``None``.
 
     Server messages are quoted (they name a database or a role, never a password); the messages
     of client-side errors are not, since some drivers put the connection string in them.
     """
     if isinstance(exc, Misconfigured):
         return exc
+    tls = certificate_refusal(what, _URL_SETTING.get(what, "its URL"), exc)
+    if tls is not None:
+        return tls
+    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError):  # e.g. no such sslrootcert file
+        return Misconfigured(
+            f"the database connection settings cannot work ({exc}): fix OUTPLAN_DATABASE_URL"
+        )
     refused = isinstance(exc, aiormq.exceptions.ProbableAuthenticationError)  # a ConnectionError too
     if isinstance(exc, TRANSIENT_ERRORS) and not refused:
         return None
@@ -70,11 +74,9 @@ def misconfiguration(what: str, exc: BaseException) -> Misconfigured | None:
             f"PostgreSQL refused the login ({exc}): fix the user or password in"
             " OUTPLAN_DATABASE_URL, or the server's pg_hba.conf"
         )
-    if isinstance(exc, asyncpg.InsufficientPrivilegeError):  # e.g. no CONNECT on the database
-        return Misconfigured(
-            f"PostgreSQL denied a privilege ({exc}): grant it to the role in"
-            " OUTPLAN_DATABASE_URL, or use another role"
-        )
+    denied = database_refusal(exc)  # e.g. no CONNECT on the database, no SELECT on a table
+    if denied is not None:
+        return denied
     if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
         return Misconfigured(
             "RabbitMQ refused the login (ACCESS_REFUSED): fix the user or password in OUTPLAN_AMQP_URL"
@@ -126,13 +128,14 @@ async def keep_trying(what: str, connect: Callable[[], Awaitable[T]], stop: asyn
 
 async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool:
     """A pool on a database that holds this code's schema; raises ``Misconfigured`` when it does not
-    exist, refuses the login, was never migrated, or is migrated to an older or newer schema."""
+    exist, refuses the login, was never migrated, is migrated to an older or newer schema, or the
+    role lacks a privilege the worker needs (``persistence.grants``)."""
     dsn = settings.database_url.get_secret_value()
 
     async def connect() -> asyncpg.Pool:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=settings.db_pool_size, reset=_keep_session)
         try:
-            problem = await schema_problem(pool)
+            problem = await schema_problem(pool) or await privilege_problem(pool)
         except BaseException:
             await pool.close()
             raise
@@ -236,6 +239,11 @@ async def lifespan(
         publish_channel = await publishing.channel(publisher_confirms=True)
         relay_channel = await relaying.channel(publisher_confirms=True, on_return_raises=False)
         topo = await topology.declare(consume_channel, settings)
+        if settings.topology == "passive" and settings.management_url is not None:
+            api, plan = settings.management_url.get_secret_value(), topology.plan(settings)
+            vhost = management.vhost_of(settings.amqp_url.get_secret_value())
+            # Unreachable is retried like a server still starting; a difference is Misconfigured.
+            await keep_trying("management API", lambda: management.compare(api, vhost, plan), stop)
         relay = Relay(settings, relay_channel)
         consumer = None
         if consume:
@@ -248,7 +256,13 @@ async def lifespan(
             consumer = CommandConsumer(
                 settings, service, Outgoing(publish_channel, settings.dead_letter_exchange)
             )
-            await consumer.start(topo.command_queue)
+            try:
+                await consumer.start(topo.command_queue)
+            except Exception as exc:
+                refused = broker_refusal(exc, "basic.consume", f"queue {settings.command_queue!r}")
+                if refused is None:
+                    raise
+                raise refused from None
         yield Worker(
             settings, pool, connections, [consume_channel, publish_channel, relay_channel], consumer, relay
         )
@@ -290,10 +304,13 @@ async def serve(
 ) -> None:
     """Run until ``stop`` is set, then drain: in-flight messages, then the outbox.
 
-    Commands are run through the handlers of ``handlers`` (see ``lifespan``).
+    Commands are run through the handlers of ``handlers`` (see ``lifespan``). Raises
+    ``Misconfigured`` for what cannot work: found at start (not logged yet), or a permission
+    refused while running (logged then, ``reported`` set; the worker stopped and drained first).
     """
     # Health answers from the start: alive while waiting for PostgreSQL or RabbitMQ, not ready.
     health = Health(settings.ready_max_outbox_age_seconds)
+    watching = refusals.watch(stop)  # a permission refused while running stops the worker, exit 78
     beat_task = asyncio.create_task(health.beat(stop), name="heartbeat")
     server = None
     if settings.metrics_port:
@@ -304,7 +321,7 @@ async def serve(
     try:
         async with lifespan(settings, stop, consume=consume, handlers=handlers) as worker:
             health.attach(worker.pool, worker.consumer)
-            await _run(worker, settings, stop, health, consume=consume)
+            await _run(worker, settings, stop, health, consume=consume, watching=watching)
     except StoppedWhileStarting as exc:
         log.info("stopped before the worker could start", waiting_for=str(exc))
     finally:
@@ -314,12 +331,24 @@ async def serve(
         await asyncio.gather(beat_task, return_exceptions=True)
         if server is not None:
             await server.close()
+    if watching.first is not None:
+        raise watching.first  # logged when it was found: the exit only gives its status
 
 
 async def _run(
-    worker: Worker, settings: Settings, stop: asyncio.Event, health: Health, *, consume: bool
+    worker: Worker,
+    settings: Settings,
+    stop: asyncio.Event,
+    health: Health,
+    *,
+    consume: bool,
+    watching: refusals.RunTimeRefusals,
 ) -> None:
-    """Serve until ``stop``; then stop taking messages, drain those in flight, publish the outbox."""
+    """Serve until ``stop``; then stop taking messages, drain those in flight, publish the outbox.
+
+    After a permission refused (``watching.first``) the drain is cut short (1 s for the messages
+    in flight, no publishing): what is left is given back to the queue or stays in the outbox.
+    """
     relay_task = asyncio.create_task(worker.relay.run(), name="relay")
     purge_task = asyncio.create_task(
         purge_idempotency_records(worker.pool, settings.idempotency_retention_hours, stop), name="purge"
@@ -337,17 +366,19 @@ async def _run(
         metrics_port=settings.metrics_port,
     )
     await stop.wait()
-    log.info("stopping: no new messages; draining", drain_seconds=settings.drain_seconds)
+    refused = watching.first is not None  # the refused operation would fail again while draining
+    drain_seconds = min(settings.drain_seconds, 1.0) if refused else settings.drain_seconds
+    log.info("stopping: no new messages; draining", drain_seconds=drain_seconds)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.drain_seconds
+    deadline = loop.time() + drain_seconds
     drained = True
     if worker.consumer is not None:
         await worker.consumer.stop()
-        drained = await worker.consumer.drain(settings.drain_seconds)
+        drained = await worker.consumer.drain(drain_seconds)
     worker.relay.stop()
     await relay_task
     purge_task.cancel()
-    published: bool | None = await worker.relay.drain(max(0.1, deadline - loop.time()))
+    published: bool | None = None if refused else await worker.relay.drain(max(0.1, deadline - loop.time()))
     await asyncio.gather(monitor_task, return_exceptions=True)
     if worker.relay.left_to_leader:  # what the outbox holds now, read rather than assumed
         try:

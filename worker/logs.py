@@ -61,7 +61,9 @@ class ReconnectNoise(logging.Filter):
     an ERROR ("Unexpected connection close"), a WARNING with the reader's traceback, and an
     ERROR for each robust channel's close callback. The worker says it once instead, as one
     warning naming the connection ("broker connection lost; reconnecting", ``worker.app``), and
-    counts the reconnect. Records of any other kind pass, and at DEBUG everything passes.
+    counts the reconnect. aiormq's ERROR for a connection that could not be opened ("error when
+    creating transport") goes too: the caller logs a retry, or why it cannot work (a TLS
+    certificate refused, say) in one line. Records of any other kind pass, and at DEBUG everything passes.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -71,6 +73,8 @@ class ReconnectNoise(logging.Filter):
         message = record.msg if isinstance(record.msg, str) else ""
         if message.startswith("Unexpected connection close from remote"):
             return False
+        if message.startswith("error when creating transport"):
+            return False  # the caller says it: a retry warning, or why it cannot work (a certificate)
         if message == "Cancelling cause reader exited abnormally" and record.exc_info:
             return not isinstance(record.exc_info[1], aiormq.exceptions.AMQPConnectionError)
         if message.startswith("Callback %r error") and isinstance(record.args, tuple) and record.args:

@@ -1,6 +1,6 @@
 """One typed settings object, read from ``OUTPLAN_*`` environment variables."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationError
@@ -35,6 +35,10 @@ def _event_source(value: str) -> str:
     if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
         raise PydanticCustomError("event_source", "must not contain control characters") from None
     return value
+
+
+LogLevel = Annotated[str, AfterValidator(_log_level)]
+"""A log level name, any case, kept upper-case; another name is refused naming the five."""
 
 
 AMQP_SCHEMES = ("amqp", "amqps")
@@ -97,7 +101,9 @@ class Settings(BaseSettings):
     the longest the relay waits for a commit's notification before reading the outbox anyway;
     ``drain_seconds`` the time SIGTERM gives the work in flight and the outbox;
     ``idempotency_retention_hours`` how long a ``message_id``'s idempotency record is kept (at least
-    24 h). ``event_source`` is the CloudEvents ``source`` of every event. Build it with ``load()``.
+    24 h). ``event_source`` is the CloudEvents ``source`` of every event. ``topology`` is ``declare`` or
+    ``passive`` (``messaging.topology``); ``management_url`` (secret: it holds a password) the
+    management API that passive checks compare arguments through. Build it with ``load()``.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
@@ -128,7 +134,7 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = Field(1.0, gt=0)
     idempotency_retention_hours: float = Field(72.0, ge=24.0)
     drain_seconds: float = Field(10.0, ge=0)
-    log_level: Annotated[str, AfterValidator(_log_level)] = Field(
+    log_level: LogLevel = Field(
         "INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case; kept upper-case"
     )
     uvloop: bool = Field(True, description="run the worker on uvloop")
@@ -137,6 +143,16 @@ class Settings(BaseSettings):
     )
     metrics_host: str = "0.0.0.0"
     ready_max_outbox_age_seconds: float = Field(30.0, gt=0, description="/readyz fails past this outbox age")
+    topology: Literal["declare", "passive"] = Field(
+        "declare",
+        description="declare the exchanges and queues (needs configure permission), or only check"
+        " them by passive declaration (an operator declared them)",
+    )
+    management_url: SecretStr | None = Field(
+        None,
+        description="RabbitMQ management API (http[s]://user:password@host:15672): when set, the"
+        " queues' arguments and the exchanges' types are compared with what the worker declares",
+    )
 
     @property
     def amqp_urls(self) -> list[str]:

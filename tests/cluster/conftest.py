@@ -29,16 +29,6 @@ RATE = float(os.environ.get("OUTPLAN_CLUSTER_RATE", "100"))  # commands per seco
 QUORUM = {"x-queue-type": "quorum"}  # the ledger's own queues must outlive a node too
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the cluster tests unless ``-m`` names the marker (``-m cluster``)."""
-    if "cluster" in (config.getoption("markexpr") or ""):
-        return
-    kept = [item for item in items if item.get_closest_marker("cluster") is None]
-    if len(kept) != len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
-        items[:] = kept
-
-
 @pytest.fixture(scope="session")
 def cluster_base() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="outplan-cluster-"))

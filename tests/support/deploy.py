@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from worker.gateway.settings import GatewaySettings
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +25,29 @@ CREDENTIALS = {"OUTPLAN_AMQP_URL", "OUTPLAN_DATABASE_URL"}
 def setting_env_names() -> set[str]:
     """Every ``OUTPLAN_*`` variable the worker reads."""
     return {"OUTPLAN_" + name.upper() for name in Settings.model_fields}
+
+
+def gateway_setting_env_names() -> set[str]:
+    """Every ``OUTPLAN_*`` variable the gateway reads (worker/gateway/settings.py)."""
+    return {"OUTPLAN_" + name.upper() for name in GatewaySettings.model_fields}
+
+
+def gateway_variables_are_settings(named: dict[str, str]) -> None:
+    """Of ``named`` (variable: where it is set), the ``OUTPLAN_*`` ones set the gateway's port
+    explicitly, and each is a setting of worker/gateway/settings.py."""
+    outplan = {k: where for k, where in named.items() if k.startswith("OUTPLAN_")}
+    assert "OUTPLAN_GATEWAY_PORT" in outplan
+    unknown = {k: where for k, where in outplan.items() if k not in gateway_setting_env_names()}
+    assert not unknown, f"not settings of worker/gateway/settings.py: {unknown}"
+
+
+def gateway_settings_from(values: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
+    """The settings a gateway given only these ``OUTPLAN_*`` variables starts with."""
+    for key in [k for k in os.environ if k.startswith("OUTPLAN_")]:
+        monkeypatch.delenv(key)
+    for key, value in values.items():
+        monkeypatch.setenv(key, str(value))
+    return GatewaySettings()
 
 
 def setting_default(name: str) -> Any:
@@ -120,36 +144,46 @@ def k8s_docs() -> list[dict[str, Any]]:
     return [doc for path in sorted((DEPLOY / "k8s").glob("*.y*ml")) for doc in yaml_documents(path)]
 
 
-def k8s(kind: str) -> dict[str, Any]:
-    """The one manifest of ``kind``."""
-    found = [d for d in k8s_docs() if d["kind"] == kind]
+GATEWAY = "gateway"
+
+
+def component(doc: dict[str, Any]) -> str | None:
+    """A manifest's ``app.kubernetes.io/component`` label, if any."""
+    labels: dict[str, str] = doc["metadata"].get("labels") or {}
+    return labels.get("app.kubernetes.io/component")
+
+
+def k8s(kind: str, *, gateway: bool = False) -> dict[str, Any]:
+    """The one manifest of ``kind``: the gateway's (component ``gateway``) with ``gateway``, else
+    the worker's (any other)."""
+    found = [d for d in k8s_docs() if d["kind"] == kind and (component(d) == GATEWAY) == gateway]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
 
 
-def pod_spec(kind: str) -> dict[str, Any]:
-    """The pod template's spec of a Deployment or Job."""
-    spec: dict[str, Any] = k8s(kind)["spec"]["template"]["spec"]
+def pod_spec(kind: str, *, gateway: bool = False) -> dict[str, Any]:
+    """The pod template's spec of a Deployment or Job (the gateway's with ``gateway``)."""
+    spec: dict[str, Any] = k8s(kind, gateway=gateway)["spec"]["template"]["spec"]
     return spec
 
 
-def container(kind: str) -> dict[str, Any]:
-    """The one container of a Deployment's or Job's pods."""
-    containers = pod_spec(kind)["containers"]
+def container(kind: str, *, gateway: bool = False) -> dict[str, Any]:
+    """The one container of a Deployment's or Job's pods (the gateway's with ``gateway``)."""
+    containers = pod_spec(kind, gateway=gateway)["containers"]
     assert len(containers) == 1
     c: dict[str, Any] = containers[0]
     return c
 
 
-def config() -> dict[str, Any]:
-    """The ConfigMap's data."""
-    data: dict[str, Any] = k8s("ConfigMap").get("data") or {}
+def config(*, gateway: bool = False) -> dict[str, Any]:
+    """The ConfigMap's data (the gateway's with ``gateway``)."""
+    data: dict[str, Any] = k8s("ConfigMap", gateway=gateway).get("data") or {}
     return data
 
 
-def secret() -> dict[str, Any]:
-    """The Secret's data and stringData together."""
-    doc = k8s("Secret")
+def secret(*, gateway: bool = False) -> dict[str, Any]:
+    """The Secret's data and stringData together (the gateway's with ``gateway``)."""
+    doc = k8s("Secret", gateway=gateway)
     data: dict[str, Any] = {**(doc.get("data") or {}), **(doc.get("stringData") or {})}
     return data
 

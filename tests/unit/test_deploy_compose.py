@@ -11,6 +11,8 @@ from tests.support.deploy import (
     compose,
     compose_env,
     duration_seconds,
+    gateway_settings_from,
+    gateway_variables_are_settings,
     healthcheck_argv,
     metrics_port,
     outplan_variables_are_settings,
@@ -61,8 +63,24 @@ def test_each_service_runs_its_subcommand() -> None:
 def test_every_outplan_variable_is_a_setting() -> None:
     named: dict[str, str] = {}
     for name, svc in compose()["services"].items():
-        named.update({k: f"compose service {name}" for k in compose_env(svc)})
+        if name != "gateway":
+            named.update({k: f"compose service {name}" for k in compose_env(svc)})
     outplan_variables_are_settings(named)
+    gateway_variables_are_settings({k: "compose service gateway" for k in compose_env(service("gateway"))})
+
+
+def test_the_gateway_runs_beside_the_worker_on_its_own_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = service("gateway")
+    assert gateway["image"] == service("worker")["image"]
+    assert command(gateway.get("command")) == ["gateway"]
+    settings = gateway_settings_from(compose_env(gateway), monkeypatch)
+    assert settings.verifies_tokens()
+    assert settings.gateway_port != int(compose_env(service("worker"))["OUTPLAN_METRICS_PORT"])
+    assert f"{settings.gateway_port}:{settings.gateway_port}" in [str(p) for p in gateway["ports"]]
+    assert urlsplit(compose_env(gateway)["OUTPLAN_AMQP_URL"]).hostname in compose()["services"]
+    assert healthcheck_argv(gateway["healthcheck"]["test"]) == ["outplan-worker", "check", "--gateway"]
+    assert gateway["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert duration_seconds(gateway["stop_grace_period"]) > settings.gateway_timeout_seconds + 1
 
 
 def test_worker_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,9 +5,13 @@ import pytest
 from tests.support.deploy import (
     CREDENTIALS,
     DEPLOY,
+    GATEWAY,
+    component,
     config,
     container,
     dockerfile_uid,
+    gateway_settings_from,
+    gateway_variables_are_settings,
     k8s,
     k8s_docs,
     metrics_port,
@@ -42,9 +46,11 @@ def test_every_file_holds_named_manifests() -> None:
             assert doc["metadata"].get("name"), f"{path}: {doc['kind']} without a name"
 
 
-def test_every_kind_is_there_once() -> None:
-    kinds = sorted(d["kind"] for d in k8s_docs())
-    assert kinds == sorted(["ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Job", "Service"])
+def test_every_kind_is_there_once_for_the_worker_and_the_gateway() -> None:
+    worker = sorted(d["kind"] for d in k8s_docs() if component(d) != GATEWAY)
+    assert worker == sorted(["ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Job", "Service"])
+    gateway = sorted(d["kind"] for d in k8s_docs() if component(d) == GATEWAY)
+    assert gateway == sorted(["ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Service"])
 
 
 # --- the image and its commands ----------------------------------------------------------------
@@ -176,6 +182,66 @@ def test_deployment_runs_two_replicas_the_budget_can_evict() -> None:
     # The Job's pod must not count towards the budget or the Service.
     job_labels = k8s("Job")["spec"]["template"]["metadata"]["labels"]
     assert not pdb["spec"]["selector"]["matchLabels"].items() <= job_labels.items()
+
+
+# --- the gateway -------------------------------------------------------------------------------
+
+
+def test_the_gateway_runs_the_image_with_its_subcommand() -> None:
+    c = container("Deployment", gateway=True)
+    assert c["image"] == service("worker")["image"]
+    assert c.get("args") == ["gateway"] and "command" not in c
+
+
+def test_the_gateway_reads_its_own_configmap_and_secret_of_its_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c = container("Deployment", gateway=True)
+    refs = {(ref, src[ref]["name"]) for src in c["envFrom"] for ref in src}
+    assert refs == {
+        ("configMapRef", k8s("ConfigMap", gateway=True)["metadata"]["name"]),
+        ("secretRef", k8s("Secret", gateway=True)["metadata"]["name"]),
+    }
+    values = {**config(gateway=True), **secret(gateway=True)}
+    gateway_variables_are_settings({k: "gateway manifests" for k in values})
+    settings = gateway_settings_from(values, monkeypatch)
+    assert settings.verifies_tokens()
+    assert "OUTPLAN_DATABASE_URL" not in values, "the gateway needs no database credentials"
+    assert set(secret(gateway=True)) == {"OUTPLAN_AMQP_URL", "OUTPLAN_JWT_SECRET"}
+    assert not {"OUTPLAN_AMQP_URL", "OUTPLAN_JWT_SECRET"} & set(config(gateway=True))
+    assert all(isinstance(v, str) for v in config(gateway=True).values())
+
+
+def test_the_gateways_probes_service_and_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = gateway_settings_from({**config(gateway=True), **secret(gateway=True)}, monkeypatch)
+    c = container("Deployment", gateway=True)
+    for probe, path in (("livenessProbe", LIVEZ), ("readinessProbe", READYZ)):
+        assert c[probe]["httpGet"]["path"] == path
+        assert named_port(c, c[probe]["httpGet"]["port"]) == settings.gateway_port
+    svc = k8s("Service", gateway=True)
+    labels = k8s("Deployment", gateway=True)["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    (port,) = svc["spec"]["ports"]
+    assert named_port(c, port["targetPort"]) == settings.gateway_port
+    grace = pod_spec("Deployment", gateway=True)["terminationGracePeriodSeconds"]
+    assert grace > settings.gateway_timeout_seconds + 1
+    # Neither selector takes the other's pods.
+    assert not k8s("Service")["spec"]["selector"].items() <= labels.items()
+    assert not k8s("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    pdb = k8s("PodDisruptionBudget", gateway=True)["spec"]["selector"]["matchLabels"]
+    assert pdb.items() <= labels.items()
+    worker_labels = k8s("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not pdb.items() <= worker_labels.items()
+
+
+def test_the_gateway_runs_as_the_images_non_root_user_within_limits() -> None:
+    pod = pod_spec("Deployment", gateway=True).get("securityContext", {})
+    c = container("Deployment", gateway=True)
+    merged = {**pod, **c.get("securityContext", {})}
+    assert merged.get("runAsNonRoot") is True and merged.get("runAsUser") == dockerfile_uid()
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    for name in ("cpu", "memory"):
+        assert 0 < quantity(c["resources"]["requests"][name]) <= quantity(c["resources"]["limits"][name])
 
 
 # --- traces ------------------------------------------------------------------------------------

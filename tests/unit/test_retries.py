@@ -20,11 +20,12 @@ from structlog.testing import capture_logs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from worker import app, retries
-from worker.app import Misconfigured, StoppedWhileStarting, keep_trying, purge_idempotency_records
+from worker.app import StoppedWhileStarting, keep_trying, purge_idempotency_records
 from worker.messaging import consumer
 from worker.messaging.consumer import until_the_database_answers
 from worker.messaging.relay import Relay
 from worker.persistence import inbox
+from worker.refusals import Misconfigured
 from worker.retries import Stopped, backoff, retrying
 from worker.settings import Settings
 

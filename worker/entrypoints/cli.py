@@ -1,4 +1,5 @@
-"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), check, replay, tail, schema, demo."""
+"""``outplan-worker``: migrate, run (consumer + relay), relay (alone), check, replay, tail, schema, demo,
+gateway (the HTTP gateway)."""
 
 import argparse
 import asyncio
@@ -12,11 +13,12 @@ from pathlib import Path
 import structlog
 
 from .. import logs
-from ..app import EX_CONFIG, Misconfigured, misconfiguration, serve
+from ..app import misconfiguration, serve
 from ..handlers import REGISTRY, Registry
 from ..observability import LIVEZ, READYZ
 from ..observability.tracing import TracingMisconfigured, configure_tracing
 from ..persistence.migrate import migrate
+from ..refusals import EX_CONFIG, Misconfigured
 from ..settings import InvalidSettings, Settings, load
 from . import replay as replay_args
 from . import tail as tail_args
@@ -26,7 +28,8 @@ log = structlog.get_logger("outplan_worker")
 EXIT_USAGE = 2  # invalid settings (as argparse exits for invalid arguments)
 
 
-def _install_signals(stop: asyncio.Event) -> None:
+def install_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a graceful stop); a second one exits the process at once (1)."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -42,7 +45,7 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 async def _serve(settings: Settings, *, consume: bool, handlers: Registry) -> None:
     stop = asyncio.Event()
-    _install_signals(stop)
+    install_signals(stop)
     await serve(settings, stop, consume=consume, handlers=handlers)
 
 
@@ -82,7 +85,8 @@ def _traced(args: argparse.Namespace, settings: Settings, handlers: Registry) ->
     try:
         asyncio.run(_serve(settings, consume=args.command == "run", handlers=handlers))
     except Misconfigured as exc:
-        log.error(f"cannot start: {exc}", exit_code=EX_CONFIG)
+        if not exc.reported:  # found at start; one found while running was logged then
+            log.error(f"cannot start: {exc}", exit_code=EX_CONFIG)
         return EX_CONFIG
     return 0
 
@@ -107,6 +111,11 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
         "78 when OUTPLAN_METRICS_PORT=0 leaves nothing to ask",
     )
     check.add_argument("--live", action="store_true", help="liveness only: the worker's loop answers")
+    check.add_argument(
+        "--gateway",
+        action="store_true",
+        help="ask the local gateway on OUTPLAN_GATEWAY_PORT instead (ready: its broker connection is up)",
+    )
     schema = sub.add_parser(
         "schema", help="write the JSON Schemas and the AsyncAPI document of the interface"
     )
@@ -119,7 +128,18 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
     tail_args.add_arguments(tail_parser)
     demo = sub.add_parser("demo", help="send the tutorial's six operations; print replies and events")
     demo.add_argument("--start-worker", action="store_true", help="migrate and start a worker for the demo")
+    sub.add_parser(
+        "gateway", help="serve the tutorial's REST calls over HTTP, each as one command (needs [gateway])"
+    )
     args = parser.parse_args(argv)
+    if args.command == "gateway":
+        from .gateway import gateway
+
+        return gateway()
+    if args.command == "check" and args.gateway:
+        from .gateway import check_gateway
+
+        return check_gateway(live=args.live)
 
     try:
         settings = load()

@@ -1,7 +1,8 @@
 """``outplanctl``: the tutorial's REST calls as commands, over RabbitMQ RPC.
 
 Exit status: 0 success, 2 bad usage, 3 invalid (400), 4 not found (404), 5 conflict (409),
-6 worker error (500, or a reply that is not a reply), 7 no answer (timeout or no broker).
+6 worker error (500, or a reply that is not a reply), 7 no answer (timeout or no broker),
+78 a broker whose TLS certificate is refused (a wrong CA or host name in OUTPLAN_AMQP_URL).
 
 A ``TRACEPARENT`` (and ``TRACESTATE``) in the environment, the OpenTelemetry specification's
 environment carrier, is sent on as the command's W3C trace context, so that a shell user can tie a
@@ -14,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from typing import Any
 
 import aio_pika
@@ -22,6 +24,7 @@ from contracts import Reply, names, tracing
 
 from ..client import OutplanClient, UnreadableReply
 from ..messaging.brokers import connect_first
+from ..refusals import EX_CONFIG, certificate_refusal
 from ..settings import InvalidSettings, Settings, load
 
 EXIT_WORKER_ERROR = 6
@@ -59,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
         prog="outplanctl",
         description=__doc__.splitlines()[0],
         epilog="Exit status: 0 ok, 2 usage, 3 invalid, 4 not found, 5 conflict, "
-        "6 worker error (or a reply that is not a reply), 7 no answer. "
+        "6 worker error (or a reply that is not a reply), 7 no answer, 78 TLS certificate refused. "
         "$TRACEPARENT (and $TRACESTATE), when set, is sent as the command's W3C trace context.",
     )
     top.add_argument(
@@ -89,6 +92,12 @@ def parser() -> argparse.ArgumentParser:
     _dial_arguments(dial, required=True)
     delete = sub.add_parser("delete", help="DELETE /outplans/{id}")
     delete.add_argument("id")
+    token = sub.add_parser(
+        "token", help="print a short-lived JWT for the customer, signed with OUTPLAN_JWT_SECRET (HS256)"
+    )
+    token.add_argument(
+        "--ttl", type=int, help="seconds it is valid (default: OUTPLAN_TOKEN_TTL_SECONDS, 3600)"
+    )
     for command in (create, dial):
         command.add_argument("--json", dest="body_json", help="extra body fields as a JSON object")
     return top
@@ -136,12 +145,16 @@ def report(reply: Reply) -> int:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Send the command and wait ``--timeout`` seconds for the reply; returns the exit status
-    (``report``'s, 6 when the reply is not a reply, or 7 when the broker cannot be reached, refuses
-    the command or nobody answers)."""
+    (``report``'s, 6 when the reply is not a reply, 7 when the broker cannot be reached, refuses
+    the command or nobody answers, 78 when its TLS certificate is refused)."""
     command, body = request(args)
     try:
         connection = await connect_first(settings.amqp_urls, timeout=args.timeout)
     except _BROKER_ERRORS as exc:
+        refused = certificate_refusal("broker", "OUTPLAN_AMQP_URL", exc)
+        if refused is not None:  # no server to wait for: this configuration cannot work
+            print(f"outplanctl: {refused}", file=sys.stderr)
+            return EX_CONFIG
         print(f"outplanctl: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
         return EXIT_NO_ANSWER
     async with connection:
@@ -170,6 +183,43 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     return report(reply)
 
 
+def token(args: argparse.Namespace) -> int:
+    """Print a JWT for ``--customer-id`` that the gateway accepts, valid ``--ttl`` seconds (1 to
+    86400); returns 0, or 2 (one line on stderr) when the customer id is not a UUID, the ttl is out
+    of range, the settings are invalid, no ``OUTPLAN_JWT_SECRET`` is configured, or PyJWT (the
+    ``gateway`` extra) is not installed."""
+    from ..gateway.settings import load as load_gateway
+
+    try:
+        customer_id = uuid.UUID(args.customer_id)
+    except ValueError:
+        print("outplanctl: --customer-id must be a UUID", file=sys.stderr)
+        return 2
+    if args.ttl is not None and not 1 <= args.ttl <= 86400:
+        print(
+            "outplanctl: --ttl must be 1 to 86400 seconds: tokens minted here are short-lived",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        settings = load_gateway()
+    except InvalidSettings as exc:
+        for line in exc.lines:
+            print(f"outplanctl: invalid setting {line}", file=sys.stderr)
+        return 2
+    try:
+        from ..gateway.auth import KeyProblem, mint
+    except ImportError as exc:
+        print(f"outplanctl: {exc.name} is missing: pip install 'outplan-worker[gateway]'", file=sys.stderr)
+        return 2
+    try:
+        print(mint(settings, customer_id, ttl=args.ttl))
+    except KeyProblem as exc:
+        print(f"outplanctl: cannot mint a token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``outplanctl`` with ``argv`` (``sys.argv[1:]`` when ``None``); returns the exit status, 2
     for a missing customer, a ``--json`` that is not an object or invalid settings."""
@@ -184,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             print("outplanctl: --json must be a JSON object", file=sys.stderr)
             return 2
+    if args.op == "token":
+        return token(args)
     try:
         settings = load()
     except InvalidSettings as exc:

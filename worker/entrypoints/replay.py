@@ -22,6 +22,7 @@ from ..messaging.event_publishing import Progress, Republisher, Target
 from ..observability.spans import Peer
 from ..persistence.history import EventFilter, count_events, select_events
 from ..persistence.outbox import LoggedEvent
+from ..refusals import EX_CONFIG, Misconfigured, certificate_refusal
 from ..settings import Settings
 
 
@@ -206,13 +207,17 @@ async def _check_target(channel: aio_pika.abc.AbstractChannel, target: Target) -
 async def replay(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``outplan-worker replay``; returns the exit status: 0 when every selected event was
     confirmed (or, to the events exchange, unrouted), 1 when one failed, 2 for bad arguments or an
-    unreachable database or broker (before anything is sent), 130 when stopped by a signal."""
+    unreachable database or broker (before anything is sent), 78 when the database's or the
+    broker's TLS certificate is refused, 130 when stopped by a signal."""
     try:
         selection = selection_from(args)
         return await _replay(args, settings, selection)
     except BadArguments as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
+    except Misconfigured as exc:  # a TLS certificate refused: nothing to wait for
+        print(f"replay: {exc}", file=sys.stderr)
+        return EX_CONFIG
 
 
 async def _replay(args: argparse.Namespace, settings: Settings, selection: EventFilter) -> int:
@@ -221,7 +226,10 @@ async def _replay(args: argparse.Namespace, settings: Settings, selection: Event
     if imported is None:
         try:
             conn = await asyncpg.connect(settings.database_url.get_secret_value())
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            refused = certificate_refusal("database", "OUTPLAN_DATABASE_URL", exc)
+            if refused is not None:
+                raise refused from None
             raise BadArguments(f"cannot reach the database: {type(exc).__name__}") from None
     try:
         if args.dry_run or args.export:
@@ -268,6 +276,9 @@ async def _publish(
     try:
         connection = await connect_first(settings.amqp_urls, timeout=10)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        refused = certificate_refusal("broker", "OUTPLAN_AMQP_URL", exc)
+        if refused is not None:
+            raise refused from None
         raise BadArguments(f"cannot reach the broker: {type(exc).__name__}") from None
     async with connection:
         await _check_target(await connection.channel(), target)

@@ -7,13 +7,15 @@ import sys
 import uuid
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import ValidationError
 
 from contracts import OutplanEvent, names, parse_event
 from contracts.errors import validation_details
 
 from ..messaging.brokers import connect_first
+from ..refusals import EX_CONFIG, Misconfigured, broker_refusal, certificate_refusal
 from ..settings import Settings
 
 
@@ -56,9 +58,46 @@ def skipped(message: AbstractIncomingMessage, error: ValidationError) -> str:
     )
 
 
+async def _listen(channel: AbstractChannel, settings: Settings, keys: list[str]) -> AbstractQueue:
+    """An exclusive queue (gone when tail stops) bound to the events exchange with ``keys``.
+
+    The exchange is declared as the worker declares it, or only checked with
+    ``OUTPLAN_TOPOLOGY=passive``. The queue is server-named (``amq.gen-…``): a user without
+    ``configure`` permission on such names cannot tail. Raises ``Misconfigured`` for what the
+    broker refuses (the line names the permission) and for an exchange that does not exist.
+    """
+    passive = settings.topology == "passive"
+    events = f"exchange {settings.event_exchange!r}"
+    try:
+        exchange = await channel.declare_exchange(
+            settings.event_exchange, aio_pika.ExchangeType.TOPIC, durable=True, passive=passive
+        )
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        raise Misconfigured(f"{events} does not exist: start the worker, or declare it") from None
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        raise _refused(exc, "exchange.declare", events) from None
+    try:
+        queue = await channel.declare_queue(exclusive=True)
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        raise _refused(exc, "queue.declare", "a server-named queue (amq.gen-…)") from None
+    for key in keys:
+        try:
+            await queue.bind(exchange, routing_key=key)
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise _refused(exc, "queue.bind", f"queue {queue.name!r} and {events}") from None
+    return queue
+
+
+def _refused(exc: BaseException, operation: str, resource: str) -> Misconfigured:
+    refused = broker_refusal(exc, operation, resource)
+    assert refused is not None  # exc is an ACCESS_REFUSED
+    return refused
+
+
 async def tail(args: argparse.Namespace, settings: Settings) -> int:
     """Print the events exchange's events until SIGINT or SIGTERM, through an exclusive queue bound
-    to each ``--type`` (all when none); returns 0, or 2 for a bad ``--customer-id`` or no broker."""
+    to each ``--type`` (all when none); returns 0, 2 for a bad ``--customer-id`` or no broker, 78
+    when the broker's TLS certificate or a permission is refused (one line on stderr)."""
     customer = None
     if args.customer_id:
         try:
@@ -69,6 +108,10 @@ async def tail(args: argparse.Namespace, settings: Settings) -> int:
     try:
         connection = await connect_first(settings.amqp_urls, timeout=10)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        refused = certificate_refusal("broker", "OUTPLAN_AMQP_URL", exc)
+        if refused is not None:
+            print(f"tail: {refused}", file=sys.stderr)
+            return EX_CONFIG
         print(f"tail: cannot reach the broker: {type(exc).__name__}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
@@ -77,12 +120,11 @@ async def tail(args: argparse.Namespace, settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     async with connection:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            settings.event_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(exclusive=True)  # gone when tail stops
-        for key in args.types or ["#"]:
-            await queue.bind(exchange, routing_key=key)
+        try:
+            queue = await _listen(channel, settings, args.types or ["#"])
+        except Misconfigured as exc:
+            print(f"tail: {exc}", file=sys.stderr)
+            return EX_CONFIG
 
         async def show(message: AbstractIncomingMessage) -> None:
             try:

@@ -112,15 +112,19 @@ async def connect_robust_first(
     raise last
 
 
-async def connect_first(urls: Sequence[str], *, timeout: TimeoutType = None) -> AbstractConnection:
+async def connect_first(
+    urls: Sequence[str], *, timeout: TimeoutType = None, **kwargs: Any
+) -> AbstractConnection:
     """A plain (not robust) connection to the first of ``urls`` that answers, trying them in order.
 
-    ``timeout`` (s) bounds each attempt. Raises as :func:`connect_robust_first` does.
+    ``timeout`` (s) bounds each attempt; ``kwargs`` go to ``aio_pika.connect`` (``client_properties``,
+    say). Raises as :func:`connect_robust_first` does.
     """
     last: BaseException | None = None
     for url in urls:
         try:
-            return await aio_pika.connect(url, timeout=timeout)
+            connection: AbstractConnection = await aio_pika.connect(url, timeout=timeout, **kwargs)
+            return connection
         except Exception as exc:
             if _refused(exc):
                 raise

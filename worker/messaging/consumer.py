@@ -14,10 +14,12 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TypeVar
 
+import asyncpg
 import structlog
 from aio_pika.abc import AbstractQueue
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from .. import refusals
 from ..batching import Batcher
 from ..observability import spans
 from ..requests import Rejection, decode
@@ -217,15 +219,26 @@ class CommandConsumer:
             return await self._service.change([c.request for c in batch])
 
 
+# Held like an outage: a privilege the role lacks is no bug of the command's (it must not be
+# dead-lettered for it); it is reported once and stops the worker, which gives the message back.
+_HELD: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.InsufficientPrivilegeError)
+
+
 def held(attempt: Callable[[], Awaitable[T]], before_sleep: Callable[[RetryCallState], None]) -> Awaitable[T]:
-    """``attempt()``, tried again through transient errors (``Happened.UNAVAILABLE``) after a first try."""
-    return try_first(attempt, TRANSIENT_ERRORS, then=lambda: until_the_database_answers(before_sleep))
+    """``attempt()``, tried again through transient errors (``Happened.UNAVAILABLE``) after a first
+    try, and through a privilege refused (reported at once: the worker stops)."""
+    return try_first(attempt, _HELD, then=lambda: until_the_database_answers(before_sleep))
+
+
+def _worth_holding(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return refusals.report(refusals.database_refusal(exc))
 
 
 def until_the_database_answers(before_sleep: Callable[[RetryCallState], None]) -> AsyncRetrying:
     """Happened.UNAVAILABLE: transient errors (``TRANSIENT_ERRORS``: the database or the broker away,
-    a lost write race) are retried here, without end, waiting 0.05 s doubling to 2 s, jittered;
-    any other error of an attempt is raised (a bug: settled by the policy)."""
-    return retrying(
-        first=0.05, most=2.0, retry=retry_if_exception_type(TRANSIENT_ERRORS), before_sleep=before_sleep
-    )
+    a lost write race) and a privilege refused (``refusals.database_refusal``: reported, the worker
+    stops) are retried here, without end, waiting 0.05 s doubling to 2 s, jittered; any other
+    error of an attempt is raised (a bug: settled by the policy)."""
+    return retrying(first=0.05, most=2.0, retry=retry_if_exception(_worth_holding), before_sleep=before_sleep)

@@ -47,13 +47,14 @@ class PublishRefused(Exception):
 class Outgoing:
     """Publishes replies to ``reply_to`` and dead-letter copies to ``dead_letter_exchange``.
 
-    ``channel`` is in confirm mode; each publish reads the channel beneath it anew, so a robust
-    channel restored after a reconnect is used as soon as it is back.
+    ``channel`` is in confirm mode (``dead_letter_exchange`` keeps the exchange's name); each
+    publish reads the channel beneath it anew, so a robust channel restored after a reconnect is
+    used as soon as it is back.
     """
 
     def __init__(self, channel: AbstractChannel, dead_letter_exchange: str) -> None:
         self._channel = channel  # confirm mode
-        self._dead_letter_exchange = dead_letter_exchange
+        self.dead_letter_exchange = dead_letter_exchange
 
     async def reply(
         self,
@@ -134,7 +135,7 @@ class Outgoing:
             timestamp=message.timestamp,
             delivery_mode=PERSISTENT,
         )
-        await self._publish(body, self._dead_letter_exchange, message.routing_key or "", properties)
+        await self._publish(body, self.dead_letter_exchange, message.routing_key or "", properties)
 
     async def _publish(
         self, body: bytes, exchange: str, routing_key: str, properties: spec.Basic.Properties

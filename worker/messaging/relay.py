@@ -26,6 +26,7 @@ import structlog
 from aio_pika.abc import AbstractChannel
 from tenacity import RetryCallState, retry_if_exception_type
 
+from .. import refusals
 from ..observability import metrics, spans
 from ..persistence.outbox import NOTIFY_CHANNEL, LoggedEvent, OutboxStore
 from ..retries import Stopped, failure, retry_in, retrying
@@ -98,7 +99,8 @@ class Relay:
     async def run(self) -> None:
         """Publish until ``stop()``; reconnects to the database and the broker on its own.
 
-        Any ``Exception`` restarts it (the relay must outlive surprises, or the outbox silently
+        A permission refused for good (``refusals``) ends it, reported once: the worker stops.
+        Any other ``Exception`` restarts it (the relay must outlive surprises, or the outbox silently
         fills up) after a wait of 0.1 s doubling to 5 s, jittered, that ends at once on ``stop()``;
         should ``_serve`` return without an error, the next wait starts again from 0.1 s.
         """
@@ -112,7 +114,20 @@ class Relay:
                     stop=self._stopping,
                 ):
                     with attempt:
-                        await self._serve()  # it stops leading (is_leader False) whichever way it ends
+                        try:
+                            await self._serve()  # it stops leading (is_leader False) whichever way it ends
+                        except Exception as exc:
+                            if self._refused(exc):
+                                return
+                            raise
+
+    def _refused(self, exc: BaseException) -> bool:
+        """True when ``exc`` is a permission refused for good (publishing to the events exchange, a
+        privilege of the database role): reported once, it stops the worker instead of a restart."""
+        events = f"exchange {self._settings.event_exchange!r}"
+        return refusals.report(
+            refusals.broker_refusal(exc, "basic.publish", events) or refusals.database_refusal(exc)
+        )
 
     @staticmethod
     def _log_restart(retry_state: RetryCallState) -> None:

@@ -22,6 +22,7 @@ import structlog
 
 from contracts import ErrorInfo, Reply, replies
 
+from .. import refusals
 from ..observability import metrics
 from ..observability.spans import CommandTrace, Peer
 from ..requests import Rejection, Request
@@ -249,6 +250,11 @@ class Settler:
             happened, reason, error = Happened.PUBLISH_REFUSED, exc.reason, exc
         except TRANSIENT_ERRORS as exc:
             happened, reason, error = Happened.PUBLISH_INTERRUPTED, "interrupted", exc
+            # RabbitMQ checks a publish to the default exchange as one to "amq.default".
+            exchange = "amq.default" if what == "reply" else self._outgoing.dead_letter_exchange
+            target = f"exchange {exchange!r}"
+            if refusals.report(refusals.broker_refusal(exc, "basic.publish", target)):
+                return [happened]  # requeued: the worker stops, reported once
         (metrics.REPLIES_FAILED if what == "reply" else metrics.DEAD_LETTERS_FAILED).labels(reason).inc()
         log.warning(
             f"{what} not published",

@@ -28,7 +28,7 @@ answer, as it did with the hand-written server):
 
 Kept from uvicorn: the signals (the worker's own SIGTERM and SIGINT handling drains on the first
 and exits on the second; ``uvicorn.Server.serve`` would take both over in ``capture_signals``,
-which :class:`_Server` turns off); its log lines below ERROR (no start-up banner, no access log:
+which :class:`SignalFreeServer` turns off); its log lines below ERROR (no start-up banner, no access log:
 the worker's log stays its own JSON lines); and its graceful wait for open connections, which is
 cut to a second so that a stuck probe cannot hold the worker's exit.
 """
@@ -67,7 +67,7 @@ def passing(checks: dict[str, object]) -> bool:
     return all(bool(value) for key, value in checks.items() if key.endswith("_ok"))
 
 
-class _Server(uvicorn.Server):
+class SignalFreeServer(uvicorn.Server):
     """A uvicorn server that leaves the process's signal handling alone.
 
     ``Server.serve`` wraps serving in ``capture_signals()``, which points SIGINT and SIGTERM at
@@ -77,11 +77,12 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        """Take no signals: the process's own handlers stay in place, and stop the server."""
         yield
 
 
 if not callable(getattr(uvicorn.Server, "capture_signals", None)):  # renamed: it would take the signals
-    raise RuntimeError(f"uvicorn {uvicorn.__version__}: Server.capture_signals is gone; see _Server")
+    raise RuntimeError(f"uvicorn {uvicorn.__version__}: Server.capture_signals is gone; see SignalFreeServer")
 
 
 class HealthServer:
@@ -91,7 +92,7 @@ class HealthServer:
         self._host, self._port = host, port
         self._ready, self._live = ready, live
         self._socket: socket.socket | None = None
-        self._server: _Server | None = None
+        self._server: SignalFreeServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing: set[str] = set()  # paths whose checks raised, logged once until they pass
 
@@ -135,7 +136,7 @@ class HealthServer:
         # sys.exit(); listening from here on, connections wait in the backlog until it serves.
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         self._socket = socket.create_server((self._host, self._port), family=family)
-        self._server = _Server(config)
+        self._server = SignalFreeServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="health-server")
 
     async def close(self) -> None:
