@@ -62,7 +62,7 @@ class OutplanEvent(BaseModel):
     context, and from those written before the worker carried one.
 
     Published bodies are not serialised by this model: the batch write builds them in PostgreSQL
-    (``outplan_event_body``, called by ``worker.persistence.batch_write.write_changes``), and
+    (``outplan_traced_event_body``, called by ``worker.persistence.batch_write.write_changes``), and
     ``tests/integration/test_wire_events.py`` proves them byte for byte equal to ``model_dump_json``.
     """
 

@@ -10,6 +10,11 @@ import pytest
 
 from worker.persistence.migrate import migrate
 
+# The test extra installs the OpenTelemetry SDK, and a worker with the SDK exports its spans to
+# localhost:4318 unless told otherwise, where nothing listens: the workers the tests start record
+# spans and export none, unless a test asks (tests/e2e/test_tracing.py sets its own OTEL_*).
+os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+
 PG_ADMIN = os.environ.get("OUTPLAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("OUTPLAN_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 

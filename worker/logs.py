@@ -11,9 +11,23 @@ import sys
 import aiormq.exceptions
 import orjson
 import structlog
+from opentelemetry import trace
+
+
+def add_trace_ids(_: object, __: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """``trace_id`` and ``span_id`` (lowercase hex, 32 and 16 digits, as OpenTelemetry writes them)
+    of the span current when the line is written, when there is a valid one: a recording span, or
+    with the OpenTelemetry API alone the context a command came with (its caller's span id)."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict["trace_id"] = f"{span_context.trace_id:032x}"
+        event_dict["span_id"] = f"{span_context.span_id:016x}"
+    return event_dict
+
 
 _SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
+    add_trace_ids,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -58,6 +58,10 @@ class Request:
     # passed since every worker runs with fingerprints: by then the purge has deleted every
     # record that holds a raw-body hash.
     raw_body_hash: bytes
+    # The W3C trace context the command's events carry (the CloudEvents distributed tracing
+    # extension): the process span's, or with the OpenTelemetry API alone the incoming one.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def is_recorded_as(self, recorded: bytes) -> bool:
         """Whether an idempotency record's hash is this request's: its fingerprint, or (for
@@ -147,6 +151,8 @@ def decode(
     message_id: str | None,
     correlation_id: str | None,
     unreadable: Mapping[str, str] | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> Request | Rejection:
     """The request a delivery carries, or the 400 that says why there is none. Total: never raises.
 
@@ -155,6 +161,8 @@ def decode(
         refused ``UNSUPPORTED_CONTENT_ENCODING``.
     :param unreadable: properties and headers the frame decoder could not read, with the reason
         for each (``worker.messaging.lenient_frames``): refused ``INVALID_PROPERTIES``, naming them.
+    :param traceparent: the command's trace context (``worker.observability.spans.CommandTrace``),
+        carried into the request as it is, with ``tracestate``.
     The other parameters are the AMQP properties and the routing key as delivered.
     """
     name = command_name(routing_key, type_)
@@ -231,6 +239,8 @@ def decode(
         correlation_id=correlation_id,
         fingerprint=fingerprint(command) if recorded else b"",
         raw_body_hash=hashlib.sha256(name.encode() + b"\0" + body).digest() if recorded else b"",
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
 
 

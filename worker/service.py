@@ -191,7 +191,16 @@ class Service:
                 (created if outplan_id is None else changed)[stored.outplan.id] = stored
                 # The outplan's JSON, serialised once: the reply's and the event's ``data``.
                 data = stored.outplan.model_dump_json()
-                events.append(NewEvent(change.event_type, stored, request.message_id, data))
+                events.append(
+                    NewEvent(
+                        change.event_type,
+                        stored,
+                        request.message_id,
+                        data,
+                        request.traceparent,
+                        request.tracestate,
+                    )
+                )
                 body = success_reply(change.status_code, data)
                 outcome = Outcome(change.status_code, body, stored.outplan.id)
             records.append(

@@ -19,6 +19,7 @@ MIGRATIONS = [
     "0002_published_watermark.sql",
     "0003_write_conflicts.sql",
     "0004_sequence_on_write.sql",
+    "0005_trace_context.sql",
 ]
 
 

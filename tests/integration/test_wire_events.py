@@ -2,10 +2,15 @@
 
 An event's CloudEvents body is not serialised by the model: the batch write statement
 (``worker.persistence.batch_write.write_changes``) builds it with the SQL function
-``outplan_event_body`` (migration 0004) around the outplan's JSON, and the relay publishes those
-stored bytes. This test is what ties the two together: for generated outplans at the edges of
-every field, every event type, event sources and moments, it runs the production write and checks
-each body against ``OutplanCreated``/``OutplanUpdated``/``OutplanDeleted``.
+``outplan_traced_event_body`` (migration 0005) around the outplan's JSON, and the relay publishes
+those stored bytes. This test is what ties the two together: for generated outplans at the edges of
+every field, every event type, event sources, moments and trace contexts (none, a ``traceparent``
+alone, or with a ``tracestate``), it runs the production write and checks each body against
+``OutplanCreated``/``OutplanUpdated``/``OutplanDeleted``.
+
+The worker stores only a ``tracestate`` the W3C propagator accepted (printable ASCII, which still
+holds ``"`` and ``\\``), but the function escapes any text as the model does: the generated
+tracestates are free text, controls included.
 """
 
 import uuid
@@ -50,12 +55,24 @@ FIRST_SEQUENCE = 2**53 - 2
 event_sources = st.just(names.EVENT_SOURCE) | st.text(NAME_CHARS | DETAIL_CHARS, max_size=40)
 versions = st.sampled_from([1, 2, 2**31 - 1]) | st.integers(1, 2**31 - 1)
 correlations = st.none() | st.text(DETAIL_CHARS, max_size=20)
+traceparents = st.builds(
+    "00-{:032x}-{:016x}-{:02x}".format,
+    st.integers(1, 2**128 - 1),
+    st.integers(1, 2**64 - 1),
+    st.sampled_from([0, 1]),
+)
+# (traceparent, tracestate): none, a traceparent alone, or both.
+TraceContext = tuple[str | None, str | None]
+trace_contexts = st.just((None, None)) | st.tuples(
+    traceparents, st.none() | st.text(DETAIL_CHARS, min_size=1, max_size=60)
+)
 batches = st.lists(
-    st.tuples(outplans, event_types, versions, correlations),
+    st.tuples(outplans, event_types, versions, correlations, trace_contexts),
     min_size=1,
     max_size=6,
     unique_by=lambda e: e[0].id,
 )
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def _filled(text: str, size: int) -> str:
@@ -88,14 +105,16 @@ _TEL = StoredSource(
     detail=_filled('"\\\n', SHORT_MAX),
 )
 _SIP = StoredSource(type="sip", target=_filled("u", SHORT_MAX - len("@example.com")) + "@example.com")
-EDGES = [
-    (_edge_outplan(1, _TEL, low=False), names.OUTPLAN_CREATED, 1, None),
-    (_edge_outplan(2, _SIP, low=True), names.OUTPLAN_UPDATED, 2, '"quoted" \\ m-1'),
+EDGES: list[tuple[Outplan, str, int, str | None, TraceContext]] = [
+    (_edge_outplan(1, _TEL, low=False), names.OUTPLAN_CREATED, 1, None, (None, None)),
+    (_edge_outplan(2, _SIP, low=True), names.OUTPLAN_UPDATED, 2, '"quoted" \\ m-1', (TRACEPARENT, None)),
     (
         _edge_outplan(3, _SIP, low=False, tm_delete="2026-01-01 00:00:00.000000"),
         names.OUTPLAN_DELETED,
         2**31 - 1,
         "",
+        # A tracestate W3C allows, with the two characters JSON escapes among printable ASCII.
+        (TRACEPARENT, 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,q=say"hi"\\now'),
     ),
 ]
 
@@ -109,7 +128,13 @@ async def connection(fresh_database: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def expected_event(
-    event_type: str, event_id: str, source: str, moment: datetime, stored: Versioned, eventsequence: int
+    event_type: str,
+    event_id: str,
+    source: str,
+    moment: datetime,
+    stored: Versioned,
+    eventsequence: int,
+    trace: TraceContext,
 ) -> OutplanEvent:
     """The event the contract says a change makes."""
     outplan = stored.outplan
@@ -121,6 +146,8 @@ def expected_event(
         customerid=outplan.customer_id,
         outplanversion=stored.version,
         eventsequence=eventsequence,
+        traceparent=trace[0],
+        tracestate=trace[1],
         data=outplan,
     )
 
@@ -141,18 +168,18 @@ def expected_event(
 @example(batch=EDGES, source=names.EVENT_SOURCE, moment=datetime(2022, 4, 28, 1, 50, 23, 414000, tzinfo=UTC))
 async def test_every_event_body_is_the_event_model_serialised(
     connection: asyncpg.Connection,
-    batch: list[tuple[Outplan, str, int, str | None]],
+    batch: list[tuple[Outplan, str, int, str | None, TraceContext]],
     source: str,
     moment: datetime,
 ) -> None:
     """One batch per example, written by the production statement in a transaction that is rolled
     back (so generated ids may repeat across examples). Each body must parse with ``parse_event``
     to the model of that outplan, and be the bytes ``model_dump_json`` gives for it."""
-    stored = [Versioned(outplan, version) for outplan, _, version, _ in batch]
+    stored = [Versioned(outplan, version) for outplan, _, version, _, _ in batch]
     # The event's data as ``worker.service`` makes it: the outplan serialised by its model.
     events = [
-        NewEvent(event_type, versioned, correlation, versioned.outplan.model_dump_json())
-        for versioned, (_, event_type, _, correlation) in zip(stored, batch, strict=True)
+        NewEvent(event_type, versioned, correlation, versioned.outplan.model_dump_json(), *trace)
+        for versioned, (_, event_type, _, correlation, trace) in zip(stored, batch, strict=True)
     ]
     transaction = connection.transaction()
     await transaction.start()
@@ -168,9 +195,10 @@ async def test_every_event_body_is_the_event_model_serialised(
             source=source,
         )
         kept = {
-            r["event_id"]: bytes(r["body"])
+            r["event_id"]: (bytes(r["body"]), r["traceparent"], r["tracestate"])
             for r in await connection.fetch(
-                "SELECT event_id::text, body FROM outplan_events WHERE event_id = ANY($1::uuid[])",
+                "SELECT event_id::text, body, traceparent, tracestate FROM outplan_events"
+                " WHERE event_id = ANY($1::uuid[])",
                 [e.event_id for e in written],
             )
         }
@@ -179,9 +207,17 @@ async def test_every_event_body_is_the_event_model_serialised(
 
     assert len(written) == len(events)
     for logged, event in zip(written, events, strict=True):
-        assert kept[logged.event_id] == logged.body  # the relay publishes the stored row's bytes
+        # The relay publishes the stored row's bytes, with its stored trace context as headers.
+        assert kept[logged.event_id] == (logged.body, event.traceparent, event.tracestate)
+        assert (logged.traceparent, logged.tracestate) == (event.traceparent, event.tracestate)
         expected = expected_event(
-            event.event_type, logged.event_id, source, moment, event.stored, logged.eventsequence
+            event.event_type,
+            logged.event_id,
+            source,
+            moment,
+            event.stored,
+            logged.eventsequence,
+            (event.traceparent, event.tracestate),
         )
         parsed = parse_event(logged.body)
         assert type(parsed) is type(expected)

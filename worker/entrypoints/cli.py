@@ -16,6 +16,7 @@ from .. import logs
 from ..app import misconfiguration, serve
 from ..handlers import REGISTRY, Registry
 from ..observability import LIVEZ, READYZ
+from ..observability.tracing import TracingMisconfigured, configure_tracing
 from ..persistence.migrate import migrate
 from ..refusals import EX_CONFIG, Misconfigured
 from ..settings import InvalidSettings, Settings, load
@@ -71,6 +72,23 @@ def check_health(settings: Settings, *, live: bool) -> int:
     except OSError as exc:
         print(f"check: no worker answers on port {settings.metrics_port}: {exc}", file=sys.stderr)
     return 1
+
+
+def _traced(args: argparse.Namespace, settings: Settings, handlers: Registry) -> int:
+    """``run``, ``relay`` or ``replay``, with tracing configured; returns the exit code."""
+    if args.command == "replay":
+        return asyncio.run(replay_args.replay(args, settings))
+    if settings.uvloop:
+        import uvloop  # a faster event loop: the worker spends much of its time in socket I/O
+
+        uvloop.install()
+    try:
+        asyncio.run(_serve(settings, consume=args.command == "run", handlers=handlers))
+    except Misconfigured as exc:
+        if not exc.reported:  # found at start; one found while running was logged then
+            log.error(f"cannot start: {exc}", exit_code=EX_CONFIG)
+        return EX_CONFIG
+    return 0
 
 
 def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int:
@@ -142,18 +160,17 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
             return EX_CONFIG
         print(f"{len(applied)} migration(s) applied" + (": " + ", ".join(applied) if applied else ""))
         return 0
-    if args.command in ("run", "relay"):
-        if settings.uvloop:
-            import uvloop  # a faster event loop: the worker spends much of its time in socket I/O
-
-            uvloop.install()
+    if args.command in ("run", "relay", "replay"):
+        # The commands that consume or publish record spans when the OpenTelemetry SDK is installed.
         try:
-            asyncio.run(_serve(settings, consume=args.command == "run", handlers=handlers))
-        except Misconfigured as exc:
-            if not exc.reported:  # found at start; one found while running was logged then
-                log.error(f"cannot start: {exc}", exit_code=EX_CONFIG)
+            shutdown_tracing = configure_tracing()
+        except TracingMisconfigured as exc:
+            log.error(f"cannot start: {exc}", exit_code=EX_CONFIG)
             return EX_CONFIG
-        return 0
+        try:
+            return _traced(args, settings, handlers)
+        finally:
+            shutdown_tracing()  # exports the spans still buffered
     if args.command == "schema":
         from contracts.documents import TOPOLOGY_NAMES
 
@@ -164,8 +181,6 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
         return 0
     if args.command == "check":
         return check_health(settings, live=args.live)
-    if args.command == "replay":
-        return asyncio.run(replay_args.replay(args, settings))
     if args.command == "tail":
         return asyncio.run(tail_args.tail(args, settings))
     if args.command == "demo":

@@ -19,6 +19,7 @@ from contracts import names
 
 from ..messaging.brokers import connect_first
 from ..messaging.event_publishing import Progress, Republisher, Target
+from ..observability.spans import Peer
 from ..persistence.history import EventFilter, count_events, select_events
 from ..persistence.outbox import LoggedEvent
 from ..refusals import EX_CONFIG, Misconfigured, certificate_refusal
@@ -148,11 +149,18 @@ def _read_file(path: Path, selection: EventFilter) -> list[LoggedEvent]:
                     None,  # not in the body: see the docstring
                     line,
                     str(event["subject"]),
+                    # The trace context stored with it is in the body: its publish continues it.
+                    _text(event.get("traceparent")),
+                    _text(event.get("tracestate")),
                 )
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BadArguments(f"{path}:{number} is not an exported event: {exc}") from None
     return events
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class Reporter:
@@ -276,7 +284,13 @@ async def _publish(
         await _check_target(await connection.channel(), target)
         channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
         run_id = str(uuid.uuid4())
-        republisher = Republisher(channel, target, run_id=run_id, rate=args.rate)
+        republisher = Republisher(
+            channel,
+            target,
+            run_id=run_id,
+            rate=args.rate,
+            broker=Peer.from_url(settings.amqp_url.get_secret_value(), 5672),
+        )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, republisher.stop_requested.set)
         loop.add_signal_handler(signal.SIGTERM, republisher.stop_requested.set)

@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from .. import refusals
 from ..batching import Batcher
+from ..observability import spans
 from ..requests import Rejection, decode
 from ..retries import failure, retry_in, retrying, try_first
 from ..service import Outcome, Service
@@ -43,7 +44,11 @@ class CommandConsumer:
 
     def __init__(self, settings: Settings, service: Service, outgoing: Outgoing) -> None:
         self._service = service
-        self._settler = Settler(outgoing, settings.retry_limit)
+        self._queue = settings.command_queue
+        self._broker = spans.Peer.from_url(settings.amqp_url.get_secret_value(), 5672)
+        self._database = spans.Peer.from_url(settings.database_url.get_secret_value(), 5432)
+        self._settler = Settler(outgoing, settings.retry_limit, self._broker)
+        self._tracing = spans.current()  # the provider is set (or not) before the worker starts
         self._batcher: Batcher[Decoded] = Batcher(
             self._change, size=settings.batch_size, writers=settings.batch_writers
         )
@@ -91,6 +96,16 @@ class CommandConsumer:
         self._in_flight += 1
         self._idle.clear()
         try:
+            trace = self._tracing.start_command(
+                message.headers,
+                queue=self._queue,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                body_size=len(message.body),
+                peer=self._broker,
+            )
             decoded = decode(
                 message.body,
                 content_type=message.content_type,
@@ -100,17 +115,21 @@ class CommandConsumer:
                 message_id=message.message_id,
                 correlation_id=message.correlation_id,
                 unreadable=message.unreadable,
+                traceparent=trace.traceparent,
+                tracestate=trace.tracestate,
             )
         except Exception as exc:  # noqa: BLE001 - decode is total; a bug in it gives the message back
             self._spawn(self._give_back_one(message, exc))
             return
         if isinstance(decoded, Rejection):
-            self._spawn(self._settling([message], self._settler.reject(message, decoded, started)))
+            self._spawn(self._settling([message], self._settler.reject(message, decoded, started, trace)))
         elif decoded.command.mutates:
             # A batch writer calls back ``_change`` below with this command's batch.
-            self._batcher.add(Decoded(message, decoded, started), key=getattr(decoded.command, "id", None))
+            self._batcher.add(
+                Decoded(message, decoded, started, trace), key=getattr(decoded.command, "id", None)
+            )
         else:
-            self._spawn(self._settling([message], self._query(Decoded(message, decoded, started))))
+            self._spawn(self._settling([message], self._query(Decoded(message, decoded, started, trace))))
 
     def _spawn(self, work: Coroutine[None, None, None]) -> None:
         task = asyncio.create_task(work)
@@ -140,6 +159,10 @@ class CommandConsumer:
             self._idle.set()
 
     async def _query(self, command: Decoded) -> None:
+        with command.trace.active():  # its log lines carry the command's trace
+            await self._answer(command)
+
+    async def _answer(self, command: Decoded) -> None:
         def log_retry(retry_state: RetryCallState) -> None:
             command.logger().warning(
                 "database unavailable; holding the message",
@@ -183,12 +206,17 @@ class CommandConsumer:
 
         try:
             # The whole batch is held and tried again; never given up on.
-            return list(await held(lambda: self._service.change([c.request for c in batch]), log_retry))
+            return list(await held(lambda: self._write(batch), log_retry))
         except Exception as exc:  # noqa: BLE001 - a bug in one command: isolated, then dead-lettered
             if len(batch) == 1:
                 return [exc]
             # One command is broken: apply the others one by one so only it fails.
             return [result for command in batch for result in await self._apply([command])]
+
+    async def _write(self, batch: list[Decoded]) -> list[Outcome]:
+        """One attempt at the batch, in its ``BATCH`` span (linked to the commands' spans)."""
+        with self._tracing.batch_write([c.trace for c in batch], self._database):
+            return await self._service.change([c.request for c in batch])
 
 
 # Held like an outage: a privilege the role lacks is no bug of the command's (it must not be

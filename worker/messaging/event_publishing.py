@@ -17,6 +17,7 @@ from aiormq import spec
 
 from contracts import names
 
+from ..observability import spans
 from ..persistence.outbox import LoggedEvent
 from .amqp import PERSISTENT, Confirm, RawChannel, publish, raw_channel
 
@@ -24,7 +25,8 @@ from .amqp import PERSISTENT, Confirm, RawChannel, publish, raw_channel
 def event_properties(
     event: LoggedEvent, headers: dict[str, bool | str] | None = None
 ) -> spec.Basic.Properties:
-    """The AMQP properties of an event's message: persistent, with the contract's properties."""
+    """The AMQP properties of an event's message: persistent, with the contract's properties
+    and ``headers`` (trace context among them, see :func:`publish_event`)."""
     return spec.Basic.Properties(
         message_id=event.event_id,
         message_type=event.event_type,
@@ -41,8 +43,18 @@ async def publish_event(
     routing_key: str,
     event: LoggedEvent,
     headers: dict[str, bool | str] | None = None,
+    *,
+    broker: spans.Peer | None = None,
+    tracing: spans.Tracing | None = None,
 ) -> Confirm:
     """Publish the stored body, ``mandatory``, on a confirm channel; returns once the broker answered.
+
+    In a PRODUCER span ``publish <exchange>`` (child of the causing command's stored trace context,
+    and linked to it) when spans are recorded; the message's ``traceparent``/``tracestate`` headers
+    are that span's context, else the stored context unchanged (none when the event has none).
+    ``broker`` gives the span's ``server.address`` and ``server.port``; ``tracing`` the tracer
+    (``spans.current()`` by default). A nack marks the span an error (``error.type`` ``nacked``);
+    an unrouted return does not (see ``Target``).
 
     A broken link raises (``ChannelInvalidStateError``, ``ConnectionError``, ...). Returns are
     matched to publishes by ``message_id`` (the event id); they come back as ``UNROUTED`` whether
@@ -50,14 +62,35 @@ async def publish_event(
     Straight on the channel beneath aio-pika's: it is the relay's hot path, and building an
     aio-pika message per event cost more than the publish itself.
     """
-    return await publish(
-        channel,
-        event.body,
+    traced = (tracing or spans.current()).start_publish(
         exchange=exchange,
         routing_key=routing_key,
-        properties=event_properties(event, headers),
-        mandatory=True,
+        message_id=event.event_id,
+        correlation_id=event.correlation_id,
+        body_size=len(event.body),
+        traceparent=event.traceparent,
+        tracestate=event.tracestate,
+        peer=broker or _NO_PEER,
     )
+    if traced.headers:
+        headers = {**traced.headers, **(headers or {})}
+    try:
+        confirm = await publish(
+            channel,
+            event.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=event_properties(event, headers),
+            mandatory=True,
+        )
+    except BaseException as exc:
+        traced.end(type(exc).__name__, str(exc))
+        raise
+    traced.end("nacked" if confirm is Confirm.REFUSED else None)
+    return confirm
+
+
+_NO_PEER = spans.Peer()
 
 
 @dataclass(frozen=True)
@@ -124,12 +157,14 @@ class Republisher:
         run_id: str,
         window: int = 256,
         rate: float | None = None,
+        broker: spans.Peer | None = None,
     ) -> None:
         self._channel = channel
         self._target = target
         self._run_id = run_id
         self._window = window
         self._interval = 1.0 / rate if rate else 0.0
+        self._broker = broker  # for the publish spans' server.address and server.port
         self.stop_requested = asyncio.Event()
 
     async def _publish(self, event: LoggedEvent) -> Confirm:
@@ -141,6 +176,7 @@ class Republisher:
             routing_key,
             event,
             headers={"x-replayed": True, "x-replay-run-id": self._run_id},
+            broker=self._broker,
         )
 
     def _failure(self, event: LoggedEvent, outcome: Confirm) -> str | None:

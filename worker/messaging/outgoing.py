@@ -15,11 +15,14 @@ without a ``message_id`` a random one: the original bytes are in ``x-original-me
 """
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
 from pamqp import encode
+from pamqp.common import FieldTable
 
+from ..observability.spans import CommandTrace, Peer
 from .amqp import PERSISTENT, Confirm, publish, raw_channel
 from .incoming import Incoming
 
@@ -53,19 +56,38 @@ class Outgoing:
         self._channel = channel  # confirm mode
         self.dead_letter_exchange = dead_letter_exchange
 
-    async def reply(self, message: Incoming, status_code: int, body: bytes) -> None:
+    async def reply(
+        self,
+        message: Incoming,
+        status_code: int,
+        body: bytes,
+        *,
+        trace: CommandTrace | None = None,
+        peer: Peer | None = None,
+    ) -> None:
         """Send ``body`` to the message's ``reply_to`` (nothing when it has none); wait for the confirm.
+
+        With the command's ``trace``, the reply carries its context (``traceparent``, ``tracestate``
+        headers) and is published in a PRODUCER span (``peer``: the broker, for its attributes).
 
         :raises PublishRefused: nacked or unencodable. :raises TRANSIENT_ERRORS: the link broke.
         """
         if not message.reply_to:
             return
+        headers: FieldTable = {"status_code": status_code}
+        if trace is not None:
+            headers.update(trace.headers())
         properties = spec.Basic.Properties(
             content_type=REPLY_CONTENT_TYPE,
             correlation_id=message.correlation_id or message.message_id,
-            headers={"status_code": status_code},
+            headers=headers,
         )
-        await self._publish(body, "", message.reply_to, properties)
+        with (
+            nullcontext()
+            if trace is None
+            else trace.publishing_reply(message.reply_to, len(body), peer or Peer())
+        ):
+            await self._publish(body, "", message.reply_to, properties)
 
     async def dead_letter(
         self,

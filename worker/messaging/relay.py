@@ -27,7 +27,7 @@ from aio_pika.abc import AbstractChannel
 from tenacity import RetryCallState, retry_if_exception_type
 
 from .. import refusals
-from ..observability import metrics
+from ..observability import metrics, spans
 from ..persistence.outbox import NOTIFY_CHANNEL, LoggedEvent, OutboxStore
 from ..retries import Stopped, failure, retry_in, retrying
 from ..settings import Settings
@@ -51,6 +51,8 @@ class Relay:
     ) -> None:
         self._settings = settings
         self._channel = channel
+        self._broker = spans.Peer.from_url(settings.amqp_url.get_secret_value(), 5672)  # for the spans
+        self._tracing = spans.current()  # the provider is set (or not) before the worker starts
         self._retry = retry or RetryPolicy()
         self._wake = asyncio.Event()  # a commit, or the window asks for attention
         self._stopping = asyncio.Event()
@@ -222,7 +224,10 @@ class Relay:
         exchange = self._settings.event_exchange
 
         def publish(event: LoggedEvent) -> Coroutine[Any, Any, Confirm]:
-            return publish_event(channel, exchange, event.event_type, event)  # on the latest channel read
+            # On the latest channel read.
+            return publish_event(
+                channel, exchange, event.event_type, event, broker=self._broker, tracing=self._tracing
+            )
 
         window = PublishWindow(
             publish,

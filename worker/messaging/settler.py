@@ -24,6 +24,7 @@ from contracts import ErrorInfo, Reply, replies
 
 from .. import refusals
 from ..observability import metrics
+from ..observability.spans import CommandTrace, Peer
 from ..requests import Rejection, Request
 from ..service import Outcome
 from ..transient import TRANSIENT_ERRORS
@@ -38,11 +39,13 @@ log: structlog.typing.FilteringBoundLogger = structlog.get_logger("outplan_worke
 
 @dataclass(slots=True)
 class Decoded:
-    """A delivery decoded into a valid request, and when it arrived (``time.perf_counter()``, s)."""
+    """A delivery decoded into a valid request, when it arrived (``time.perf_counter()``, s), and
+    its trace (the process span, or the incoming context)."""
 
     message: Incoming
     request: Request
     started: float
+    trace: CommandTrace
 
     def logger(self) -> structlog.typing.FilteringBoundLogger:
         """The consumer's log bound to this command: message and correlation ids, command, customer."""
@@ -63,10 +66,11 @@ class Settler:
     with :meth:`received` as it arrives, in tag order; acks go out at :meth:`flush`.
     """
 
-    def __init__(self, outgoing: Outgoing, retry_limit: int) -> None:
+    def __init__(self, outgoing: Outgoing, retry_limit: int, broker: Peer | None = None) -> None:
         self._outgoing = outgoing  # replies and dead-letter copies, on a connection of their own
         self._limit = retry_limit
         self._acks = AckTracker()
+        self._broker = broker or Peer()  # for the reply spans' server.address and server.port
 
     def received(self, message: Incoming) -> None:
         """Note a delivery as it arrives, before anything settles it."""
@@ -76,11 +80,21 @@ class Settler:
         """Send one multiple ack for the deliveries acked so far (a broken link: none, not raised)."""
         await self._acks.flush()
 
-    async def reject(self, message: Incoming, rejection: Rejection, started: float) -> None:
+    async def reject(
+        self, message: Incoming, rejection: Rejection, started: float, trace: CommandTrace
+    ) -> None:
         """Invalid input: answered 400 and dead-lettered with the reason on its first delivery, acked at once.
 
-        ``started`` is when it arrived (``time.perf_counter()``, s). Raises only on a bug here.
+        ``started`` is when it arrived (``time.perf_counter()``, s); ``trace`` the delivery's, current
+        meanwhile and ended here. Raises only on a bug here.
         """
+        with trace.active():
+            await self._reject(message, rejection, started, trace)
+        trace.finish(command=rejection.command, status_code=rejection.status_code, error_type=None)
+
+    async def _reject(
+        self, message: Incoming, rejection: Rejection, started: float, trace: CommandTrace
+    ) -> None:
         number = delivery_number(message.headers, message.redelivered)
         await self._carry_out(
             message,
@@ -88,6 +102,7 @@ class Settler:
             number,
             reply=(rejection.status_code, rejection.reply().to_json()),
             dead_letter=_DeadLetter(rejection.status, rejection.reason, rejection.message),
+            trace=trace,
         )
         await self._acks.flush()
         metrics.COMMANDS.labels(rejection.command or "unknown", rejection.reason).inc()
@@ -106,9 +121,17 @@ class Settler:
         """Settle a command that ran: its outcome, or the exception its handler raised (a bug).
 
         An outcome is answered and acked; a bug is requeued until the retry limit, then answered
-        500 and dead-lettered with the exception. Acks wait for :meth:`flush`. Raises only on a
-        bug here.
+        500 and dead-lettered with the exception. Acks wait for :meth:`flush`. The command's trace
+        is current meanwhile, and its process span ends here. Raises only on a bug here.
         """
+        with decoded.trace.active():
+            status_code, error_type = await self._conclude(decoded, result)
+        decoded.trace.finish(
+            command=decoded.request.command.command, status_code=status_code, error_type=error_type
+        )
+
+    async def _conclude(self, decoded: Decoded, result: Outcome | Exception) -> tuple[int | None, str | None]:
+        """Settle as ``conclude`` says; the reply's status code (None: requeued) and the error, if any."""
         message = decoded.message
         number = delivery_number(message.headers, message.redelivered)
         if isinstance(result, Outcome):
@@ -117,9 +140,10 @@ class Settler:
                 decide(Happened.HANDLED, number, self._limit),
                 number,
                 reply=(result.status_code, result.reply),
+                trace=decoded.trace,
             )
             self._handled(decoded, result)
-            return
+            return result.status_code, None
         disposition = decide(Happened.FAILED, number, self._limit)
         bound = decoded.logger()
         if disposition.settle is Settle.REQUEUE:
@@ -130,7 +154,7 @@ class Settler:
                 duration_ms=_ms(decoded.started),
             )
             await self._carry_out(message, disposition, number)
-            return
+            return None, type(result).__name__
         await self._carry_out(
             message,
             disposition,
@@ -146,6 +170,7 @@ class Settler:
                     "x-deliveries": number,
                 },
             ),
+            trace=decoded.trace,
         )
         metrics.COMMANDS.labels(decoded.request.command.command, "500").inc()
         metrics.DEAD_LETTERED.labels(replies.INTERNAL_ERROR).inc()
@@ -156,6 +181,7 @@ class Settler:
             exc_info=result,
             duration_ms=_ms(decoded.started),
         )
+        return 500, type(result).__name__
 
     async def give_back(self, message: Incoming, exc: BaseException) -> None:
         """Settling itself failed (a bug here): return the message; its redelivery repeats the same reply.
@@ -180,11 +206,14 @@ class Settler:
         *,
         reply: tuple[int, bytes] | None = None,
         dead_letter: "_DeadLetter | None" = None,
+        trace: CommandTrace | None = None,
     ) -> None:
         """Reply, dead-letter and settle as ``disposition`` says; a failed publish is decided on again."""
         failed: list[Happened] = []
         if disposition.reply and reply is not None:
-            failed += await self._publishing("reply", message, self._outgoing.reply(message, *reply))
+            failed += await self._publishing(
+                "reply", message, self._outgoing.reply(message, *reply, trace=trace, peer=self._broker)
+            )
         if disposition.dead_letter and dead_letter is not None:
             failed += await self._publishing(
                 "dead letter",

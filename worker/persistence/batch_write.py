@@ -22,12 +22,15 @@ from .outplans import COLUMNS, MUTABLE
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     """An event for the batch to write: its type, the outplan after the change (id, customer and
-    version go into the row), the command's ``message_id`` as ``correlation_id``, and ``data``."""
+    version go into the row), the command's ``message_id`` as ``correlation_id``, ``data``, and the
+    command's W3C trace context (``traceparent``, ``tracestate``; stored, and written into the body)."""
 
     event_type: str
     stored: Versioned
     correlation_id: str | None
     data: str  # the outplan as JSON, the same bytes as the reply's ``data``
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 def _outplan_json(rows: list[Versioned]) -> str:
@@ -83,17 +86,21 @@ def _statement() -> str:
         "  WHERE $8 > 0 AND (SELECT count(*) FROM inserted) + (SELECT count(*) FROM replaced)"
         "   + (SELECT count(*) FROM recorded) >= 0"
         "  RETURNING last_value - $8 AS base),"
-        # outplan_event_body (migration 0004) builds each CloudEvents body, the bytes the relay
+        # outplan_traced_event_body (migration 0005) builds each CloudEvents body, the bytes the relay
         # publishes: contracts.events.OutplanEvent is the contract, and
         # tests/integration/test_wire_events.py proves them equal to its model_dump_json.
         # A concurrent writer of the same outplan version fails here on its unique key.
         " events AS (INSERT INTO outplan_events (event_id, event_type, outplan_id, customer_id,"
-        "   outplan_version, correlation_id, occurred_at, data, eventsequence, body)"
+        "   outplan_version, correlation_id, occurred_at, data, eventsequence, traceparent, tracestate, body)"
         "  SELECT e.id, e.type, e.outplan, e.customer, e.version, e.correlation, $5, e.data, s.base + e.n,"
-        "   outplan_event_body(e.id, $9, e.type, e.outplan, $5, e.customer, e.version, s.base + e.n, e.data)"
+        "   e.traceparent, e.tracestate,"
+        "   outplan_traced_event_body(e.id, $9, e.type, e.outplan, $5, e.customer, e.version, s.base + e.n,"
+        "    e.traceparent, e.tracestate, e.data)"
         "  FROM ROWS FROM (json_to_recordset($3::json)"
-        "   AS (id uuid, type text, outplan uuid, customer uuid, version int, correlation text, data text))"
-        "   WITH ORDINALITY AS e(id, type, outplan, customer, version, correlation, data, n), numbered s"
+        "   AS (id uuid, type text, outplan uuid, customer uuid, version int, correlation text, data text,"
+        "    traceparent text, tracestate text))"
+        "   WITH ORDINALITY AS e(id, type, outplan, customer, version, correlation, data, traceparent,"
+        "    tracestate, n), numbered s"
         "  ORDER BY e.n RETURNING eventsequence, body),"
         # The payload is the highest number written: a relay that has read that far need not look.
         f" woken AS (SELECT pg_notify('{NOTIFY_CHANNEL}', max(eventsequence)::text) FROM events"
@@ -143,6 +150,8 @@ async def write_changes(
             "version": e.stored.version,
             "correlation": e.correlation_id,
             "data": e.data,
+            "traceparent": e.traceparent,
+            "tracestate": e.tracestate,
         }
         for i, e in zip(event_ids, events, strict=True)
     ]
@@ -183,6 +192,15 @@ async def write_changes(
         return []
     first = row["first_sequence"]
     return [
-        LoggedEvent(first + n, str(i), e.event_type, e.correlation_id, body, str(e.stored.outplan.id))
+        LoggedEvent(
+            first + n,
+            str(i),
+            e.event_type,
+            e.correlation_id,
+            body,
+            str(e.stored.outplan.id),
+            e.traceparent,
+            e.tracestate,
+        )
         for n, (i, e, body) in enumerate(zip(event_ids, events, row["bodies"], strict=True))
     ]

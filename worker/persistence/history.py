@@ -73,7 +73,8 @@ async def select_events(
     after = (selection.from_seq or 1) - 1
     while True:
         rows = await conn.fetch(
-            "SELECT eventsequence, event_id::text, event_type, correlation_id, body, outplan_id::text"
+            "SELECT eventsequence, event_id::text, event_type, correlation_id, body, outplan_id::text,"
+            " traceparent, tracestate"
             " FROM outplan_events" + _WHERE + " ORDER BY eventsequence LIMIT $8",
             *_args(selection, after),
             batch,

@@ -19,7 +19,9 @@ NOTIFY_CHANNEL = "outplan_events"
 
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
-    """A sequenced event as it is (or was) published: its number, id, type, exact body and outplan."""
+    """A sequenced event as it is (or was) published: its number, id, type, exact body and outplan,
+    and the W3C trace context of the command that caused it (also in the body, as the CloudEvents
+    ``traceparent``/``tracestate``; None for events written without one)."""
 
     eventsequence: int
     event_id: str
@@ -27,6 +29,8 @@ class LoggedEvent:
     correlation_id: str | None
     body: bytes
     outplan_id: str  # the relay keeps one outplan's events in order by it
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> "LoggedEvent":
@@ -38,6 +42,8 @@ class LoggedEvent:
             r["correlation_id"],
             r["body"],
             r["outplan_id"],
+            r["traceparent"],
+            r["tracestate"],
         )
 
 
@@ -45,7 +51,8 @@ _AFTER = """
 WITH checkpoint AS (
     UPDATE outbox_state SET published_through = greatest(published_through, $3) WHERE $3::bigint IS NOT NULL
 )
-SELECT eventsequence, event_id::text, event_type, correlation_id, body, outplan_id::text
+SELECT eventsequence, event_id::text, event_type, correlation_id, body, outplan_id::text,
+       traceparent, tracestate
 FROM outplan_events WHERE eventsequence > $1 ORDER BY eventsequence LIMIT $2
 """
 
