@@ -20,6 +20,6 @@ GRANT SELECT ON TABLE schema_migrations TO :"worker_role";
 
 GRANT USAGE ON SEQUENCE outplan_events_position_seq TO :"worker_role";
 
-GRANT EXECUTE ON FUNCTION outplan_event_body(uuid, text, text, uuid, timestamptz, uuid, integer, bigint, text)
+GRANT EXECUTE ON FUNCTION outplan_traced_event_body(uuid, text, text, uuid, timestamptz, uuid, integer, bigint, text, text, text)
     TO :"worker_role";
 GRANT EXECUTE ON FUNCTION outplan_write_conflict(text) TO :"worker_role";

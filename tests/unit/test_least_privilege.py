@@ -53,6 +53,20 @@ def test_the_shipped_grants_are_exactly_the_privileges_checked_at_start() -> Non
     assert "CREATE" not in {p for _, _, p in granted} and "ALL" not in sql.upper().split()
 
 
+def test_the_functions_granted_are_the_ones_the_worker_statements_call() -> None:
+    # A migration that gives the write statement a new function must grant it too: with EXECUTE
+    # revoked from PUBLIC, as hardened databases do, the worker would fail on its first write.
+    root = Path(__file__).resolve().parents[2]
+    defined = {
+        name
+        for migration in (root / "worker" / "persistence" / "migrations").glob("*.sql")
+        for name in re.findall(r"CREATE (?:OR REPLACE )?FUNCTION (\w+)\(", migration.read_text())
+    }
+    code = " ".join(path.read_text() for path in (root / "worker").rglob("*.py"))
+    called = {name for name in defined if re.search(rf"\b{name}\(", code)}
+    assert called == {key.split("(")[0] for key in grants.FUNCTIONS}
+
+
 def _queue(**overrides: Any) -> dict[str, Any]:
     """GET /api/queues/{vhost}/{name}, trimmed to what is compared (RabbitMQ 3.10's field names)."""
     reported: dict[str, Any] = {
