@@ -21,7 +21,7 @@ Schema = dict[str, Any]
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 # The interface's own version, independent of the package's: bump it when a body or name changes.
-INTERFACE_VERSION: Final = "1.1.0"
+INTERFACE_VERSION: Final = "1.2.0"
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
 OUTPLAN: Final = "outplan"

@@ -24,6 +24,18 @@ _INVALID_INPUT_REASONS = (
 )
 
 
+_TRACEPARENT_PATTERN = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+
+def _trace_context(traceparent: str, tracestate: str) -> dict[str, Schema]:
+    """The W3C Trace Context headers (https://www.w3.org/TR/trace-context/), as AMQP application
+    headers the way OpenTelemetry's propagators write them."""
+    return {
+        "traceparent": _text(traceparent, pattern=_TRACEPARENT_PATTERN),
+        "tracestate": _text(tracestate),
+    }
+
+
 def command_headers(command: str, *, mutation: bool) -> Schema:
     """The properties a ``command`` may carry; with ``mutation``, ``message_id`` is required and
     described as the idempotency key."""
@@ -54,6 +66,12 @@ def command_headers(command: str, *, mutation: bool) -> Schema:
                 "Absent, empty or identity: the body is sent as it is. Any other "
                 "(gzip, deflate, ...) is refused UNSUPPORTED_CONTENT_ENCODING."
             ),
+            **_trace_context(
+                "Optional W3C trace context: the command is processed inside this trace (a new "
+                "one is started when it is absent or malformed; a malformed value is ignored, "
+                "never refused).",
+                "Optional; passed on with traceparent.",
+            ),
         },
         required=("message_id",) if mutation else (),
     )
@@ -67,6 +85,12 @@ def reply_headers() -> Schema:
             "correlation_id": _text("The request's correlation_id, or its message_id when that is empty."),
             "status_code": {"type": "integer", "description": "The same status_code as the body."},
             "content_type": _text("The body's media type.", const=names.REQUEST_CONTENT_TYPE),
+            **_trace_context(
+                "The trace context of the worker's processing of the command (a child of the "
+                "command's traceparent); with no tracing SDK in the worker, the command's own, "
+                "unchanged. Absent when the command had none and the worker records no trace.",
+                "Passed on from the command.",
+            ),
         },
         required=("status_code",),
     )
@@ -92,6 +116,12 @@ def event_headers(event_type: str) -> Schema:
                 "description": "Present only on events re-published by outplan-worker replay.",
             },
             "x-replay-run-id": _text("Identifies one replay run; present only on replayed events."),
+            **_trace_context(
+                "The trace context of this publish (a child of the causing command's context when "
+                "the worker records traces, else that context itself); the body's CloudEvents "
+                "traceparent always holds the command's, the same on every re-publish.",
+                "Passed on from the causing command.",
+            ),
         },
         required=("message_id", "type", "content_type"),
     )
