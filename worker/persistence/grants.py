@@ -24,9 +24,8 @@ SEQUENCES: dict[str, tuple[str, ...]] = {"outplan_events_position_seq": ("USAGE"
 """Sequence privileges (``outplan_events.position`` is a ``bigserial``: inserts call nextval)."""
 
 FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "outplan_traced_event_body(uuid, text, text, uuid, timestamptz, uuid, integer, bigint, text, text, text)": (
-        "EXECUTE",
-    ),
+    "outplan_traced_event_body(uuid, text, text, uuid, timestamptz, uuid, integer, bigint,"
+    " text, text, text)": ("EXECUTE",),
     "outplan_write_conflict(text)": ("EXECUTE",),
 }
 """Function privileges (PostgreSQL grants EXECUTE to PUBLIC unless an operator revoked it)."""
