@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential, wait_random_exponential
-from tenacity.retry import retry_base
+from tenacity.retry import retry_all, retry_base, retry_if_exception
 from tenacity.wait import wait_base
 
 T = TypeVar("T")
@@ -60,6 +60,9 @@ def backoff(first: float, most: float) -> wait_base:
     )
 
 
+_NOT_A_CANCELLATION = retry_if_exception(lambda exc: isinstance(exc, Exception))
+
+
 def retrying(
     *,
     first: float,
@@ -71,11 +74,15 @@ def retrying(
     """A fresh ``AsyncRetrying``: attempts until one succeeds, waiting ``backoff(first, most)`` (s)
     between them.
 
-    ``retry`` says which errors are retried; any other error of an attempt is raised unchanged.
+    ``retry`` says which errors are retried; any other error of an attempt is raised unchanged, and
+    so is a cancellation (or any ``BaseException`` that is not an ``Exception``), whatever ``retry``
+    says: a predicate that looks at an error's cause or context would otherwise keep a cancelled
+    task retrying, as a drain's deadline found.
     ``before_sleep`` is called before each wait (``retry_in`` and ``failure`` read that state).
     With ``stop``, iterating it raises ``Stopped`` when ``stop`` is set: after an attempt that
     failed, or at once during a wait. Raises ``ValueError`` unless 0 < ``first`` <= ``most``.
     """
+    retry = retry_all(_NOT_A_CANCELLATION, retry)
     if stop is None:
         return AsyncRetrying(wait=backoff(first, most), retry=retry, before_sleep=before_sleep)
     event = stop

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel
 from structlog.testing import capture_logs
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_exception_type
 
 from worker import app, retries
 from worker.app import StoppedWhileStarting, keep_trying, purge_idempotency_records
@@ -152,6 +152,29 @@ async def test_a_cancellation_is_never_retried() -> None:
     with pytest.raises(asyncio.CancelledError):
         await _run(policy, script)
     assert script.attempts == 1 and not waits.seconds
+
+
+async def test_a_cancellation_is_never_retried_even_by_a_policy_that_would_retry_anything() -> None:
+    script, waits = Script(asyncio.CancelledError()), Waits()
+    policy = retrying(first=0.01, most=0.04, retry=retry_if_exception(lambda exc: True), before_sleep=waits)
+    with pytest.raises(asyncio.CancelledError):
+        await _run(policy, script)
+    assert script.attempts == 1 and not waits.seconds
+
+
+async def test_a_held_batch_cancelled_while_a_refused_privilege_is_its_context_is_not_held_again() -> None:
+    # The drain's deadline cancels a batch held after PostgreSQL refused a privilege: the
+    # cancellation's context is that refusal, which the hold policy does retry.
+    async def cancelled_during_a_refusal() -> int:
+        try:
+            raise asyncpg.InsufficientPrivilegeError("permission denied for table outplan_events")
+        except asyncpg.InsufficientPrivilegeError:
+            raise asyncio.CancelledError() from None
+
+    waits = Waits()
+    with pytest.raises(asyncio.CancelledError):
+        await _run(until_the_database_answers(waits), cancelled_during_a_refusal)
+    assert not waits.seconds
 
 
 # ---- stopping --------------------------------------------------------------------------------
