@@ -316,6 +316,13 @@ def _body(command: str, customer_id: str) -> dict[str, Any]:
     props={"message_id": str(uuid.uuid4()), "headers": {"x-delivery-count": 4}},
     valid=True,
 )
+# A NUL in message_id beside a timestamp no datetime holds: the timestamp is what is refused.
+@example(command=names.CREATE, props={"message_id": "\x00", "timestamp": 2**63}, valid=True)
+@example(
+    command=names.GET,
+    props={"message_id": "a\x00b", "headers": {"sent": [amqp.timestamp(2**64 - 1)]}},
+    valid=True,
+)
 def test_any_property_and_header_values_are_answered_once(
     probe: Probe, command: str, props: dict[str, Any], valid: bool
 ) -> None:
@@ -348,6 +355,11 @@ UNREADABLE = {
     "timestamp out of range": {"message_id": "m-3", "timestamp": 1_764_470_000_000_000},
     "header key not UTF-8": {"message_id": "m-4", "headers": {b"\xc3(": "x"}},
     "nested header key not UTF-8": {"message_id": "m-5", "headers": {"outer": {b"\xff": 1}}},
+    "timestamp past the year 9999": {"message_id": "m-6", "timestamp": 2**63},
+    "header timestamp past the year 9999": {
+        "message_id": "m-7",
+        "headers": {"sent": amqp.timestamp(2**64 - 1)},
+    },
 }
 
 

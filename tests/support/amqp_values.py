@@ -5,8 +5,9 @@ be any octets, UTF-8 or not, and an ``int`` timestamp as the 64-bit number it is
 types pika does not produce (doubles, floats, a long string that is not UTF-8, odd integer
 widths) a value may be a ``Raw``: its type tag and payload go on the wire unchanged.
 
-``unreadable(props)`` says whether a receiver that insists on UTF-8 short strings cannot read a
-generated set of properties: those are the deliveries to be answered ``INVALID_PROPERTIES``.
+``unreadable(props)`` says whether a receiver that insists on UTF-8 short strings and on
+timestamps within ``datetime``'s range cannot read a generated set of properties: those are the
+deliveries to be answered ``INVALID_PROPERTIES``.
 """
 
 import struct
@@ -145,6 +146,21 @@ headers = st.recursive(
 )
 
 
+#: The last second a ``datetime`` holds: 9999-12-31T23:59:59Z.
+_LAST_SECOND = 253_402_300_799
+
+
+def readable_timestamp(value: int) -> bool:
+    """Whether a receiver reads this 64-bit timestamp as a ``datetime``.
+
+    AMQP 0-9-1 says seconds since the epoch; pamqp 4.0 (``pamqp.decode.timestamp``) reads a value
+    over 2**32 - 1 as milliseconds ("anything above the year 2106 is likely milliseconds"), so a
+    value is readable when that reading falls within ``datetime``'s years 1 to 9999.
+    """
+    seconds = value / 1000 if value > 0xFFFFFFFF else value
+    return seconds < _LAST_SECOND + 1
+
+
 def _unreadable_table(table: dict[Any, Any]) -> bool:
     return any((isinstance(k, bytes) and not _decodes(k)) or _unreadable_value(v) for k, v in table.items())
 
@@ -154,13 +170,21 @@ def _unreadable_value(value: Any) -> bool:
         return _unreadable_table(value)
     if isinstance(value, list):
         return any(_unreadable_value(v) for v in value)
+    if isinstance(value, Raw) and value.tag == b"T":
+        return not readable_timestamp(struct.unpack(">Q", value.payload)[0])
     return False
 
 
 def unreadable(props: dict[str, Any]) -> str | None:
-    """The first property a receiver cannot read as UTF-8 text (header keys included), else None."""
+    """The first property a receiver cannot read, else None.
+
+    Unreadable: a short string that is not UTF-8 (header keys included) and a timestamp, as the
+    property or in the headers, that is not a ``datetime`` (:func:`readable_timestamp`).
+    """
     for name, value in props.items():
         if isinstance(value, bytes) and not _decodes(value):
+            return name
+        if name == "timestamp" and not readable_timestamp(value):
             return name
         if name == "headers" and value and _unreadable_table(value):
             return "headers"
