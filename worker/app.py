@@ -375,7 +375,7 @@ async def _run(
     if worker.consumer is not None:
         await worker.consumer.stop()
         drained = await worker.consumer.drain(drain_seconds)
-    worker.relay.stop()
+    worker.relay.stop(settle_within=max(1.0, deadline - loop.time()))
     await relay_task
     purge_task.cancel()
     published: bool | None = None if refused else await worker.relay.drain(max(0.1, deadline - loop.time()))

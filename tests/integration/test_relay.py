@@ -7,9 +7,11 @@ import uuid
 import aio_pika
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from contracts import parse_event
 from tests.integration.relay_rig import Rig, rig
+from tests.support.amqp_cutter import BASIC_PUBLISH, AmqpCutter
 from tests.support.commands import create_body, request
 from tests.support.outplans import create_committed, creating
 from worker.messaging.relay import Relay
@@ -182,3 +184,38 @@ async def test_hand_over_follows_the_leadership(rig: Rig, customer_id: uuid.UUID
     await asyncio.gather(task_a, task_b)
     assert [parse_event(m.body).eventsequence for m in rig.received] == [1, 2, 3, 4, 5, 6]
     assert standby.published == 3
+
+
+async def test_a_stopping_relay_gives_the_broker_its_settle_time_and_no_more(
+    rig: Rig, customer_id: uuid.UUID
+) -> None:
+    """Publishes the broker never answers (here: never reach it) hold a stop for ``settle_within``
+    s, then stay above the checkpoint; a relay on a healthy link then publishes them."""
+    await rig.bind_queue()
+    async with AmqpCutter(BASIC_PUBLISH, swallow=True) as silent:
+        connection = await aio_pika.connect(silent.url)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
+            relay = Relay(rig.settings, channel)
+            task = asyncio.create_task(relay.run())
+            await create_committed(rig.pool, customer_id)
+            async with asyncio.timeout(10):
+                while not silent.cuts:
+                    await asyncio.sleep(0.02)
+            with capture_logs() as logs:
+                started = asyncio.get_running_loop().time()
+                relay.stop(settle_within=0.5)
+                await asyncio.wait_for(task, 10)
+                waited = asyncio.get_running_loop().time() - started
+        finally:
+            await connection.close()
+    assert 0.5 <= waited < 2.0, waited
+    assert [(e["event"], e["unanswered"]) for e in logs if e["log_level"] == "warning"] == [
+        ("stopping with publishes the broker has not answered; the next publisher sends them again", 1)
+    ]
+    assert await rig.checkpoint() == 0 and rig.received == []
+    relay, task = await rig.relay()
+    await rig.wait_for(1)
+    relay.stop()
+    await task
+    assert await rig.checkpoint() == 1

@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 BATCHES_IN_FLIGHT = 4
 HANDED_OVER_AT_MOST = 10_000
 HELD_AT_MOST = 10_000  # events read past the checkpoint and kept in memory: on the wire, waiting, settled
+SETTLE_WITHIN = 5.0  # s a stopping relay waits for the broker to answer the publishes on the wire
 
 
 class Relay:
@@ -56,6 +57,7 @@ class Relay:
         self._retry = retry or RetryPolicy()
         self._wake = asyncio.Event()  # a commit, or the window asks for attention
         self._stopping = asyncio.Event()
+        self._settle_within = SETTLE_WITHIN  # set again by stop()
         self.tally = Tally()
         self.is_leader = False
         self.left_to_leader = False  # set by drain() when another process's relay publishes the outbox
@@ -91,8 +93,15 @@ class Relay:
         """Events the broker took from this relay (confirmed, routed or not)."""
         return self.tally.confirmed + self.tally.unrouted
 
-    def stop(self) -> None:
-        """Ask ``run`` to end: the events on the wire settle, nothing more is sent, a wait ends at once."""
+    def stop(self, settle_within: float = SETTLE_WITHIN) -> None:
+        """Ask ``run`` to end: nothing more is sent, a wait ends at once, the events on the wire settle.
+
+        The broker gets ``settle_within`` s (default 5) to answer the publishes on the wire; those
+        still unanswered then are given up by this process and stay above the checkpoint, so the
+        next publisher sends them again (at least once). A broker that never answers (a blocked
+        connection, a link dead but not yet noticed) cannot hold a stopping worker past its drain.
+        """
+        self._settle_within = settle_within
         self._stopping.set()
         self._wake.set()
 
@@ -238,6 +247,8 @@ class Relay:
             high_water=HELD_AT_MOST - limit,
         )
         cursor = await store.checkpoint()  # the last event read, settled or not
+        loop = asyncio.get_running_loop()
+        settle_by: float | None = None  # loop time, once stopping
         try:
             while True:
                 self._wake.clear()
@@ -250,6 +261,8 @@ class Relay:
                 room = min(limit, HELD_AT_MOST - len(window))
                 if stopping:
                     window.stop_sending()
+                    if settle_by is None:
+                        settle_by = loop.time() + self._settle_within
                 elif window.in_flight + limit <= budget and room > 0:
                     fetched = self._take_handed_over(cursor, room)
                     if not fetched and (until_empty or self._read_log or self._committed_through > cursor):
@@ -265,7 +278,16 @@ class Relay:
                     continue  # more are waiting: keep the pipeline full
                 if (stopping and window.in_flight == 0) or (until_empty and not fetched and not len(window)):
                     return
-                if not await self._wait():
+                if settle_by is not None and loop.time() >= settle_by:
+                    log.warning(
+                        "stopping with publishes the broker has not answered; the next publisher "
+                        "sends them again",
+                        unanswered=window.in_flight,
+                        waited_seconds=self._settle_within,
+                    )
+                    return
+                wait = None if settle_by is None else max(0.0, settle_by - loop.time())
+                if not await self._wait(wait):
                     self._read_log = (
                         True  # nothing for a poll interval: read, in case a notification was lost
                     )
@@ -288,10 +310,16 @@ class Relay:
             taken.append(handed_over.popleft())
         return taken
 
-    async def _wait(self) -> bool:
-        """Until a commit or the window asks for attention; False after the poll interval."""
+    async def _wait(self, at_most: float | None = None) -> bool:
+        """Until a commit or the window asks for attention; False after the poll interval (or
+        ``at_most`` s, when shorter)."""
+        seconds = (
+            self._settings.relay_poll_seconds
+            if at_most is None
+            else min(at_most, self._settings.relay_poll_seconds)
+        )
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._settings.relay_poll_seconds):
+            async with asyncio.timeout(seconds):
                 await self._wake.wait()
                 return True
         return False
