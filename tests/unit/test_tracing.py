@@ -384,6 +384,16 @@ def test_a_disabled_sdk_sets_nothing(clean_environment: pytest.MonkeyPatch) -> N
     shutdown()
 
 
+def test_exporting_nothing_records_nothing(clean_environment: pytest.MonkeyPatch) -> None:
+    # OTEL_TRACES_EXPORTER=none: the API alone, trace context passed through, no span recorded.
+    clean_environment.setenv("OTEL_TRACES_EXPORTER", "none")
+    before = trace.get_tracer_provider()
+    shutdown = tracing.configure_tracing()
+    assert trace.get_tracer_provider() is before
+    assert not trace.get_tracer("test").start_span("unseen").is_recording()
+    shutdown()
+
+
 def test_a_grpc_protocol_stops_the_start(clean_environment: pytest.MonkeyPatch) -> None:
     clean_environment.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     with pytest.raises(tracing.TracingMisconfigured, match="OTEL_EXPORTER_OTLP_PROTOCOL=grpc"):

@@ -9,6 +9,8 @@ so no ``opentelemetry-instrument`` wrapper is needed:
   ``outplan-worker`` rather than the SDK's ``unknown_service``).
 - ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: read by the SDK's ``TracerProvider``.
 - ``OTEL_TRACES_EXPORTER``: a comma list of ``otlp`` (the default), ``console`` and ``none``.
+  ``none`` alone sets nothing up, as ``OTEL_SDK_DISABLED=true`` does: spans nobody exports are
+  not recorded (at saturation recording them cost more CPU than the command itself).
 - ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or ``..._TRACES_PROTOCOL``): ``http/protobuf`` (the default);
   ``grpc`` is refused, its exporter not being installed. ``OTEL_EXPORTER_OTLP_ENDPOINT``,
   ``..._HEADERS``, ``..._TIMEOUT`` are read by the exporter; ``OTEL_BSP_*`` by the batch span processor.
@@ -91,7 +93,8 @@ def otlp_protocol(environ: Mapping[str, str]) -> str:
 
 def configure_tracing() -> Callable[[], None]:
     """Set the global tracer provider from the ``OTEL_*`` environment variables when the SDK is
-    installed and ``OTEL_SDK_DISABLED`` is not ``true``; returns the function that flushes and shuts
+    installed, ``OTEL_SDK_DISABLED`` is not ``true`` and ``OTEL_TRACES_EXPORTER`` names an exporter
+    (not ``none`` alone); returns the function that flushes and shuts
     it down (call it once, when the worker stops). Without the SDK, or disabled, nothing is set and
     the returned function does nothing: the worker then passes trace context through, recording none.
     The shutdown waits at most ``SHUTDOWN_SECONDS`` (5 s) for the spans still buffered to be exported.
@@ -102,8 +105,11 @@ def configure_tracing() -> Callable[[], None]:
     environ = os.environ
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or not sdk_installed():
         return _nothing
-    if "otlp" in exporter_names(environ):  # settings that cannot work stop the start, in any case
+    names = exporter_names(environ)
+    if "otlp" in names:  # settings that cannot work stop the start, in any case
         otlp_protocol(environ)
+    if not names:
+        return _nothing  # OTEL_TRACES_EXPORTER=none: nothing would see the spans; record none
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return _nothing  # set up already (e.g. by opentelemetry-instrument): that one is used
     provider = build_provider()
