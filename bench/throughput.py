@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.throughput            # the default run (a few minutes)
     .venv/bin/python -m bench.throughput --soak 600 # plus the 10-minute soak at 1,000/s
+    .venv/bin/python -m bench.throughput --sustained 300  # plus sustained load (about 35 min)
 
 All figures come from one run, so the ratios hold on a noisy machine. Prints a table and writes
 bench/results/throughput-*.json. Each relay at saturation (the ceiling, run in this process; the
@@ -9,7 +10,16 @@ bare relay and the worker, run as processes of their own) is also charged its CP
 from /proc) from the first message out to the last, printed as CPU ms per message. Latency has
 its own floor: the same open-loop measure through a bare relay process (``bench.bare_relay``)
 instead of the worker, with no database, shows how much of the worker's latency the broker and
-the machine take on their own.
+the machine take on their own; a PostgreSQL commit measured alone at 500/s (one-row INSERTs,
+autocommit, on a scratch database) shows how much of the rest is the one fsync the worker adds.
+Each latency summary keeps a percentile curve (p1 to p99.9 and the max, in ms).
+
+``--sustained SECONDS`` holds the floor at ascending rates (``--sustained-rates``) for SECONDS
+each until its p99 climbs (last fifth over 1.5 x the first, or anything lost), then the worker
+at 0.8 x the highest rate that held, and reports the worker's p99 per minute (per fifth under
+5 min). After the table a targets block (``bench.targets``) judges each target against a bound
+from this run, also saved under "targets"; the figure (``bench.plots``, the ``bench`` extra's
+matplotlib) is written beside the JSON with the same stem.
 """
 
 import argparse
