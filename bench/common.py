@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: fresh databases, queues, medians, a results file."""
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -82,7 +83,23 @@ def machine() -> dict[str, Any]:
 
 
 def save(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` with the machine's description to bench/results/<name>-<UTC time>.json;
+    return its path. The file is strict JSON: an infinite figure (a command that never arrived
+    makes a latency inf) is written as the string "inf" (or "-inf"), which ``float()`` reads
+    back, and NaN as null."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    path.write_text(json.dumps(json_safe({"machine": machine(), **payload}), indent=2, allow_nan=False))
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced as ``save`` writes it ("inf", "-inf", None),
+    through dicts, lists and tuples (tuples become lists)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value

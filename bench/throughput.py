@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.throughput            # the default run (a few minutes)
     .venv/bin/python -m bench.throughput --soak 600 # plus the 10-minute soak at 1,000/s
+    .venv/bin/python -m bench.throughput --sustained 300  # plus sustained load (about 35 min)
 
 All figures come from one run, so the ratios hold on a noisy machine. Prints a table and writes
 bench/results/throughput-*.json. Each relay at saturation (the ceiling, run in this process; the
@@ -9,7 +10,16 @@ bare relay and the worker, run as processes of their own) is also charged its CP
 from /proc) from the first message out to the last, printed as CPU ms per message. Latency has
 its own floor: the same open-loop measure through a bare relay process (``bench.bare_relay``)
 instead of the worker, with no database, shows how much of the worker's latency the broker and
-the machine take on their own.
+the machine take on their own; a PostgreSQL commit measured alone at 500/s (one-row INSERTs,
+autocommit, on a scratch database) shows how much of the rest is the one fsync the worker adds.
+Each latency summary keeps a percentile curve (p1 to p99.9 and the max, in ms).
+
+``--sustained SECONDS`` holds the floor at ascending rates (``--sustained-rates``) for SECONDS
+each until its p99 climbs (last fifth over 1.5 x the first, or anything lost), then the worker
+at 0.8 x the highest rate that held, and reports the worker's p99 per minute (per fifth under
+5 min). After the table a targets block (``bench.targets``) judges each target against a bound
+from this run, also saved under "targets"; the figure (``bench.plots``, the ``bench`` extra's
+matplotlib) is written beside the JSON with the same stem.
 """
 
 import argparse
@@ -24,7 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,6 +48,7 @@ from pydantic import SecretStr
 
 from bench.common import (
     AMQP_URL,
+    PG_ROOT,
     cpu_seconds,
     delete_queue,
     drop_database,
@@ -46,6 +57,7 @@ from bench.common import (
     median,
     save,
 )
+from bench.targets import is_flat, targets
 from bench.workload import mixed, preload, seed
 from worker.messaging import topology
 from worker.messaging.amqp import RawChannel, raw_channel
@@ -303,20 +315,27 @@ class EventClock:
 
 
 @contextlib.contextmanager
-def no_collector_pauses() -> Iterator[None]:
+def no_collector_pauses(seconds: float = 0.0) -> Iterator[None]:
     """Keep this process's garbage collector from pausing it while it timestamps.
 
     What exists now is frozen out of collections, and collections wait until the block ends:
     a full collection here took 20-80 ms, long enough to show in the percentiles it measures.
+    A block expected to last over ``LONG_RUN_S`` (``seconds``) keeps collecting what it makes,
+    as the soak does: minutes of garbage would otherwise pile up.
     """
     gc.collect()
     gc.freeze()
-    gc.disable()
+    pause = seconds <= LONG_RUN_S
+    if pause:
+        gc.disable()
     try:
         yield
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+LONG_RUN_S = 60.0
 
 
 async def drain(
@@ -403,7 +422,12 @@ async def bare_saturation(count: int, prefetch: int, body: bytes) -> tuple[float
         await delete_queue(sink)
 
 
-async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float) -> dict[str, Any]:
+async def open_loop(
+    rates: list[int], seconds: float, rpc_rate: int, soak: float, sustained: tuple[int, float] | None = None
+) -> dict[str, Any]:
+    """The worker, open loop: its events' latency at each of ``rates`` for ``seconds``
+    (``events_at_<rate>``), RPC get and create at ``rpc_rate``, then, when given, ``sustained``
+    (rate, seconds) as ``_held`` reports it (``sustained_worker``) and the soak at 1,000/s."""
     rig = await Rig.create()
     results: dict[str, Any] = {}
     try:
@@ -430,6 +454,17 @@ async def open_loop(rates: list[int], seconds: float, rpc_rate: int, soak: float
                     latencies = await _rpc(connection, rig, command, rpc_rate, seconds)
                 results[f"rpc_{command}_at_{rpc_rate}"] = _summary(latencies)
             results["rss_mb_after_latency_runs"] = rig.rss_mb()
+            if sustained:
+                rate, duration = sustained
+                with no_collector_pauses(duration):
+                    held = _held(await offered(rate, duration), rate)
+                results["sustained_worker"] = held
+                print(
+                    f"sustained worker at {rate}/s for {duration:.0f} s: p99 by stretch"
+                    f" {[s['p99_ms'] for s in held['segments']]} ms, {held['lost']} lost,"
+                    f" {'flat' if held['flat'] else 'not flat'}",
+                    flush=True,
+                )
             if soak:
                 warm = rig.rss_mb()
                 gc.freeze()  # collections go on (ten minutes of garbage) but skip what is here now
@@ -516,23 +551,36 @@ async def _offer(
     return [(clock.arrived.get(mid, float("inf")) - at) * 1000 for mid, at in scheduled.items()]
 
 
-async def floor(rates: list[int], seconds: float, prefetch: int) -> dict[str, Any]:
-    """The same open-loop measure through a bare relay process instead of the worker.
-
-    Send -> quorum queue -> consume, publish a confirmed persistent copy to a quorum queue, ack
-    -> subscriber: the broker's share of the worker's latency on this machine, in this run.
-    """
+@contextlib.asynccontextmanager
+async def _bare_relay(prefetch: int) -> AsyncIterator[tuple[str, str]]:
+    """A bare relay process (``bench.bare_relay``) between two fresh quorum queues, ready: yields
+    (source, sink); terminated and the queues deleted on the way out."""
     source, sink = f"bench-floor-in-{uuid.uuid4().hex[:6]}", f"bench-floor-out-{uuid.uuid4().hex[:6]}"
     await durable_queue(source)
     await durable_queue(sink)
     relay = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_relay", source, sink, str(prefetch)], stdout=subprocess.PIPE
     )
-    results: dict[str, Any] = {}
     try:
         assert relay.stdout is not None
         if (await asyncio.to_thread(relay.stdout.readline)).strip() != b"ready":
             raise RuntimeError(f"the bare relay did not start (exit code {relay.wait(10)})")
+        yield source, sink
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(30)
+        await delete_queue(source)
+        await delete_queue(sink)
+
+
+async def floor(rates: list[int], seconds: float, prefetch: int) -> dict[str, Any]:
+    """The same open-loop measure through a bare relay process instead of the worker.
+
+    Send -> quorum queue -> consume, publish a confirmed persistent copy to a quorum queue, ack
+    -> subscriber: the broker's share of the worker's latency on this machine, in this run.
+    """
+    results: dict[str, Any] = {}
+    async with _bare_relay(prefetch) as (source, sink):
         clock = EventClock()
         async with await aio_pika.connect(AMQP_URL) as connection:
             send = await _instrument(connection, sink, clock)
@@ -543,12 +591,89 @@ async def floor(rates: list[int], seconds: float, prefetch: int) -> dict[str, An
                         send, clock, [command] * int(rate * seconds), rate, "", queue=source
                     )
                 results[f"floor_at_{rate}"] = _summary(latencies)
-    finally:
-        relay.send_signal(signal.SIGTERM)
-        relay.wait(30)
-        await delete_queue(source)
-        await delete_queue(sink)
     return results
+
+
+async def floor_ladder(rates: list[int], seconds: float, prefetch: int) -> dict[str, Any]:
+    """The floor held at each of ``rates`` (ascending) for ``seconds``, until one does not hold
+    flat (``_held``): ``steps``, one per rate tried, and ``flat_rate``, the highest that held
+    (None when the first did not)."""
+    steps: list[dict[str, Any]] = []
+    flat_rate: int | None = None
+    async with _bare_relay(prefetch) as (source, sink):
+        clock = EventClock()
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            send = await _instrument(connection, sink, clock)
+            command = mixed(uuid.uuid4(), [uuid.uuid4() for _ in range(20)], 1)[0]
+            for rate in sorted(rates):
+                with no_collector_pauses(seconds):
+                    latencies = await _offer(
+                        send, clock, [command] * int(rate * seconds), rate, "", queue=source
+                    )
+                step = _held(latencies, rate)
+                steps.append(step)
+                print(
+                    f"sustained floor at {rate}/s for {seconds:.0f} s: p99 by stretch"
+                    f" {[s['p99_ms'] for s in step['segments']]} ms, {step['lost']} lost,"
+                    f" {'flat' if step['flat'] else 'not flat'}",
+                    flush=True,
+                )
+                if not step["flat"]:
+                    break
+                flat_rate = rate
+    return {"steps": steps, "flat_rate": flat_rate}
+
+
+async def commit_alone(rate: int, seconds: float, connections: int) -> dict[str, Any]:
+    """A PostgreSQL commit on its own, open loop: ``rate`` one-row INSERTs per second for ``seconds``,
+    each its own transaction (autocommit) on one of ``connections`` pooled connections; ms from
+    each one's scheduled start to its commit returning, summarised as ``_summary`` does.
+
+    The one fsync the worker's path has beyond the floor's, measured at the same offered rate on
+    a scratch database (created here, dropped after) with the server's own synchronous_commit,
+    which is reported beside the figures (``synchronous_commit``).
+    """
+    name = f"outplans_bench_commit_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(f"{PG_ROOT}/postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = f"{PG_ROOT}/{name}"
+    try:
+        async with asyncpg.create_pool(url, min_size=connections, max_size=connections) as pool:
+            await pool.execute("CREATE TABLE commit_probe (id bigint PRIMARY KEY, at timestamptz, body text)")
+            synchronous_commit = await pool.fetchval("SHOW synchronous_commit")
+            body = mixed(uuid.uuid4(), [uuid.uuid4() for _ in range(20)], 1)[0][1].decode()
+            latencies: list[float] = []
+
+            async def insert(i: int, at: float) -> None:
+                # From the scheduled start, or from the actual one when the timer woke early
+                # (uvloop's are in whole ms): the commit's own time is never understated.
+                started = min(at, time.perf_counter())
+                await pool.execute("INSERT INTO commit_probe VALUES ($1, now(), $2)", i, body)
+                latencies.append((time.perf_counter() - started) * 1000)
+
+            pending: set[asyncio.Task[None]] = set()
+            start = time.perf_counter() + 0.1
+            with no_collector_pauses(seconds):
+                for i in range(int(rate * seconds)):
+                    at = start + i / rate
+                    delay = at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    task = asyncio.ensure_future(insert(i, at))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                await asyncio.gather(*pending)
+        return {
+            **_summary(latencies),
+            "rate": rate,
+            "connections": connections,
+            "synchronous_commit": synchronous_commit,
+        }
+    finally:
+        await drop_database(url)
 
 
 async def _rpc(
@@ -597,13 +722,72 @@ async def _rpc(
     return [(got.get(c, float("inf")) - at) * 1000 for c, at in sent.items()]
 
 
-def _summary(latencies_ms: list[float]) -> dict[str, float]:
+# The quantiles each latency summary keeps as its curve: dense where the tail is, so that a plot on
+# a "nines" scale (50%, 90%, 99%, 99.9%) is drawn from points spread evenly along it.
+CURVE_QUANTILES: tuple[float, ...] = (
+    (0.01, 0.02, 0.03, 0.05, 0.07)
+    + tuple(round(0.1 + 0.025 * i, 3) for i in range(33))  # 0.1 .. 0.9
+    + tuple(round(0.91 + 0.01 * i, 2) for i in range(9))  # 0.91 .. 0.99
+    + tuple(round(0.991 + 0.001 * i, 3) for i in range(9))  # 0.991 .. 0.999
+)
+
+
+def _summary(latencies_ms: list[float]) -> dict[str, Any]:
+    """Count, lost (never arrived: inf), p50, p99, max and mean in ms, and ``curve``: pairs of
+    [quantile, ms] at ``CURVE_QUANTILES`` and [1.0, max], for plotting. A lost command is inf."""
+    ordered = sorted(latencies_ms)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else float("nan")
+
     return {
         "count": len(latencies_ms),
+        "lost": sum(1 for ms in latencies_ms if ms == float("inf")),
         "p50_ms": round(percentile(latencies_ms, 0.5), 2),
         "p99_ms": round(percentile(latencies_ms, 0.99), 2),
         "max_ms": round(max(latencies_ms), 2),
         "mean_ms": round(statistics.fmean(latencies_ms), 2),
+        "curve": [[q, at(q)] for q in CURVE_QUANTILES] + [[1.0, at(1.0)]],
+    }
+
+
+def _stretches(latencies_ms: list[float], rate: int) -> list[dict[str, Any]]:
+    """A sustained run cut into stretches by send time (``latencies_ms`` in send order, sent at
+    ``rate`` per second): minutes when it lasted 5 min or more (the last one takes the remainder),
+    fifths when shorter. Each: from_s, to_s (seconds into the run), count, lost, p50_ms, p99_ms."""
+    seconds = len(latencies_ms) / rate
+    pieces = int(seconds // 60) if seconds >= 300 else 5
+    size = len(latencies_ms) // pieces if pieces else 0
+    stretches = []
+    for k in range(pieces):
+        part = latencies_ms[k * size : (k + 1) * size if k < pieces - 1 else len(latencies_ms)]
+        if not part:
+            continue
+        stretches.append(
+            {
+                "from_s": round(k * size / rate, 1),
+                "to_s": round((k * size + len(part)) / rate, 1),
+                "count": len(part),
+                "lost": sum(1 for ms in part if ms == float("inf")),
+                "p50_ms": round(percentile(part, 0.5), 2),
+                "p99_ms": round(percentile(part, 0.99), 2),
+            }
+        )
+    return stretches
+
+
+def _held(latencies_ms: list[float], rate: int) -> dict[str, Any]:
+    """A sustained run at ``rate``: its summary, its stretches and whether it held flat (nothing
+    lost, last stretch's p99 at most 1.5 x the first's; ``bench.targets.is_flat``)."""
+    stretches = _stretches(latencies_ms, rate)
+    lost = sum(s["lost"] for s in stretches)
+    flat = bool(stretches) and is_flat(stretches[0]["p99_ms"], stretches[-1]["p99_ms"], lost)
+    return {
+        "rate": rate,
+        "lost": lost,
+        "flat": flat,
+        "segments": stretches,
+        "summary": _summary(latencies_ms),
     }
 
 
@@ -622,6 +806,21 @@ def main() -> None:
     parser.add_argument("--soak", type=float, default=0.0, help="seconds at 1,000/s after the latency runs")
     parser.add_argument("--prefetch", type=int, default=Settings().prefetch)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds; the table shows medians")
+    parser.add_argument(
+        "--sustained",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold the floor at each --sustained-rates for SECONDS until its p99 climbs, then the worker"
+        " at 0.8 x the highest flat rate for SECONDS (0: skip; long)",
+    )
+    parser.add_argument(
+        "--sustained-rates",
+        type=lambda text: [int(rate) for rate in text.split(",")],
+        default=[500, 750, 1000, 1250, 1500],
+        metavar="R1,R2,...",
+        help="the floor's ladder of offered rates for --sustained, per second (default %(default)s)",
+    )
     args = parser.parse_args()
 
     body = mixed(uuid.uuid4(), [uuid.uuid4() for _ in range(20)], 1)[0][1]
@@ -677,7 +876,20 @@ def main() -> None:
         mb for r in rounds for mb in r["worker_one"]["peak_rss_mb"] + r["worker_two"]["peak_rss_mb"]
     )
     results.update(run(floor([500, 1000], args.latency_seconds, args.prefetch)))
-    results.update(run(open_loop([500, 1000], args.latency_seconds, 500, args.soak)))
+    results["commit_alone_at_500"] = run(commit_alone(500, args.latency_seconds, Settings().db_pool_size))
+    held: tuple[int, float] | None = None
+    if args.sustained:
+        ladder = run(floor_ladder(args.sustained_rates, args.sustained, args.prefetch))
+        results["sustained"] = {
+            "seconds": args.sustained,
+            "floor_ladder": ladder["steps"],
+            "floor_flat_rate": ladder["flat_rate"],
+        }
+        if ladder["flat_rate"] is not None:
+            held = (round(0.8 * ladder["flat_rate"]), args.sustained)
+    results.update(run(open_loop([500, 1000], args.latency_seconds, 500, args.soak, held)))
+    if "sustained_worker" in results:
+        results["sustained"]["worker"] = results.pop("sustained_worker")
     for rate in (500, 1000):
         results[f"ratio_p99_to_floor_at_{rate}"] = (
             results[f"events_at_{rate}"]["p99_ms"] / results[f"floor_at_{rate}"]["p99_ms"]
@@ -732,10 +944,31 @@ def main() -> None:
                 f"{soak['latency']['p50_ms']}/{soak['latency']['p99_ms']}/{soak['latency']['max_ms']} ms",
             )
         )
+    if "sustained" in results:
+        sustained = results["sustained"]
+        rows.append(("sustained: floor's highest flat rate", f"{sustained['floor_flat_rate'] or '-'}/s"))
+        if "worker" in sustained:
+            worker = sustained["worker"]
+            p99s = "/".join(f"{s['p99_ms']:.0f}" for s in worker["segments"])
+            rows.append((f"sustained: worker at {worker['rate']}/s, p99 by stretch", f"{p99s} ms"))
     print()
     for name, value in rows:
         print(f"{name:<58}{value:>22}")
-    print(f"written to {save('throughput', results)}")
+    found = targets(results)
+    results["targets"] = [target.as_dict() for target in found]
+    print("\ntargets (bounds from this run):")
+    for target in found:
+        print(f"  {target.line()}")
+    path = save("throughput", results)
+    print(f"written to {path}")
+    try:
+        from bench.plots import draw
+    except ModuleNotFoundError as missing:
+        if not (missing.name or "").startswith("matplotlib"):
+            raise
+        print("no figure: matplotlib is not installed (pip install -e '.[bench]' installs the bench extra)")
+    else:
+        print(f"figure: {draw(results, path)}")
 
 
 if __name__ == "__main__":
