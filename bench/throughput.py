@@ -258,6 +258,8 @@ class Rig:
             "OUTPLAN_DATABASE_URL": url,
             "OUTPLAN_AMQP_URL": AMQP_URL,
             "OUTPLAN_METRICS_PORT": "0",
+            # As deployed without a collector: no spans (bench.tracing_cost measures them).
+            "OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "none"),
             **{f"OUTPLAN_{k.upper()}": v for k, v in names.items()},
         }
         return cls(url, settings, env, customer, ids, events.name)
@@ -517,7 +519,8 @@ async def _offer(
     exchange: str,
     queue: str | None = None,
 ) -> list[float]:
-    """Send ``commands`` open loop at ``rate``; ms from each one's scheduled send to its event.
+    """Send ``commands`` open loop at ``rate``; ms from each one's scheduled send (or its actual
+    send, when that came first) to its event.
 
     Routed by command name on ``exchange``, or straight into ``queue`` through the default
     exchange. Waits up to 30 s after the last send; what has not arrived by then counts as inf.
@@ -531,7 +534,9 @@ async def _offer(
         if delay > 0:
             await asyncio.sleep(delay)
         message_id = str(uuid.uuid4())
-        scheduled[message_id] = at
+        # From the schedule when sent late (so a stall is never hidden), from the send when the
+        # timer woke early (uvloop's timers round to whole ms): whichever came first.
+        scheduled[message_id] = min(at, time.perf_counter())
         confirm = asyncio.ensure_future(
             send.basic_publish(
                 body,
@@ -701,7 +706,7 @@ async def _rpc(
         else:
             body = {"customer_id": str(rig.customer), "source": {"type": "tel", "target": "+15559876543"}}
         correlation = str(uuid.uuid4())
-        sent[correlation] = at
+        sent[correlation] = min(at, time.perf_counter())  # as in _offer
         await underlay.basic_publish(
             json.dumps(body).encode(),
             exchange=rig.settings.command_exchange,
