@@ -60,13 +60,13 @@ def top(collapsed: str, n: int = 15) -> tuple[int, list[tuple[str, float]], list
     )
 
 
-def _record(pid: int, seconds: float, phase: str) -> subprocess.Popen[bytes]:
+def _record(pid: int, seconds: float, phase: str) -> tuple[subprocess.Popen[bytes], Path]:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"profile-{phase}-{time.strftime('%Y%m%d-%H%M%S')}.txt"
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
         raise SystemExit("py-spy is not installed: install the bench extra (scripts/bootstrap does)")
-    return subprocess.Popen(
+    recorder = subprocess.Popen(
         [
             py_spy,
             "record",
@@ -85,11 +85,12 @@ def _record(pid: int, seconds: float, phase: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return recorder, out
 
 
-def _report(phase: str, recorder: subprocess.Popen[bytes]) -> None:
+def _report(phase: str, recording: tuple[subprocess.Popen[bytes], Path]) -> None:
+    recorder, out = recording
     recorder.wait(60)
-    out = Path(recorder.args[-1])  # type: ignore[index]
     samples, by_self, by_total = top(out.read_text())
     print(f"\n== {phase}: {samples} samples ({out})")
     print("   self   function")
@@ -111,10 +112,10 @@ async def at_rate(rate: int, seconds: float) -> None:
             deletable = list(rig.ids[: len(rig.ids) // 2])  # shared: each outplan is deleted once
             warm = mixed(rig.customer, rig.ids, rate, seed_value=1, deletable=deletable)
             await _offer(send, clock, warm, rate, rig.settings.command_exchange)  # started and warm
-            recorder = _record(rig.processes[0].pid, seconds, f"at-{rate}")
+            recording = _record(rig.processes[0].pid, seconds, f"at-{rate}")
             commands = mixed(rig.customer, rig.ids, int(rate * seconds), seed_value=2, deletable=deletable)
             await _offer(send, clock, commands, rate, rig.settings.command_exchange)
-        _report(f"{rate}/s offered", recorder)
+        _report(f"{rate}/s offered", recording)
     finally:
         await rig.close()
 
@@ -128,12 +129,12 @@ async def on_backlog(count: int) -> None:
             channel = await connection.channel()
             rig.start(1)
             await asyncio.sleep(1.5)  # start-up left out
-            recorder = _record(rig.processes[0].pid, count / 2000, "saturation")
+            recording = _record(rig.processes[0].pid, count / 2000, "saturation")
             measured = await drain(channel, rig.events_queue, count, [rig.processes[0].pid])
         print(
             f"\nsaturation: {measured['per_second']:,.0f}/s, {measured['cpu_ms_per_message']:.3f} ms CPU each"
         )
-        _report("saturation", recorder)
+        _report("saturation", recording)
     finally:
         await rig.close()
 
