@@ -32,8 +32,14 @@ RESULTS = Path(__file__).parent / "results"
 RATE_HZ = 250
 
 
+#: Where the project's own frames are: the total shares are of these (the outer frames, the
+#: entry point and the event loop, are on every stack and tell nothing).
+OWN = ("(worker/", "(contracts/")
+
+
 def top(collapsed: str, n: int = 15) -> tuple[int, list[tuple[str, float]], list[tuple[str, float]]]:
-    """Samples in all, and the ``n`` frames with the largest self and total shares (0-1).
+    """Samples in all, the ``n`` frames with the largest self share (0-1), and the ``n`` frames of
+    the project's own code (``OWN``) with the largest total share (on the stack).
 
     :param collapsed: py-spy's raw output, one ``frame;frame;...;frame count`` line per stack,
         outermost frame first.
@@ -50,7 +56,8 @@ def top(collapsed: str, n: int = 15) -> tuple[int, list[tuple[str, float]], list
         samples += count
         own[frames[-1]] += count
         for frame in set(frames):
-            total[frame] += count
+            if any(place in frame for place in OWN):
+                total[frame] += count
     if not samples:
         return 0, [], []
     return (
