@@ -1,17 +1,21 @@
 """Migrations, the repository and the unit of work against a real PostgreSQL."""
 
+import asyncio
 import json
 import uuid
 from importlib.resources import files
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from tests.support.commands import create_body, request
 from tests.support.outplans import change, create, creating
+from worker.app import open_pool
 from worker.persistence.migrate import ensure_database, migrate
 from worker.persistence.outbox import BACKLOG
 from worker.persistence.uow import PgUnitOfWork
+from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 MIGRATIONS = [
@@ -211,3 +215,16 @@ async def test_sql_looking_text_is_stored_verbatim(pool: asyncpg.Pool, customer_
     async with PgUnitOfWork(pool) as uow:
         stored = await uow.outplans.get(customer_id, outplan_id, include_deleted=False)
     assert stored is not None and stored.outplan.name == text and stored.outplan.detail == 'ü\n"☎'
+
+
+async def test_the_workers_pool_plans_its_statements_once_and_keeps_that_across_batches(
+    fresh_database: str,
+) -> None:
+    # Re-planning the batch's statements at every execution cost almost as much as running them.
+    pool = await open_pool(Settings(database_url=SecretStr(fresh_database), db_pool_size=1), asyncio.Event())
+    try:
+        for _ in range(2):  # the same connection, released and taken again by the next batch
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    finally:
+        await pool.close()
