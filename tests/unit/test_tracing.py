@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.util._once import Once
 
 from worker.logs import add_trace_ids
 from worker.observability import tracing
@@ -384,14 +385,32 @@ def test_a_disabled_sdk_sets_nothing(clean_environment: pytest.MonkeyPatch) -> N
     shutdown()
 
 
-def test_exporting_nothing_records_nothing(clean_environment: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def no_provider_yet(clean_environment: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """As at a worker's start: no tracer provider set yet in this process (another test may have
+    set the global one, which can be set only once; restored afterwards)."""
+    clean_environment.setattr(trace, "_TRACER_PROVIDER", None)
+    clean_environment.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return clean_environment
+
+
+def test_exporting_nothing_records_nothing(no_provider_yet: pytest.MonkeyPatch) -> None:
     # OTEL_TRACES_EXPORTER=none: the API alone, trace context passed through, no span recorded.
-    clean_environment.setenv("OTEL_TRACES_EXPORTER", "none")
-    before = trace.get_tracer_provider()
+    no_provider_yet.setenv("OTEL_TRACES_EXPORTER", "none")
     shutdown = tracing.configure_tracing()
-    assert trace.get_tracer_provider() is before
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     assert not trace.get_tracer("test").start_span("unseen").is_recording()
     shutdown()
+
+
+def test_an_exporter_named_sets_the_sdk_up(no_provider_yet: pytest.MonkeyPatch) -> None:
+    no_provider_yet.setenv("OTEL_TRACES_EXPORTER", "console")
+    shutdown = tracing.configure_tracing()
+    try:
+        assert trace.get_tracer("test").start_span("seen").is_recording()
+    finally:
+        shutdown()
 
 
 def test_a_grpc_protocol_stops_the_start(clean_environment: pytest.MonkeyPatch) -> None:
