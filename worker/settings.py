@@ -1,6 +1,7 @@
 """One typed settings object, read from ``OUTPLAN_*`` environment variables."""
 
-from typing import Annotated, Literal
+import sys
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationError
@@ -10,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from contracts import names
 
 ENV_PREFIX = "OUTPLAN_"
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -79,12 +81,22 @@ def _amqp_url(value: SecretStr) -> SecretStr:
     return value
 
 
+EXIT_USAGE = 2  # the exit status for invalid settings, as argparse's for invalid arguments
+
+
 class InvalidSettings(Exception):
     """Settings that cannot be used; ``lines`` holds one line per setting: its variable and the rule."""
 
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
+
+    def report(self, program: str) -> int:
+        """Print each line on stderr as ``<program>: invalid setting <line>``; returns ``EXIT_USAGE``
+        (2), the status a command line exits with for it."""
+        for line in self.lines:
+            print(f"{program}: invalid setting {line}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 class Settings(BaseSettings):
@@ -161,12 +173,18 @@ class Settings(BaseSettings):
 
 
 def load() -> Settings:
-    """The settings from the environment; raises ``InvalidSettings`` naming each bad variable.
+    """The worker's settings from the environment; raises ``InvalidSettings`` (``from_environment``)."""
+    return from_environment(Settings)
 
-    Each line reads ``OUTPLAN_<NAME>: <rule>``; values are left out, since some hold secrets.
+
+def from_environment(cls: type[SettingsT]) -> SettingsT:
+    """An instance of ``cls`` (a settings class reading ``OUTPLAN_*`` variables) from the environment.
+
+    :raises InvalidSettings: naming each bad variable, one line each, ``OUTPLAN_<NAME>: <rule>``;
+        values are left out, since some hold secrets.
     """
     try:
-        return Settings()
+        return cls()
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False, include_input=False):

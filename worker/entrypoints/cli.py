@@ -25,8 +25,6 @@ from . import tail as tail_args
 
 log = structlog.get_logger("outplan_worker")
 
-EXIT_USAGE = 2  # invalid settings (as argparse exits for invalid arguments)
-
 
 def install_signals(stop: asyncio.Event) -> None:
     """SIGTERM and SIGINT set ``stop`` (a graceful stop); a second one exits the process at once (1)."""
@@ -144,9 +142,7 @@ def main(argv: list[str] | None = None, *, handlers: Registry = REGISTRY) -> int
     try:
         settings = load()
     except InvalidSettings as exc:
-        for line in exc.lines:
-            print(f"outplan-worker: invalid setting {line}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.report("outplan-worker")
     logs.configure(settings.log_level)
     dsn = settings.database_url.get_secret_value()
     if args.command == "migrate":

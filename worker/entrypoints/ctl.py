@@ -204,9 +204,7 @@ def token(args: argparse.Namespace) -> int:
     try:
         settings = load_gateway()
     except InvalidSettings as exc:
-        for line in exc.lines:
-            print(f"outplanctl: invalid setting {line}", file=sys.stderr)
-        return 2
+        return exc.report("outplanctl")
     try:
         from ..gateway.auth import KeyProblem, mint
     except ImportError as exc:
@@ -239,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load()
     except InvalidSettings as exc:
-        for line in exc.lines:
-            print(f"outplanctl: invalid setting {line}", file=sys.stderr)
-        return 2
+        return exc.report("outplanctl")
     # Unconfigured, the AMQP libraries' log records (tracebacks of a dropped connection, say) would
     # reach stderr through logging's last resort; outplanctl reports those failures in one line.
     for name in ("aiormq", "aio_pika"):

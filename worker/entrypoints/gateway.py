@@ -12,8 +12,6 @@ from ..observability import LIVEZ, READYZ
 from ..refusals import EX_CONFIG, Misconfigured
 from ..settings import InvalidSettings
 
-EXIT_USAGE = 2
-
 log = structlog.get_logger("outplan_worker.gateway")
 
 
@@ -35,9 +33,7 @@ def gateway() -> int:
     try:
         settings = load()
     except InvalidSettings as exc:
-        for line in exc.lines:
-            print(f"outplan-worker: invalid setting {line}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.report("outplan-worker")
     logs.configure(settings.log_level)
     try:
         verifier = Verifier.from_settings(settings)
@@ -78,9 +74,7 @@ def check_gateway(*, live: bool) -> int:
     try:
         settings = load()
     except InvalidSettings as exc:
-        for line in exc.lines:
-            print(f"outplan-worker: invalid setting {line}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.report("outplan-worker")
     url = f"http://127.0.0.1:{settings.gateway_port}{LIVEZ if live else READYZ}"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:

@@ -8,13 +8,13 @@ other; the ports differ by default (the gateway 8080, the worker's health port 9
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts import names
 
-from ..settings import ENV_PREFIX, InvalidSettings, LogLevel, split_amqp_urls
+from ..settings import ENV_PREFIX, LogLevel, from_environment, split_amqp_urls
 
 HS256_SECRET_MIN_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash output (256 bits)
 PEM_BEGIN = "-----BEGIN "
@@ -112,14 +112,5 @@ class GatewaySettings(BaseSettings):
 
 def load() -> GatewaySettings:
     """The gateway's settings from the environment; raises ``InvalidSettings`` naming each bad
-    variable (``OUTPLAN_<NAME>: <rule>``, values left out since some are secrets)."""
-    try:
-        return GatewaySettings()
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors(include_url=False, include_input=False):
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            lines.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
-        raise InvalidSettings(lines) from None
-    except SettingsError as exc:
-        raise InvalidSettings([str(exc)]) from None
+    variable (``worker.settings.from_environment``)."""
+    return from_environment(GatewaySettings)
