@@ -14,14 +14,11 @@ else, they run as that user.
 
 import asyncio
 import contextlib
-import glob
 import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -30,45 +27,13 @@ from typing import Any
 
 import asyncpg
 
-RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
+from tests.support.servers import RABBIT_BIN, ServerFailed, own, pg_bin, port_taken, run_as, tail
+
 AMQP_PORT_BASE = 5700  # node i listens on AMQP_PORT_BASE + i
 DIST_PORT_BASE = 25700  # and on DIST_PORT_BASE + i for Erlang distribution
 PG_PRIMARY_PORT = 5461
 PG_STANDBY_PORT = 5462
 STANDBY_NAME = "standby1"  # its cluster_name, hence its application_name on the primary
-
-
-class ServerFailed(RuntimeError):
-    """A server of the suite's own did not start or did not answer; the message holds its log tail."""
-
-
-def _as(user: str) -> dict[str, Any]:
-    """``subprocess`` arguments that run a server as ``user`` when this process is root, else as itself."""
-    if os.geteuid() != 0:
-        return {}
-    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
-
-
-def _own(path: Path, user: str) -> None:
-    """Give ``path`` (recursively) to ``user`` when this process is root: the server writes there."""
-    if os.geteuid() != 0:
-        return
-    entry = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(path):
-        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-            os.chown(name, entry.pw_uid, entry.pw_gid)
-
-
-def _port_taken(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return f"({path} not written)"
 
 
 async def _run(
@@ -79,7 +44,7 @@ async def _run(
     cwd: Path | None = None,
     timeout: float = 60,
 ) -> str:
-    """Run a command as ``user`` (see ``_as``) and return its stdout; raises ``ServerFailed`` with
+    """Run a command as ``user`` (see ``run_as``) and return its stdout; raises ``ServerFailed`` with
     its output when it fails or outlasts ``timeout`` (s)."""
     process = await asyncio.create_subprocess_exec(
         *argv,
@@ -87,7 +52,7 @@ async def _run(
         stderr=asyncio.subprocess.STDOUT,
         env=env,
         cwd=cwd,
-        **_as(user),
+        **run_as(user),
     )
     try:
         out, _ = await asyncio.wait_for(process.communicate(), timeout)
@@ -167,7 +132,7 @@ class RabbitNode:
         (self.base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
         (self.base / "rabbitmq-env.conf").write_text("")
         (self.base / "enabled_plugins").write_text("[].\n")  # no management plugin: nothing else listens
-        _own(self.base, "rabbitmq")
+        own(self.base, "rabbitmq")
 
     def start(self) -> None:
         """Start the node (returns at once; ``wait_started`` waits for it)."""
@@ -180,7 +145,7 @@ class RabbitNode:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **_as("rabbitmq"),
+                **run_as("rabbitmq"),
             )
         self.pid = None
 
@@ -199,14 +164,14 @@ class RabbitNode:
         deadline = time.monotonic() + seconds
         while True:
             if self.process is not None and self.process.poll() is not None:
-                raise ServerFailed(f"{self.name} exited:\n{_tail(self.base / 'server.log')}")
+                raise ServerFailed(f"{self.name} exited:\n{tail(self.base / 'server.log')}")
             try:
                 await self.ctl("await_startup", "--timeout", "10", timeout=20)
                 break
             except ServerFailed:
                 if time.monotonic() > deadline:
                     raise ServerFailed(
-                        f"{self.name} did not start in {seconds} s:\n{_tail(self.base / 'server.log')}"
+                        f"{self.name} did not start in {seconds} s:\n{tail(self.base / 'server.log')}"
                     ) from None
                 await asyncio.sleep(0.5)
         self.pid = int((self.base / "pid").read_text().split()[0])
@@ -239,7 +204,7 @@ class RabbitCluster:
         cookie = home / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(16))  # nodes of one cluster share it
         cookie.chmod(0o400)
-        _own(home, "rabbitmq")
+        own(home, "rabbitmq")
         nodes = [RabbitNode(i, base / f"node{i}", home) for i in range(1, size + 1)]
         return cls(base, nodes)
 
@@ -254,8 +219,8 @@ class RabbitCluster:
         """Start every node, join the others to the first, and check all three run."""
         if not (RABBIT_BIN / "rabbitmq-server").exists():
             raise ServerFailed(f"no {RABBIT_BIN / 'rabbitmq-server'}: install rabbitmq-server")
-        taken = [n.port for n in self.nodes if _port_taken(n.port)]
-        taken += [DIST_PORT_BASE + n.index for n in self.nodes if _port_taken(DIST_PORT_BASE + n.index)]
+        taken = [n.port for n in self.nodes if port_taken(n.port)]
+        taken += [DIST_PORT_BASE + n.index for n in self.nodes if port_taken(DIST_PORT_BASE + n.index)]
         if taken:
             raise ServerFailed(f"ports already in use: {taken} (another cluster run still going?)")
         for node in self.nodes:
@@ -313,14 +278,6 @@ class RabbitCluster:
 # ---- PostgreSQL ---------------------------------------------------------------------------------
 
 
-def pg_bin() -> Path:
-    """The newest PostgreSQL server binaries installed (Debian: /usr/lib/postgresql/<major>/bin)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
-    if not found:
-        raise ServerFailed("no /usr/lib/postgresql/*/bin/pg_ctl: install postgresql")
-    return Path(found[-1]).parent
-
-
 @dataclass
 class PgServer:
     """One PostgreSQL server on 127.0.0.1:``port``, data in ``data``, its socket in ``base``."""
@@ -371,7 +328,7 @@ class PgServer:
                 check=False,
                 cwd=self.base,
                 timeout=60,
-                **_as("postgres"),
+                **run_as("postgres"),
             )
 
 
@@ -399,10 +356,10 @@ class PgPair:
         return f"postgresql://postgres@{hosts}/{database}?target_session_attrs=read-write"
 
     async def start(self) -> None:
-        taken = [p for p in (self.primary.port, self.standby.port) if _port_taken(p)]
+        taken = [p for p in (self.primary.port, self.standby.port) if port_taken(p)]
         if taken:
             raise ServerFailed(f"ports already in use: {taken} (another cluster run still going?)")
-        _own(self.base, "postgres")
+        own(self.base, "postgres")
         p, s = self.primary, self.standby
         await p.pg("initdb", "-D", str(p.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         with (p.data / "postgresql.conf").open("a") as conf:

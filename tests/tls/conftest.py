@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.servers import RABBIT_BIN
 from tests.support.workers import worker_command
 from tests.tls import pki as certificates
-from tests.tls.servers import RABBIT_BIN, PostgresTls, RabbitTls
+from tests.tls.servers import PostgresTls, RabbitTls
 
 DATABASE = "outplans_tls"
 

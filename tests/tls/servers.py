@@ -12,59 +12,23 @@ wrote. RabbitMQ's TLS options: "TLS Support" (https://www.rabbitmq.com/docs/ssl)
 """
 
 import contextlib
-import glob
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from tests.support.servers import RABBIT_BIN, ServerFailed, own, pg_bin, port_taken, run_as, tail
 from tests.tls.pki import Pki
 
-RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 AMQPS_PORT = 5771
 MANAGEMENT_PORT = 5770  # the management plugin's HTTP API (plain HTTP, on 127.0.0.1 only)
 DIST_PORT = 25771
 NODE_NAME = "outplan-tls@localhost"
 PG_PORT = 5481
-
-
-class ServerFailed(RuntimeError):
-    """A server of the suite's own did not start; the message holds its log's tail."""
-
-
-def _as(user: str) -> dict[str, Any]:
-    """Run a server as ``user`` (the package's) when root; as this user otherwise."""
-    if os.geteuid() != 0:
-        return {}
-    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
-
-
-def _own(path: Path, user: str) -> None:
-    if os.geteuid() != 0:
-        return
-    entry = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(path):
-        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-            os.chown(name, entry.pw_uid, entry.pw_gid)
-
-
-def _port_taken(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _tail(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")[-3000:]
-    except OSError:
-        return f"({path} not written)"
 
 
 def _copy_keys(pki: Pki, folder: Path) -> tuple[Path, Path, Path]:
@@ -104,7 +68,7 @@ class RabbitTls:
 
     def start(self, pki: Pki, seconds: float = 90) -> None:
         for port in (AMQPS_PORT, DIST_PORT, MANAGEMENT_PORT):
-            if _port_taken(port):
+            if port_taken(port):
                 raise ServerFailed(f"port {port} already in use (another TLS suite still running?)")
         b = self.base
         for folder in ("mnesia", "log", "home"):
@@ -127,7 +91,7 @@ class RabbitTls:
         (b / "rabbitmq-env.conf").write_text("")
         # The management API: the worker compares the topology through it (OUTPLAN_MANAGEMENT_URL).
         (b / "enabled_plugins").write_text("[rabbitmq_management].\n")
-        _own(b, "rabbitmq")
+        own(b, "rabbitmq")
         with (b / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [str(RABBIT_BIN / "rabbitmq-server")],
@@ -136,13 +100,13 @@ class RabbitTls:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **_as("rabbitmq"),
+                **run_as("rabbitmq"),
             )
         deadline = time.monotonic() + seconds
         while not self._started():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise ServerFailed(f"the TLS RabbitMQ node did not start:\n{_tail(b / 'server.log')}")
+                raise ServerFailed(f"the TLS RabbitMQ node did not start:\n{tail(b / 'server.log')}")
             time.sleep(0.5)
 
     def _started(self) -> bool:
@@ -153,7 +117,7 @@ class RabbitTls:
             capture_output=True,
             timeout=30,
             check=False,
-            **_as("rabbitmq"),
+            **run_as("rabbitmq"),
         )
         return done.returncode == 0
 
@@ -178,13 +142,6 @@ class RabbitTls:
             self.process = None
 
 
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
-    if not found:
-        raise ServerFailed("no /usr/lib/postgresql/*/bin/pg_ctl: install postgresql")
-    return Path(found[-1]).parent
-
-
 @dataclass
 class PostgresTls:
     """The PostgreSQL cluster; ``url(pki, database)`` reaches it with ``sslmode=verify-full``."""
@@ -197,12 +154,12 @@ class PostgresTls:
 
     def _pg(self, tool: str, *args: str) -> None:
         done = subprocess.run(
-            [str(_pg_bin() / tool), *args],
+            [str(pg_bin() / tool), *args],
             cwd=self.base,
             capture_output=True,
             timeout=120,
             check=False,
-            **_as("postgres"),
+            **run_as("postgres"),
         )
         if done.returncode != 0:
             raise ServerFailed(
@@ -210,11 +167,11 @@ class PostgresTls:
             )
 
     def start(self, pki: Pki) -> None:
-        if _port_taken(PG_PORT):
+        if port_taken(PG_PORT):
             raise ServerFailed(f"port {PG_PORT} already in use (another TLS suite still running?)")
         self.base.mkdir(parents=True, exist_ok=True)
         ca, cert, key = _copy_keys(pki, self.base / "tls")
-        _own(self.base, "postgres")
+        own(self.base, "postgres")
         self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
@@ -232,7 +189,7 @@ class PostgresTls:
         (self.data / "pg_hba.conf").write_text(
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 trust\n"
         )
-        _own(self.data, "postgres")
+        own(self.data, "postgres")
         self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.base / "pg.log"), "-w", "start")
 
     def url(self, pki: Pki, database: str, *, host: str = "localhost", ca: Path | None = None) -> str:
