@@ -27,14 +27,12 @@ import aio_pika
 import aio_pika.exceptions
 import structlog
 from aio_pika.abc import AbstractConnection
-from tenacity import RetryCallState, retry_if_exception_type
 
 from contracts import Reply
 from contracts.client import OutplanClient
 
-from ..app import misconfiguration
+from ..app import StoppedWhileStarting, keep_trying
 from ..messaging.brokers import CONNECT_TIMEOUT, connect_first
-from ..retries import Stopped, failure, retry_in, retrying
 from . import metrics
 
 log = structlog.get_logger("outplan_worker.gateway")
@@ -115,7 +113,7 @@ class Broker:
             while not stop.is_set():
                 try:
                     connection = await self._connect(stop)
-                except Stopped:
+                except StoppedWhileStarting:
                     return
                 lost = asyncio.Event()
                 connection.close_callbacks.add(lambda *_, lost=lost: lost.set())
@@ -137,40 +135,24 @@ class Broker:
                 self._connection = None
 
     async def _connect(self, stop: asyncio.Event) -> AbstractConnection:
+        """Connect and start the RPC client, as the worker connects (``app.keep_trying``: 0.2 s
+        doubling to 5 s between attempts; ``Misconfigured`` at once for what cannot heal)."""
         name = f"outplan-worker gateway on {socket.gethostname()} pid {os.getpid()}"
 
-        def log_retry(retry_state: RetryCallState) -> None:
-            # The parameter's name matters: tenacity before 7 passes it by keyword only when so named.
-            log.warning(
-                "broker unreachable; retrying",
-                error=type(failure(retry_state)).__name__,
-                retry_in=retry_in(retry_state),
+        async def connect() -> tuple[AbstractConnection, _Client]:
+            connection = await connect_first(
+                self._urls, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT
             )
+            try:
+                client = _Client(connection, exchange=self._exchange, timeout=self._timeout)
+                await client.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                raise
+            return connection, client
 
-        async for attempt in retrying(
-            first=0.2,
-            most=5.0,
-            retry=retry_if_exception_type(_CONNECT_ERRORS),
-            before_sleep=log_retry,
-            stop=stop,
-        ):
-            with attempt:
-                try:
-                    connection = await connect_first(
-                        self._urls, client_properties={"connection_name": name}, timeout=CONNECT_TIMEOUT
-                    )
-                except Exception as exc:
-                    permanent = misconfiguration("broker", exc)
-                    if permanent is not None:
-                        raise permanent from None
-                    raise
-                try:
-                    client = _Client(connection, exchange=self._exchange, timeout=self._timeout)
-                    await client.start()
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await connection.close()
-                    raise
+        connection, client = await keep_trying("broker", connect, stop)
         self._connection, self._client = connection, client
         metrics.BROKER_CONNECTED.set(1)
         if self._connected_once:
