@@ -12,7 +12,7 @@ from worker.persistence.migrate import migrate
 
 # The test extra installs the OpenTelemetry SDK, and a worker with the SDK exports its spans to
 # localhost:4318 unless told otherwise, where nothing listens: the workers the tests start record
-# spans and export none, unless a test asks (tests/e2e/test_tracing.py sets its own OTEL_*).
+# no spans, unless a test asks (tests/e2e/test_tracing.py sets its own OTEL_*).
 os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
 
 PG_ADMIN = os.environ.get("OUTPLAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -49,6 +49,16 @@ def session_database() -> Iterator[str]:
     url = create_database()
     yield url
     drop_database(url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def worker_names_deleted() -> Iterator[None]:
+    """At the session's end, delete every worker's queues and exchanges the tests named
+    (``WorkerNames.fresh``), whether or not each test deleted its own."""
+    yield
+    from tests.support.workers import delete_all_handed_out  # it imports this module
+
+    asyncio.run(delete_all_handed_out())
 
 
 @pytest.fixture

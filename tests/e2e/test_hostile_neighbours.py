@@ -226,8 +226,8 @@ async def test_a_refused_reply_does_not_requeue_the_command_whose_outcome_stands
     channel = await connection.channel()
     refusing = await channel.declare_queue(
         f"test-refusing-replies-{uuid.uuid4().hex[:8]}",
-        auto_delete=True,
-        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        auto_delete=True,  # never consumed, so never auto-deleted: x-expires removes it
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish", "x-expires": 60_000},
     )
     failed = metric(worker, "outplan_replies_failed_total", reason="nacked")
     message_id = str(uuid.uuid4())

@@ -1,6 +1,7 @@
 """Start and stop real worker processes on names of their own."""
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -13,9 +14,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aio_pika
+import aio_pika.abc
+import aio_pika.exceptions
 
 from tests.conftest import AMQP_URL
 from worker.client import connect_when_ready
@@ -23,22 +26,30 @@ from worker.client import connect_when_ready
 
 @dataclass
 class WorkerNames:
+    """A worker's exchanges and queues, named ``test-<8 hex>.*`` so that tests never share them."""
+
     command_exchange: str
     command_queue: str
     dead_letter_exchange: str
     dead_letter_queue: str
     event_exchange: str
 
+    #: Every set handed out in this session: ``tests/conftest.py`` deletes them all at its end,
+    #: whether or not the test that took them did (durable queues nobody consumes stay forever).
+    handed_out: ClassVar[list["WorkerNames"]] = []
+
     @classmethod
     def fresh(cls) -> "WorkerNames":
         s = uuid.uuid4().hex[:8]
-        return cls(
+        names = cls(
             f"test-{s}.commands",
             f"test-{s}.worker.commands",
             f"test-{s}.dlx",
             f"test-{s}.worker.commands.dead",
             f"test-{s}.events",
         )
+        cls.handed_out.append(names)
+        return names
 
     def env(self) -> dict[str, str]:
         return {f"OUTPLAN_{k.upper()}": v for k, v in self.__dict__.items()}
@@ -203,11 +214,34 @@ async def bind_full_subscriber(names: WorkerNames) -> str:
     return name
 
 
-async def delete_names(names: WorkerNames) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
+async def delete_all_handed_out() -> None:
+    """Delete the queues and exchanges of every ``WorkerNames.fresh()`` of this session (those
+    already gone are no error); a broker that cannot be reached is left as it is."""
+    if not WorkerNames.handed_out:
+        return
+    try:
+        connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    except (OSError, aio_pika.exceptions.AMQPError):
+        return
     async with connection:
-        channel = await connection.channel()
+        for names in WorkerNames.handed_out:
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await delete_names(names, connection)
+    WorkerNames.handed_out.clear()
+
+
+async def delete_names(names: WorkerNames, connection: aio_pika.abc.AbstractConnection | None = None) -> None:
+    """Delete a worker's queues and exchanges (on ``connection``, or on one of its own)."""
+    if connection is None:
+        async with await aio_pika.connect(AMQP_URL) as own:
+            await delete_names(names, own)
+        return
+    channel = await connection.channel()
+    try:
         for queue in (names.command_queue, names.dead_letter_queue):
             await channel.queue_delete(queue)
         for exchange in (names.command_exchange, names.dead_letter_exchange, names.event_exchange):
             await channel.exchange_delete(exchange)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
