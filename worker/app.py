@@ -152,9 +152,9 @@ async def open_pool(settings: Settings, stop: asyncio.Event) -> asyncpg.Pool:
 async def _generic_plans(conn: asyncpg.Connection) -> None:
     """Plan each prepared statement once (``plan_cache_mode = force_generic_plan``, PostgreSQL 12+).
 
-    The batch's read and write are one statement each, with arrays and JSON for parameters: the
-    server's default re-plans them at every execution (their custom plans cost about as much as a
-    generic one), and planning the write took almost as long as running it. With
+    The batch's read and write are one statement each, with arrays and JSON for parameters: under
+    the server's default (``auto``) they were planned again at every execution, and planning the
+    write took almost as long as running it. With
     generic plans a one-command batch took 1.2 ms instead of 1.9 (``bench/RESULTS.md``). Set on the
     session when the pool opens a connection; ``_keep_session`` keeps it.
     """

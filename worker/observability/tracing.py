@@ -10,7 +10,7 @@ so no ``opentelemetry-instrument`` wrapper is needed:
 - ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``: read by the SDK's ``TracerProvider``.
 - ``OTEL_TRACES_EXPORTER``: a comma list of ``otlp`` (the default), ``console`` and ``none``.
   ``none`` alone sets nothing up, as ``OTEL_SDK_DISABLED=true`` does: spans nobody exports are
-  not recorded (at saturation recording them cost more CPU than the command itself).
+  not recorded, since recording them costs CPU on every command for nothing.
 - ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or ``..._TRACES_PROTOCOL``): ``http/protobuf`` (the default);
   ``grpc`` is refused, its exporter not being installed. ``OTEL_EXPORTER_OTLP_ENDPOINT``,
   ``..._HEADERS``, ``..._TIMEOUT`` are read by the exporter; ``OTEL_BSP_*`` by the batch span processor.
